@@ -1,0 +1,1 @@
+"""Application package (installed as eupe.cache_tools)."""

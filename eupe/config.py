@@ -1,0 +1,107 @@
+"""Typed configuration: dataclasses are the schema, YAML files hold values.
+
+Loading follows the dinov3 convention: a YAML file is merged *strictly* over the
+dataclass defaults (an unknown key is an error naming the key and the valid ones),
+then ``key=value`` overrides are applied with dotted paths (``model.depth=2``), and the
+resolved config is written next to every output so a run can be reproduced.
+
+OmegaConf's structured configs do the merging and type checking; this module only
+puts a small, documented face on them and turns their errors into ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+RESOLVED_CONFIG_NAME = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override does not fit the schema."""
+
+
+def _check_keys(schema: type, values: Any, where: str) -> None:
+    """Raise ConfigError for unknown keys, naming them and the valid ones (recursively)."""
+    if not isinstance(values, dict) or not dataclasses.is_dataclass(schema):
+        return
+    valid = {f.name: f for f in dataclasses.fields(schema)}
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {where or schema.__name__}; valid keys: {sorted(valid)}"
+        )
+    hints = typing.get_type_hints(schema)
+    for key, value in values.items():
+        child = hints.get(key)
+        if dataclasses.is_dataclass(child):
+            _check_keys(child, value, f"{where}.{key}" if where else key)
+
+
+def build(schema: type[T], values: dict | None = None, overrides: Iterable[str] = ()) -> T:
+    """Build a ``schema`` instance from defaults, ``values`` (strict) and ``key=value`` overrides."""
+    values = values or {}
+    _check_keys(schema, values, "")
+    override_list = list(overrides)
+    for item in override_list:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        base = OmegaConf.structured(schema)
+        merged = OmegaConf.merge(base, values, OmegaConf.from_dotlist(override_list))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ConfigError(_clean_message(err)) from None
+
+
+def _clean_message(err: OmegaConfBaseException) -> str:
+    """OmegaConf messages carry a multi-line trace of keys; keep the informative part."""
+    lines = [" ".join(line.split()) for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines[:3])
+
+
+def load(schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
+    """Load a YAML file (optional) strictly over the schema's defaults, then apply overrides."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        values = loaded or {}
+        try:
+            return build(schema, values, overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    return build(schema, values, overrides)
+
+
+def to_dict(config: Any) -> dict:
+    """Plain-Python dict of a config dataclass (tuples become lists, as in YAML)."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
+
+
+def dump(config: Any) -> str:
+    """YAML text of a config dataclass."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def save_resolved(config: Any, out_dir: str | Path, name: str = RESOLVED_CONFIG_NAME) -> Path:
+    """Write the resolved config next to an output; returns the file written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(dump(config))
+    tmp.replace(path)
+    return path

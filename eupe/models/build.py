@@ -1,0 +1,64 @@
+"""Building encoders from specs: timm architectures, local weights, test-scale variants.
+
+A spec's backbone comes from ``timm.create_model`` with the spec's kwargs. Real weights
+are loaded from a local file through timm's own pretrained path (so checkpoint filters
+apply exactly as for hub downloads); test-scale variants are the same timm classes with
+tiny width/depth and a fixed-seed random init, so their fingerprint is reproducible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import timm
+import torch
+from torch import nn
+
+from eupe.models.features import Encoder, EncoderSpec
+from eupe.models.weights import file_sha256, require, state_dict_sha256
+
+TEST_SEED = 0
+
+
+class Built(NamedTuple):
+    """What a spec's builder returns: the backbone, its weights fingerprint, and the spec
+    (a builder may refine it, e.g. the proxy's shape comes from its checkpoint)."""
+
+    backbone: nn.Module
+    fingerprint: str
+    spec: EncoderSpec
+
+
+def random_backbone(timm_name: str, kwargs: dict, seed: int | None = TEST_SEED) -> tuple[nn.Module, str]:
+    """A randomly initialised timm model; seeded (reproducible fingerprint) unless seed is None."""
+    if seed is None:
+        model = timm.create_model(timm_name, pretrained=False, **kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = timm.create_model(timm_name, pretrained=False, **kwargs)
+    return model, "random:" + state_dict_sha256(model)
+
+
+def timm_backbone_from_file(timm_name: str, path: Path, kwargs: dict) -> nn.Module:
+    """A timm model with weights from a local file (safetensors or torch), via timm's loader."""
+    return timm.create_model(
+        timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+    )
+
+
+def build_timm(spec: EncoderSpec, weights: str | Path | None, test_scale: bool) -> Built:
+    """Default builder: timm architecture, weights from a local file or tiny random init."""
+    kwargs = {"num_classes": 0, **spec.timm_kwargs}
+    if test_scale:
+        return Built(*random_backbone(spec.timm_name, {**kwargs, **spec.test_kwargs}), spec)
+    path = require(spec.weights, weights, spec.name)
+    return Built(timm_backbone_from_file(spec.timm_name, path, kwargs), file_sha256(path), spec)
+
+
+def build_encoder(spec: EncoderSpec, weights: str | Path | None = None, test_scale: bool = False) -> Encoder:
+    """An ``Encoder`` in eval mode for ``spec``."""
+    builder = spec.builder or build_timm
+    built = builder(spec, weights, test_scale)
+    return Encoder(built.spec, built.backbone, built.fingerprint).eval()

@@ -1,0 +1,63 @@
+"""Strict YAML merge over dataclass schemas, overrides, resolved-config output, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eupe import config
+from eupe.models import ProxyConfig, list_students, list_teachers
+from eupe.models.config import StudentConfig, TeacherConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_yaml_values_and_overrides_apply(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("name: effnet_lite0\nresolutions: [224, 448]\n")
+    cfg = config.load(TeacherConfig, path, ["patch_weight=0.5", "weights=/w.pth"])
+    assert (cfg.name, list(cfg.resolutions), cfg.patch_weight, cfg.weights) == ("effnet_lite0", [224, 448], 0.5, "/w.pth")
+
+
+@pytest.mark.parametrize("text,overrides,match", [
+    ("nmae: vit_t\n", [], r"unknown key\(s\) \['nmae'\] in StudentConfig; valid keys: \['name', 'resolution'"),
+    ("", ["resolution=big"], "resolution"),
+    ("", ["color=red"], "color"),
+    ("", ["resolution"], "key=value"),
+    ("- a\n- b\n", [], "mapping"),
+])
+def test_bad_configs_are_errors_naming_the_problem(tmp_path, text, overrides, match):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=match) as err:
+        config.load(StudentConfig, path, overrides)
+    if text:
+        assert str(path) in str(err.value)
+
+
+def test_resolved_config_is_written_and_reloads(tmp_path):
+    cfg = config.build(StudentConfig, {"name": "convnext_t"}, ["resolution=384"])
+    written = config.save_resolved(cfg, tmp_path / "run")
+    assert written.name == "config.yaml"
+    assert yaml.safe_load(written.read_text())["resolution"] == 384
+    assert config.load(StudentConfig, written) == cfg
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "teachers").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_teacher_configs_load_and_name_registered_teachers(path):
+    cfg = config.load(TeacherConfig, path)
+    assert cfg.name == path.stem and cfg.name in list_teachers()
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "students").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_student_configs_load_and_name_registered_students(path):
+    cfg = config.load(StudentConfig, path)
+    assert cfg.name == path.stem and cfg.name in list_students()
+
+
+def test_shipped_configs_cover_the_paper():
+    assert {p.stem for p in (CONFIGS / "students").glob("*.yaml")} == set(list_students())
+    assert {"dinov3_hplus", "pecore_g", "pelang_g"} <= {p.stem for p in (CONFIGS / "teachers").glob("*.yaml")}
+    assert config.load(ProxyConfig, CONFIGS / "proxy.yaml") == ProxyConfig()
