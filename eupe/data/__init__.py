@@ -1,0 +1,23 @@
+"""Dataset access for teacher-feature extraction: indexed random access to webdataset shards."""
+
+from eupe.data.shards import (
+    IMAGE_EXTENSIONS,
+    ShardFailure,
+    ShardIndex,
+    ShardReader,
+    expand_shards,
+    index_shards,
+    read_member,
+    write_shards,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ShardFailure",
+    "ShardIndex",
+    "ShardReader",
+    "expand_shards",
+    "index_shards",
+    "read_member",
+    "write_shards",
+]

@@ -1,0 +1,357 @@
+"""Random access to images stored in webdataset tar shards.
+
+The feature extractor splits a dataset into fixed groups of consecutive images
+("chunks") that different processes may process, kill and resume.  To make that
+possible every image must be addressable by its row number without streaming
+whole shards.  This module
+
+* expands shard patterns (``"train-{000000..000099}.tar"``, ``"a.tar::b.tar"``),
+* indexes shards by reading tar headers only (:func:`index_shards`), giving one
+  row per image in shard order then member order, with the byte offset and size
+  of the image data inside its tar,
+* reads single members back by offset (:func:`read_member`, :class:`ShardReader`),
+  from local files or any fsspec URL,
+* writes genuine webdataset shards for tests and demos (:func:`write_shards`).
+
+Keys and grouping follow webdataset's own rules, so the index yields the same
+samples in the same order as ``webdataset.WebDataset(urls, shardshuffle=False)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Iterator, Sequence
+
+import fsspec
+import numpy as np
+from webdataset.shardlists import expand_urls
+from webdataset.tariterators import base_plus_ext
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ShardFailure",
+    "ShardIndex",
+    "ShardReader",
+    "expand_shards",
+    "index_shards",
+    "read_member",
+    "write_shards",
+]
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "ppm")
+
+# Members webdataset itself skips (``__key__``-style metadata), see tariterators.
+_SKIP_META = re.compile(r"__[^/]*__($|/)")
+_BLOCK = tarfile.BLOCKSIZE
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def _is_url(shard: str) -> bool:
+    return "://" in shard
+
+
+def _normalise(shard: str) -> str:
+    return shard if _is_url(shard) else os.path.abspath(os.path.expanduser(shard))
+
+
+def expand_shards(pattern: str | Sequence[str]) -> list[str]:
+    """Expand a shard pattern (braces, ``::`` lists, plain lists) to a list of shards.
+
+    Local paths become absolute, URLs (anything containing ``://``) are unchanged.
+    A local path that does not exist is not an error here (indexing records it).
+    """
+    parts = [pattern] if isinstance(pattern, str) else list(pattern)
+    shards = [_normalise(s) for part in parts for s in expand_urls(str(part)) if s.strip()]
+    if not shards:
+        raise ValueError(f"shard pattern {pattern!r} expands to no shards")
+    return shards
+
+
+# --------------------------------------------------------------------------- index
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard that could not be indexed, and why."""
+
+    shard: str
+    reason: str
+
+
+@dataclass
+class ShardIndex:
+    """Columnar index: one row per image, in shard order then member order."""
+
+    shards: list[str]
+    keys: np.ndarray
+    shard: np.ndarray
+    offset: np.ndarray
+    size: np.ndarray
+    ext: np.ndarray
+    label: np.ndarray
+    failures: list[ShardFailure] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(len(self.keys))
+
+    def keys_sha256(self) -> str:
+        """SHA-256 of the keys joined by newlines: the identity of the dataset."""
+        return hashlib.sha256("\n".join(str(k) for k in self.keys).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class _Sample:
+    """Members of one webdataset sample seen so far while scanning a tar."""
+
+    key: str
+    members: dict[str, tarfile.TarInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Row:
+    key: str
+    offset: int
+    size: int
+    ext: str
+    label: int
+
+
+class _ShardError(Exception):
+    """A shard is unreadable; the message is the recorded reason."""
+
+
+def _open(shard: str) -> IO[bytes]:
+    """Open a shard for binary random access (local file or fsspec URL)."""
+    if _is_url(shard):
+        return fsspec.open(shard, "rb").open()
+    return open(shard, "rb")
+
+
+def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Regular members of ``tar`` that webdataset would not skip, headers only."""
+    while (info := tar.next()) is not None:
+        tar.members.clear()  # keep memory flat on large shards
+        if info.isreg() and info.name and not _SKIP_META.match(info.name):
+            yield info
+
+
+def _group(tar: tarfile.TarFile) -> Iterator[_Sample]:
+    """Group consecutive members by webdataset key (``base_plus_ext``)."""
+    current: _Sample | None = None
+    for info in _members(tar):
+        key, suffix = base_plus_ext(info.name)
+        if key is None:
+            continue
+        if current is None or key != current.key:
+            if current is not None:
+                yield current
+            current = _Sample(key)
+        current.members.setdefault(suffix.lower(), info)
+    if current is not None:
+        yield current
+
+
+def _label(tar: tarfile.TarFile, info: tarfile.TarInfo | None) -> int:
+    if info is None:
+        return -1
+    text = tar.extractfile(info).read().decode("utf-8").strip()
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise _ShardError(f"{info.name}: .cls content {text[:40]!r} is not an integer") from exc
+
+
+def _row(tar: tarfile.TarFile, sample: _Sample) -> _Row | None:
+    """The image row of a sample, or None when it has no image member."""
+    ext = next((e for e in IMAGE_EXTENSIONS if e in sample.members), None)
+    if ext is None:
+        return None
+    info = sample.members[ext]
+    label = _label(tar, sample.members.get("cls"))
+    return _Row(sample.key, info.offset_data, info.size, ext, label)
+
+
+def _check_end(handle: IO[bytes], tar: tarfile.TarFile) -> None:
+    """Require an end-of-archive zero block where tarfile stopped reading.
+
+    tarfile silently stops at a truncated or corrupt header, so without this a tar
+    cut on a member boundary would look complete.
+    """
+    handle.seek(tar.offset)
+    block = handle.read(_BLOCK)
+    if len(block) < _BLOCK:
+        raise _ShardError(f"truncated: no end-of-archive marker at byte {tar.offset}")
+    if block.count(0) != _BLOCK:
+        raise _ShardError(f"corrupt or truncated tar header at byte {tar.offset}")
+
+
+def _scan(shard: str) -> list[_Row]:
+    """All image rows of one shard; raises _ShardError when the shard is unreadable."""
+    try:
+        with _open(shard) as handle:
+            with tarfile.open(fileobj=handle, mode="r:") as tar:
+                rows = [r for s in _group(tar) if (r := _row(tar, s)) is not None]
+                _check_end(handle, tar)
+    except FileNotFoundError as exc:
+        raise _ShardError(f"missing: {exc}") from exc
+    except tarfile.ReadError as exc:
+        kind = "truncated" if "end of data" in str(exc) else "not a readable uncompressed tar"
+        raise _ShardError(f"{kind}: {exc}") from exc
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise _ShardError(f"{type(exc).__name__}: {exc}") from exc
+    return rows
+
+
+def _check_duplicates(shards: Sequence[str], rows: list[list[_Row]]) -> None:
+    """Raise ValueError on a key seen twice (across shards or within one)."""
+    seen: dict[str, int] = {}
+    for position, shard_rows in enumerate(rows):
+        for row in shard_rows:
+            if row.key in seen:
+                first = shards[seen[row.key]]
+                raise ValueError(f"duplicate key {row.key!r} in shards {first!r} and {shards[position]!r}")
+            seen[row.key] = position
+
+
+def _columns(shards: list[str], rows: list[list[_Row]], failures: list[ShardFailure]) -> ShardIndex:
+    flat = [(p, r) for p, shard_rows in enumerate(rows) for r in shard_rows]
+    return ShardIndex(
+        shards=shards,
+        keys=np.array([r.key for _, r in flat], dtype=str),
+        shard=np.array([p for p, _ in flat], dtype=np.int32),
+        offset=np.array([r.offset for _, r in flat], dtype=np.int64),
+        size=np.array([r.size for _, r in flat], dtype=np.int64),
+        ext=np.array([r.ext for _, r in flat], dtype=str),
+        label=np.array([r.label for _, r in flat], dtype=np.int64),
+        failures=failures,
+    )
+
+
+def index_shards(shards: Sequence[str], progress: bool = False) -> ShardIndex:
+    """Index the image members of ``shards`` by reading tar headers only.
+
+    Unreadable shards (missing, not a tar, truncated) are recorded in
+    ``failures`` and contribute no rows; the other shards proceed. Duplicate
+    keys raise ValueError naming the key and both shards.
+    """
+    from tqdm.auto import tqdm
+
+    shards = list(shards)
+    rows: list[list[_Row]] = []
+    failures: list[ShardFailure] = []
+    for shard in tqdm(shards, desc="indexing shards", unit="shard", disable=not progress):
+        try:
+            rows.append(_scan(shard))
+        except _ShardError as exc:
+            failures.append(ShardFailure(shard, str(exc)))
+            rows.append([])
+    _check_duplicates(shards, rows)
+    return _columns(shards, rows, failures)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_exact(handle: IO[bytes], shard: str, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) != size:
+        raise OSError(f"short read from shard {shard!r}: wanted {size} bytes at {offset}, got {len(data)}")
+    return data
+
+
+def read_member(shard: str, offset: int, size: int) -> bytes:
+    """Read ``size`` bytes at ``offset`` of ``shard`` (local path or fsspec URL)."""
+    with _open(shard) as handle:
+        return _read_exact(handle, shard, int(offset), int(size))
+
+
+class ShardReader:
+    """Reads image bytes by row, keeping one open handle per shard.
+
+    Handles are opened lazily, dropped when pickled and reopened after a fork,
+    so a reader can be built in the parent and used in DataLoader workers.
+    """
+
+    def __init__(self, index: ShardIndex) -> None:
+        self.index = index
+        self._handles: dict[int, IO[bytes]] = {}
+        self._pid = os.getpid()
+
+    def read(self, i: int) -> bytes:
+        """Image bytes of row ``i``."""
+        position = int(self.index.shard[i])
+        shard = self.index.shards[position]
+        return _read_exact(self._handle(position), shard, int(self.index.offset[i]), int(self.index.size[i]))
+
+    def _handle(self, position: int) -> IO[bytes]:
+        if self._pid != os.getpid():  # inherited across fork: file offsets are shared
+            self._handles = {}
+            self._pid = os.getpid()
+        if position not in self._handles:
+            self._handles[position] = _open(self.index.shards[position])
+        return self._handles[position]
+
+    def close(self) -> None:
+        """Close every open handle."""
+        handles, self._handles = self._handles, {}
+        for handle in handles.values():
+            handle.close()
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"index": self.index}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["index"])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _sample(key: str, data: bytes, ext: str, label: int | None) -> dict:
+    ext = ext.lstrip(".").lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(f"{key!r}: extension {ext!r} is not one of {IMAGE_EXTENSIONS}")
+    if "." in key.rsplit("/", 1)[-1]:
+        raise ValueError(f"key {key!r} must not contain '.' in its last path component (webdataset)")
+    sample = {"__key__": key, ext: bytes(data)}
+    if label is not None:
+        sample["cls"] = str(int(label)).encode("ascii")
+    return sample
+
+
+def write_shards(
+    samples: Iterable[tuple[str, bytes, str, int | None]], pattern: str, per_shard: int
+) -> list[str]:
+    """Write ``(key, image_bytes, ext, label_or_None)`` samples as webdataset shards.
+
+    ``pattern`` is a printf pattern such as ``"/tmp/x/train-%06d.tar"``. A ``.cls``
+    member is written when a label is given. Returns the shard paths written.
+    """
+    from webdataset import ShardWriter
+
+    if per_shard < 1:
+        raise ValueError(f"per_shard must be >= 1, got {per_shard}")
+    written: list[str] = []
+    with ShardWriter(pattern, maxcount=per_shard, verbose=0, post=written.append, mtime=0) as sink:
+        for key, data, ext, label in samples:
+            sink.write(_sample(key, data, ext, label))
+    return written
