@@ -9,6 +9,7 @@ import click
 
 from eupe.cli_support import run
 from eupe.models import list_teachers, teacher_spec, teacher_weights_path
+from eupe.cache_tools import commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,6 +49,10 @@ def teachers_cmd(as_json: bool) -> None:
         where = row["weights"] or f"missing ({row['weights_source']})"
         click.echo(f"{row['name']:<18}{row['architecture']:<38}{row['resolution']:>5}{row['patch_size']:>6}  "
                    f"{row['summary']:<10}{row['patch_dim']:>6}  {where}")
+
+
+for _command in (commands.extract, commands.info, commands.verify, commands.stats):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,3 +54,30 @@ def imagenet_photos() -> list[Photo]:
         return []
     files = sorted((version.parent / "data").glob("imagenet_*.jpg"))
     return [Photo(f"foolbox_{f.stem}", f, int(f.stem.rsplit("_", 1)[1])) for f in files]
+
+
+def encode_jpeg(path: Path, max_side: int | None = None, quality: int = 90) -> bytes:
+    """A photo re-encoded as RGB JPEG, optionally downscaled so its longer side is ``max_side``."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if max_side and max(image.size) > max_side:
+            image.thumbnail((max_side, max_side), Image.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_photo_shards(out_dir: str | Path, photos: list[Photo] | None = None, per_shard: int = 8,
+                       max_side: int | None = 320) -> list[str]:
+    """Webdataset shards ``photos-%06d.tar`` of real bundled photos (labels as .cls where known)."""
+    from eupe.data.shards import write_shards
+
+    photos = photos if photos is not None else bundled_photos() + imagenet_photos()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = ((p.key, encode_jpeg(p.path, max_side), "jpg", p.label) for p in photos)
+    return write_shards(samples, str(out_dir / "photos-%06d.tar"), per_shard)

@@ -14,8 +14,12 @@ import click
 from eupe.config import ConfigError
 from eupe.models.weights import MissingWeightsError
 from eupe.registry import UnknownNameError
+from eupe.store.extract import StoreWriteError
+from eupe.store.store import StoreMismatchError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, MissingWeightsError, UnknownNameError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError, MissingWeightsError, UnknownNameError, StoreMismatchError, StoreWriteError, FileNotFoundError,
+)
 
 
 def run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> int:

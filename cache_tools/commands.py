@@ -1,0 +1,189 @@
+"""``eupe-cache extract | info | verify | stats``: thin click wrappers over ``eupe.store``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from eupe.store.extract import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
+from eupe.store.stats import compute_stats, save_stats
+from eupe.store.store import FeatureStore
+from eupe.store.verify import teacher_check, verify_images, verify_teacher
+
+
+def _int_list(_ctx, _param, value: str | None) -> list[int]:
+    if not value or value == "native":
+        return []
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 256,384,512")
+
+
+def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
+    """--rank/--world-size, else what `accelerate launch` / torchrun put in the environment."""
+    if rank is not None or world is not None:
+        return rank or 0, world or 1
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+@click.command()
+@click.option("--teacher", "teachers", multiple=True, required=True,
+              help="Teacher name (repeatable); see `eupe-cache teachers`.")
+@click.option("--data", required=True, help="Webdataset tar shards: a path, brace pattern "
+              "(shards/train-{000000..000099}.tar) or fsspec URL.")
+@click.option("--out", required=True, help="Feature store (a directory; created if absent, extended if present).")
+@click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Views per image (K).")
+@click.option("--resolution", "resolutions", default="native", show_default=True, callback=_int_list,
+              help="Teacher input side(s): 'native' or a list such as 256,384,512 (every view at each).")
+@click.option("--codec", default="int8", show_default=True, help="fp16, int8, int6, int4 (see README).")
+@click.option("--weights", default=None, help="Local weights file (or proxy run directory) for the teacher.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Views per teacher forward.")
+@click.option("--num-workers", default=2, show_default=True, type=click.IntRange(0), help="DataLoader workers that read and render images.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the view sampling.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N images (trials).")
+@click.option("--images-per-chunk", default=16, show_default=True, type=click.IntRange(1),
+              help="Images per store chunk: the unit of writing, resuming and parallel work.")
+@click.option("--rank", default=None, type=click.IntRange(0), help="This process's rank (default: $RANK or 0).")
+@click.option("--world-size", default=None, type=click.IntRange(1), help="Number of processes (default: $WORLD_SIZE or 1).")
+@click.option("--device", default=None, help="torch device (default: cuda:<rank> when available, else cpu).")
+@click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init teachers (tests).")
+def extract(teachers, data, out, views, resolutions, codec, weights, batch_size, num_workers, seed, limit,
+            images_per_chunk, rank, world_size, device, test_scale) -> int:
+    """Run teachers once over a dataset and write their outputs to a feature store.
+
+    Each image gets K views drawn from (seed, image key, view index); each view is rendered at
+    the teacher's resolution(s) by the shared renderer. Kill it at any time: re-running the same
+    command finishes only the missing chunks. Several processes (--rank/--world-size, or
+    `accelerate launch`) split the chunks between them.
+    """
+    rank, world_size = _rank_world(rank, world_size)
+    cfg = ExtractConfig(list(teachers), data, out, views, resolutions, codec, weights, batch_size,
+                        num_workers, seed, limit, images_per_chunk, rank, world_size, device, test_scale)
+    from eupe.store.codecs import get_codec
+
+    get_codec(codec)  # unknown codec: fail before any work
+    encoders = load_teachers(cfg)  # unknown teacher / missing weights: fail before any work
+    store = open_or_create_store(cfg, progress=rank == 0)
+    for teacher in encoders:
+        with tqdm(desc=f"{teacher.spec.name} [rank {rank}/{world_size}]", unit="img", disable=None) as bar:
+            summary = extract_teacher(cfg, store, teacher, progress=bar)
+        click.echo(summary.line())
+    return 0
+
+
+def _size(nbytes: int | None) -> str:
+    return "n/a (remote)" if nbytes is None else f"{nbytes / 1e6:.1f} MB"
+
+
+def store_info(store: FeatureStore) -> dict:
+    info = {"path": str(store.group.store), "views_per_image": store.params.views_per_image,
+            "seed": store.params.seed, "view_policy": store.params.policy.to_dict(),
+            "images_per_chunk": store.params.images_per_chunk, "dataset": store.dataset,
+            "bytes_on_disk": store.disk_bytes(), "teachers": {}}
+    for name in store.teacher_names():
+        group = store.teacher(name)
+        info["teachers"][name] = {
+            **{k: group.attrs[k] for k in ("weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")},
+            **group.counts(), "complete": bool(group.done_flags().all()),
+            "failed_inputs": [{"key": k, "reason": r} for k, r in group.failures()],
+            "bytes_on_disk": store.disk_bytes(f"teachers/{name}"),
+        }
+    return info
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+def info(store_path: str, as_json: bool) -> int:
+    """Show a store's identity, per-teacher counts, completeness, failed inputs and size."""
+    data = store_info(FeatureStore.open(store_path))
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return 0
+    ds = data["dataset"]
+    click.echo(f"store {data['path']}: {ds['num_images']} images in {len(ds['shards'])} shard(s), "
+               f"K={data['views_per_image']} views, seed {data['seed']}, {_size(data['bytes_on_disk'])}")
+    for failure in ds["failed_shards"]:
+        click.echo(f"  failed shard {failure['shard']}: {failure['reason']}")
+    for name, t in data["teachers"].items():
+        click.echo(f"teacher {name}: weights sha256 {t['weights_sha256'][:16]}..., resolutions {t['resolutions']}, "
+                   f"codec {t['codec']['name']}, dim {t['dim']}")
+        click.echo(f"  {t['ok']}/{t['images']} images ok, {t['failed']} failed, chunks {t['chunks_done']}/{t['chunks']}"
+                   f" ({'complete' if t['complete'] else 'INCOMPLETE'}), {_size(t['bytes_on_disk'])}")
+        for failure in t["failed_inputs"]:
+            click.echo(f"  failed input {failure['key']}: {failure['reason']}")
+    return 0
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--teacher-check", default=0, show_default=True, type=click.IntRange(0),
+              help="Re-run the teacher on N random stored views and compare with the cache.")
+@click.option("--weights", default=None, help="Teacher weights for --teacher-check (default: as for extract).")
+@click.option("--seed", default=0, show_default=True, help="Seed for choosing the views to re-check.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+@click.option("--test-scale", is_flag=True, hidden=True)
+def verify(store_path, teacher_check: int, weights, seed, as_json, test_scale) -> int:
+    """Check completeness and chunk checksums; optionally re-run the teacher on N views.
+
+    Exits non-zero when anything is missing, corrupt, or below the codec's cosine threshold.
+    """
+    store = FeatureStore.open(store_path)
+    result = {"images": verify_images(store), "teachers": {}}
+    ok = not result["images"]
+    for name in store.teacher_names():
+        report = verify_teacher(store, name)
+        if teacher_check:
+            report.check = _teacher_check(store, name, teacher_check, seed, weights, test_scale)
+        result["teachers"][name] = {**report.__dict__, "ok": report.ok}
+        ok &= report.ok
+    result["ok"] = ok
+    click.echo(json.dumps(result, indent=2) if as_json else _verify_text(result))
+    return 0 if ok else 1
+
+
+def _teacher_check(store, name, n, seed, weights, test_scale) -> dict:
+    return teacher_check(store.teacher(name), n, seed, weights, test_scale)
+
+
+def _verify_text(result: dict) -> str:
+    lines = [f"corrupt chunk {p['array']}[{p['chunk']}]: {p['error']}" for p in result["images"]]
+    for name, r in result["teachers"].items():
+        lines.append(f"{name}: {'OK' if r['ok'] else 'PROBLEMS'}; {len(r['incomplete'])} incomplete images, "
+                     f"{len(r['corrupt'])} corrupt chunks, {r['failed_images']} failed inputs")
+        lines += [f"  corrupt {p['array']} chunk {p['chunk']} (images {', '.join(p['keys'])}): {p['error']}"
+                  for p in r["corrupt"]]
+        if r["incomplete"]:
+            lines.append(f"  incomplete: {', '.join(r['incomplete'][:20])}{' ...' if len(r['incomplete']) > 20 else ''}")
+        if r["check"]:
+            c = r["check"]
+            lines.append("  teacher check: " + (c.get("error") or
+                         f"{c['views']} views, token cosine mean {c['mean_cosine']:.5f} min {c['min_cosine']:.5f} "
+                         f"(threshold {c['threshold']}) -> {'pass' if c['passed'] else 'FAIL'}"))
+    lines.append("store OK" if result["ok"] else "store has problems")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--teacher", "teachers", multiple=True, help="Teacher(s) to compute (default: all in the store).")
+def stats(store_path: str, teachers: tuple[str, ...]) -> int:
+    """Compute per-coordinate float64 mean/std of each teacher's outputs and save them in the store.
+
+    The trainer normalizes targets with these frozen statistics (EUPE teacher normalization).
+    """
+    store = FeatureStore.open(store_path, mode="a")
+    for name in teachers or store.teacher_names():
+        group = store.teacher(name)
+        for res in group.resolutions:
+            with tqdm(total=store.num_images, desc=f"stats {name} r{res}", unit="img", disable=None) as bar:
+                moments = compute_stats(group, res, bar.update)
+            save_stats(group, res, moments)
+            click.echo(f"{name} r{res}: {moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "
+                       f"patch std median {float(np.median(moments['patch'].std)):.4g}")
+    return 0

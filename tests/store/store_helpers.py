@@ -1,0 +1,43 @@
+"""Helpers shared by the feature-store tests: run the CLI, compare stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import zarr
+
+from eupe.cache_tools.cli import main as cache_main
+
+
+def run_extract(*args: str) -> int:
+    return cache_main(["extract", *args])
+
+
+def tiny_args(data: str, out: str, *extra: str) -> list[str]:
+    """Arguments for a fast CPU extraction with a test-scale teacher."""
+    return ["--teacher", "dinov3_hplus", "--test-scale", "--data", data, "--out", out, "--views", "2",
+            "--resolution", "64", "--images-per-chunk", "2", "--num-workers", "0", "--codec", "fp16", *extra]
+
+
+def teacher_arrays(path: str, teacher: str) -> dict[str, np.ndarray]:
+    """Every array of a teacher group, by path (for exact comparisons between runs)."""
+    group = zarr.open_group(path, mode="r")[f"teachers/{teacher}"]
+    out = {}
+
+    def walk(g, prefix):
+        for name, arr in g.arrays():
+            out[f"{prefix}{name}"] = arr[:]
+        for name, sub in g.groups():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(group, "")
+    return out
+
+
+def cli_subprocess(args: list[str], **kwargs) -> subprocess.Popen:
+    code = "import sys; from eupe.cache_tools.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **kwargs)

@@ -1,0 +1,270 @@
+"""eupe-cache extract/info/verify/stats end to end on real webdataset shards of real photos."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from eupe.data import ShardReader
+from eupe.models import create_teacher
+from eupe.store.stats import load_stats
+from eupe.store.store import FAILED, OK, FeatureStore
+from eupe.views import ViewSpec, decode_image, render
+
+from store_helpers import cli_subprocess, run_extract, teacher_arrays, tiny_args
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, photo_shards) -> str:
+    out = str(tmp_path_factory.mktemp("store") / "feat.zarr")
+    assert run_extract(*tiny_args(photo_shards, out)) == 0
+    return out
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_store_layout_is_plain_zarr(tiny_store):
+    root = zarr.open_group(tiny_store, mode="r")
+    assert root.attrs["format"] == "eupe-feature-store" and root.attrs["views_per_image"] == 2
+    assert root["images/keys"].shape == (12,) and root["images/keys"][0] != ""
+    group = root["teachers/dinov3_hplus"]
+    assert group.attrs["resolutions"] == [64] and group.attrs["grids"] == [[4, 4]]
+    assert group["views"].shape == (12, 2, len(root.attrs["view_fields"]))
+    assert group["r64/patch/values"].shape == (12, 2, 16, 64)  # fp16 codec: one component
+    assert group["r64/summary/values"].shape == (12, 2, 64)
+    assert group["done"][:].all() and (group["status"][:] == OK).all()
+
+
+def test_cached_targets_equal_the_online_teacher_on_the_replayed_view(tiny_store):
+    store = FeatureStore.open(tiny_store)
+    group = store.teacher("dinov3_hplus")
+    teacher = create_teacher("dinov3_hplus", test_scale=True)
+    reader = ShardReader(store.shard_index())
+    for row in (0, 5, 11):
+        image = decode_image(reader.read(row))
+        for k in range(2):
+            view = ViewSpec.from_array(group.views(row)[k])
+            with torch.no_grad():
+                fresh = teacher(render(image, view, 64)[None])
+            cached = group.targets(row, 64, k)
+            assert _cosine(cached["patch"], fresh["patch"][0].numpy()).min() >= 0.999
+            assert _cosine(cached["summary"], fresh["summary"][0].numpy()) >= 0.999
+            np.testing.assert_allclose(cached["patch"], fresh["patch"][0].numpy(), atol=2e-2, rtol=2e-2)
+    # the K views of an image are different crops, not copies
+    assert not np.allclose(group.targets(0, 64, 0)["patch"], group.targets(0, 64, 1)["patch"])
+
+
+def test_rerunning_a_complete_extraction_does_no_work(tiny_store, photo_shards, capsys):
+    before = teacher_arrays(tiny_store, "dinov3_hplus")
+    assert run_extract(*tiny_args(photo_shards, tiny_store)) == 0
+    assert "dinov3_hplus: 0 images" in capsys.readouterr().out
+    after = teacher_arrays(tiny_store, "dinov3_hplus")
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_a_store_built_differently_is_refused_naming_the_difference(tiny_store, photo_shards, capsys):
+    assert run_extract(*tiny_args(photo_shards, tiny_store, "--views", "3")) == 2
+    assert "views_per_image: store has 2, requested 3" in capsys.readouterr().err
+    assert run_extract(*tiny_args(photo_shards, tiny_store, "--codec", "int8")) == 2
+    assert "codec" in capsys.readouterr().err
+
+
+def test_unknown_teacher_and_missing_weights_fail_before_any_work(tmp_path, photo_shards, capsys):
+    out = tmp_path / "never.zarr"
+    assert run_extract("--teacher", "nope", "--data", photo_shards, "--out", str(out)) == 2
+    assert "valid names" in capsys.readouterr().err
+    assert run_extract("--teacher", "dinov3_hplus", "--weights", str(tmp_path / "w.safetensors"),
+                       "--data", photo_shards, "--out", str(out)) == 2
+    assert "w.safetensors does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_second_teacher_shares_the_store_without_touching_the_first(tmp_path, photo_shards):
+    out = str(tmp_path / "two.zarr")
+    assert run_extract(*tiny_args(photo_shards, out)) == 0
+    first = teacher_arrays(out, "dinov3_hplus")
+    args = tiny_args(photo_shards, out)
+    args[args.index("dinov3_hplus")] = "pelang_g"
+    args[args.index("64")] = "56"  # patch 14
+    assert run_extract(*args) == 0
+    store = FeatureStore.open(out)
+    assert store.teacher_names() == ["dinov3_hplus", "pelang_g"]
+    second = store.teacher("pelang_g")
+    assert second.grids[56] == (4, 4)
+    np.testing.assert_array_equal(second.group["views"][:], first["views"])  # same views for both
+    after = teacher_arrays(out, "dinov3_hplus")
+    assert all(np.array_equal(first[k], after[k]) for k in first)
+
+
+def test_multiple_resolutions_store_each_view_at_each(tmp_path, photo_shards):
+    out = str(tmp_path / "multi.zarr")
+    assert run_extract(*tiny_args(photo_shards, out, "--resolution", "32,64", "--limit", "4")) == 0
+    group = FeatureStore.open(out).teacher("dinov3_hplus")
+    assert group.resolutions == [32, 64] and group.grids == {32: (2, 2), 64: (4, 4)}
+    assert FeatureStore.open(out).num_images == 4
+    small, large = group.targets(1, 32, 0), group.targets(1, 64, 0)
+    assert small["patch"].shape == (2, 2, 64) and large["patch"].shape == (4, 4, 64)
+
+
+def test_corrupt_image_is_recorded_and_the_rest_complete(tmp_path, corrupt_shard, capsys):
+    out = str(tmp_path / "c.zarr")
+    assert run_extract(*tiny_args(corrupt_shard, out)) == 0
+    group = FeatureStore.open(out).teacher("dinov3_hplus")
+    assert group.status().tolist() == [OK, FAILED, OK]
+    assert group.done_flags().all()
+    [(key, reason)] = group.failures()
+    assert key == "broken" and reason
+    from eupe.cache_tools.cli import main
+
+    assert main(["info", out]) == 0
+    assert "failed input broken" in capsys.readouterr().out
+
+
+def test_unreadable_shard_is_recorded_and_others_proceed(tmp_path, photo_shards, capsys):
+    from eupe.data import expand_shards
+
+    shards = expand_shards(photo_shards)
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(open(shards[1], "rb").read()[:3000])
+    data = "::".join([shards[0], str(broken), shards[2]])
+    out = str(tmp_path / "s.zarr")
+    assert run_extract(*tiny_args(data, out)) == 0
+    assert cache_json(["info", "--json", out])["dataset"]["num_images"] == 8
+    failed = cache_json(["info", "--json", out])["dataset"]["failed_shards"]
+    assert [f["shard"] for f in failed] == [str(broken)] and "truncated" in failed[0]["reason"]
+
+
+def cache_json(args: list[str]) -> dict:
+    import contextlib
+    import io
+
+    from eupe.cache_tools.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(args) == 0
+    return json.loads(buffer.getvalue())
+
+
+def test_info_json_reports_identity_counts_and_size(tiny_store):
+    info = cache_json(["info", "--json", tiny_store])
+    teacher = info["teachers"]["dinov3_hplus"]
+    assert teacher["weights_sha256"] == create_teacher("dinov3_hplus", test_scale=True).fingerprint
+    assert teacher["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert teacher["codec"]["name"] == "fp16" and teacher["complete"] and teacher["ok"] == 12
+    assert info["dataset"]["num_images"] == 12 and len(info["dataset"]["keys_sha256"]) == 64
+    assert 0 < teacher["bytes_on_disk"] <= info["bytes_on_disk"]
+
+
+def test_verify_passes_then_detects_a_corrupted_chunk(tmp_path, photo_shards):
+    out = str(tmp_path / "v.zarr")
+    assert run_extract(*tiny_args(photo_shards, out)) == 0
+    report = cache_json_rc(["verify", "--json", "--teacher-check", "4", "--test-scale", out])
+    assert report[0] == 0 and report[1]["ok"]
+    check = report[1]["teachers"]["dinov3_hplus"]["check"]
+    assert check["views"] == 4 and check["mean_cosine"] >= 0.9999
+    chunk = tmp_path / "v.zarr" / "teachers" / "dinov3_hplus" / "r64" / "patch" / "values" / "c" / "3" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    rc, report = cache_json_rc(["verify", "--json", out])
+    assert rc == 1 and not report["ok"]
+    [problem] = report["teachers"]["dinov3_hplus"]["corrupt"]
+    keys = FeatureStore.open(out).keys
+    assert problem["chunk"] == 3 and problem["keys"] == [str(keys[6]), str(keys[7])]
+
+
+def cache_json_rc(args: list[str]) -> tuple[int, dict]:
+    import contextlib
+    import io
+
+    from eupe.cache_tools.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        rc = main(args)
+    return rc, json.loads(buffer.getvalue())
+
+
+def test_verify_reports_incomplete_images(tmp_path, photo_shards):
+    out = str(tmp_path / "inc.zarr")
+    assert run_extract(*tiny_args(photo_shards, out)) == 0
+    zarr.open_group(out, mode="a")["teachers/dinov3_hplus/done"][1] = 0
+    rc, report = cache_json_rc(["verify", "--json", out])
+    keys = FeatureStore.open(out).keys
+    assert rc == 1 and report["teachers"]["dinov3_hplus"]["incomplete"] == [str(keys[2]), str(keys[3])]
+
+
+def test_stats_are_float64_moments_of_the_decoded_targets(tiny_store):
+    from eupe.cache_tools.cli import main
+
+    assert main(["stats", tiny_store]) == 0
+    group = FeatureStore.open(tiny_store).teacher("dinov3_hplus")
+    stats = load_stats(group, 64)
+    patches = np.concatenate([group.targets(r, 64)["patch"].reshape(-1, 64) for r in range(12)]).astype(np.float64)
+    summaries = np.concatenate([group.targets(r, 64)["summary"] for r in range(12)]).astype(np.float64)
+    np.testing.assert_allclose(stats["patch_mean"], patches.mean(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats["patch_std"], patches.std(0, ddof=1), rtol=1e-9)
+    np.testing.assert_allclose(stats["summary_mean"], summaries.mean(0), rtol=1e-9, atol=1e-12)
+    assert stats["patch_mean"].dtype == np.float64 and stats["patch_mean"].shape == (64,)
+
+
+def test_killed_extraction_resumes_to_identical_arrays(tmp_path, photo_shards):
+    reference = str(tmp_path / "ref.zarr")
+    assert run_extract(*tiny_args(photo_shards, reference, "--images-per-chunk", "1")) == 0
+    out = str(tmp_path / "killed.zarr")
+    args = ["extract", *tiny_args(photo_shards, out, "--images-per-chunk", "1", "--batch-size", "1")]
+    proc = cli_subprocess(args)
+    done_path = tmp_path / "killed.zarr" / "teachers" / "dinov3_hplus" / "done" / "c"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (done_path.exists() and any(done_path.iterdir())):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = zarr.open_group(out, mode="r")["teachers/dinov3_hplus/done"][:]
+    assert 1 <= done.sum() < 12, "the run should have been killed part-way"
+    assert run_extract(*tiny_args(photo_shards, out, "--images-per-chunk", "1")) == 0
+    expected, resumed = teacher_arrays(reference, "dinov3_hplus"), teacher_arrays(out, "dinov3_hplus")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+
+
+def test_two_processes_equal_one(tmp_path, photo_shards):
+    single = str(tmp_path / "one.zarr")
+    assert run_extract(*tiny_args(photo_shards, single)) == 0
+    out = str(tmp_path / "two.zarr")
+    procs = [cli_subprocess(["extract", *tiny_args(photo_shards, out, "--rank", str(r), "--world-size", "2")])
+             for r in (1, 0)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    expected, parallel = teacher_arrays(single, "dinov3_hplus"), teacher_arrays(out, "dinov3_hplus")
+    for name in expected:
+        np.testing.assert_array_equal(parallel[name], expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("codec", ["int8", "int6", "int4", "compact", "tiny"])
+def test_every_codec_round_trips_through_the_store(tmp_path, photo_shards, tiny_store, codec):
+    """Targets read back from a store of each codec agree with the fp16 store within the codec's bound."""
+    from eupe.store.codecs import get_codec
+
+    out = str(tmp_path / f"{codec}.zarr")
+    assert run_extract(*tiny_args(photo_shards, out, "--limit", "4", "--codec", codec)) == 0
+    lossy, reference = FeatureStore.open(out).teacher("dinov3_hplus"), FeatureStore.open(tiny_store).teacher("dinov3_hplus")
+    np.testing.assert_array_equal(lossy.group["views"][:], reference.group["views"][:4])
+    bound = get_codec(codec).min_cosine
+    for row in range(4):
+        got, want = lossy.targets(row, 64), reference.targets(row, 64)
+        assert got["patch"].shape == want["patch"].shape == (2, 4, 4, 64)
+        assert _cosine(got["patch"], want["patch"]).mean() >= bound - 1e-4
+        assert _cosine(got["summary"], want["summary"]).mean() >= bound - 1e-4
+        one = lossy.targets(row, 64, 1)  # a single view decodes like the slice of all views
+        np.testing.assert_allclose(one["patch"], got["patch"][1], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(one["summary"], got["summary"][1], rtol=1e-6, atol=1e-6)
