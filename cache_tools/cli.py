@@ -58,3 +58,7 @@ for _command in (commands.extract, commands.info, commands.verify, commands.stat
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eupe-cache``."""
     return run(cli, argv, "eupe-cache")
+
+
+if __name__ == "__main__":  # `python -m eupe.cache_tools.cli`, `accelerate launch -m eupe.cache_tools.cli`
+    raise SystemExit(main())

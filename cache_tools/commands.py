@@ -40,7 +40,8 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Views per image (K).")
 @click.option("--resolution", "resolutions", default="native", show_default=True, callback=_int_list,
               help="Teacher input side(s): 'native' or a list such as 256,384,512 (every view at each).")
-@click.option("--codec", default="int8", show_default=True, help="fp16, int8, int6, int4 (see README).")
+@click.option("--codec", default="compact", show_default=True,
+              help="fp16, int8, int6, int4, compact (0.46 B/value, cosine 0.999) or tiny (0.27, 0.994); see README.")
 @click.option("--weights", default=None, help="Local weights file (or proxy run directory) for the teacher.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Views per teacher forward.")
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(0), help="DataLoader workers that read and render images.")

@@ -10,6 +10,7 @@ the batch composition of a chunk never depends on what ran before, so results ar
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -43,7 +44,7 @@ class ExtractConfig:
     out: str
     views: int = 4
     resolutions: list[int] = field(default_factory=list)  # empty: each teacher's native one
-    codec: str = "int8"
+    codec: str = "compact"
     weights: str | None = None
     batch_size: int = 32  # views per teacher forward
     num_workers: int = 2
@@ -250,8 +251,9 @@ def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batc
 def default_device(cfg: ExtractConfig) -> torch.device:
     if cfg.device:
         return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", cfg.rank % torch.cuda.device_count())
+    if torch.cuda.is_available():  # one GPU per process on each node
+        local_rank = int(os.environ.get("LOCAL_RANK", cfg.rank))
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
 

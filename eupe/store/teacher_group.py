@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from eupe.store.codecs import Codec
+from eupe.store.fastread import ShardedArrayReader, reader_or_none
 from eupe.store.store import (
     FAILED, OK, StoreMismatchError, compressors, differences, fsync_paths, local_chunk_files,
 )
@@ -77,6 +78,7 @@ class TeacherGroup:
         self.grids = {r: tuple(g) for r, g in zip(self.resolutions, self.attrs["grids"])}
         self.dim = int(self.attrs["dim"])
         self._targets: dict[int, dict[str, dict[str, zarr.Array]]] = {}  # res -> kind -> component
+        self._fast: dict[int, dict[str, dict[str, ShardedArrayReader]] | None] = {}
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -165,7 +167,21 @@ class TeacherGroup:
             self._targets[res] = {kind: dict(group[kind].arrays()) for kind in ("summary", "patch")}
         return self._targets[res]
 
+    def fast_readers(self, res: int) -> dict[str, dict[str, ShardedArrayReader]] | None:
+        """Direct single-view readers for local stores (None when any array needs zarr)."""
+        if res not in self._fast:
+            readers = {kind: {name: reader_or_none(arr) for name, arr in arrays.items()}
+                       for kind, arrays in self.target_arrays(res).items()}
+            ok = all(r is not None for kind in readers.values() for r in kind.values())
+            self._fast[res] = readers if ok else None
+        return self._fast[res]
+
     def read_parts(self, rows: int | slice, res: int, view: int | slice = slice(None)) -> dict[str, dict]:
+        """Stored components of rows x views; one (row, view) takes the direct path when it can."""
+        fast = self.fast_readers(res) if isinstance(rows, int) and isinstance(view, int) else None
+        if fast is not None:
+            return {kind: {name: r.read(rows, view) for name, r in readers.items()}
+                    for kind, readers in fast.items()}
         return {kind: {name: arr[rows, view] for name, arr in arrays.items()}
                 for kind, arrays in self.target_arrays(res).items()}
 

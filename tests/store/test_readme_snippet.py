@@ -1,0 +1,26 @@
+"""The README's notebook snippet runs as written on a store made by eupe-cache extract."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from store_helpers import run_extract
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def notebook_snippet() -> str:
+    text = README.read_text()
+    section = text[text.index("### Inspecting a cache in a notebook"):]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+
+
+def test_readme_notebook_snippet_runs(tmp_path, photo_shards, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_extract("--teacher", "dinov2s_imgfocus", "--test-scale", "--data", photo_shards,
+                       "--out", "features.zarr", "--views", "2", "--limit", "6", "--num-workers", "0") == 0
+    namespace: dict = {}
+    exec(compile(notebook_snippet(), "README.md", "exec"), namespace)
+    assert namespace["patch"].shape == (2, 16, 16, 64)  # [views, h, w, D] of the test-scale teacher
+    assert namespace["keys"][namespace["row"]] in capsys.readouterr().out
