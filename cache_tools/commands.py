@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from eupe.store.extract import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
@@ -25,10 +25,15 @@ def _int_list(_ctx, _param, value: str | None) -> list[int]:
 
 
 def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
-    """--rank/--world-size, else what `accelerate launch` / torchrun put in the environment."""
+    """--rank/--world-size, else the launcher's (`accelerate launch`, torchrun, MPI) via Accelerate."""
     if rank is not None or world is not None:
+        if (rank or 0) >= (world or 1):
+            raise click.BadParameter(f"--rank {rank} must be smaller than --world-size {world}")
         return rank or 0, world or 1
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes
 
 
 @click.command()

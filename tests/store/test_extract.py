@@ -268,3 +268,22 @@ def test_every_codec_round_trips_through_the_store(tmp_path, photo_shards, tiny_
         one = lossy.targets(row, 64, 1)  # a single view decodes like the slice of all views
         np.testing.assert_allclose(one["patch"], got["patch"][1], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(one["summary"], got["summary"][1], rtol=1e-6, atol=1e-6)
+
+
+def test_launcher_ranks_divide_the_work(tmp_path, photo_shards):
+    """Under torchrun (what `accelerate launch --multi_gpu` uses) ranks come from the launcher."""
+    import subprocess
+    import sys
+
+    single = str(tmp_path / "one.zarr")
+    assert run_extract(*tiny_args(photo_shards, single)) == 0
+    out = str(tmp_path / "launched.zarr")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "eupe.cache_tools.cli",
+           "extract", *tiny_args(photo_shards, out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("dinov3_hplus:")]
+    assert sorted(int(line.split()[1]) for line in lines) == [6, 6]  # 12 images, 6 chunks of 2, split 3 + 3
+    expected, launched = teacher_arrays(single, "dinov3_hplus"), teacher_arrays(out, "dinov3_hplus")
+    for name in expected:
+        np.testing.assert_array_equal(launched[name], expected[name], err_msg=name)
