@@ -79,3 +79,23 @@ def test_proxy_refuses_a_file_that_is_not_a_proxy(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a proxy checkpoint"):
         create_teacher("proxy", weights=tmp_path / "other.safetensors")
+
+
+def test_student_file_round_trip_and_timm_loads_it_by_name(tmp_path):
+    import timm
+
+    from eupe.models import create_student
+    from eupe.models.checkpoint import load_student, read_student_metadata, save_student
+
+    torch.manual_seed(0)
+    student = create_student("vit_t", test_scale=True)
+    path = save_student(student, tmp_path / "student.safetensors", test_scale=True, info={"stage": 2})
+    assert read_student_metadata(path)["info"] == {"stage": 2}
+    loaded = load_student(tmp_path)  # a run directory works too
+    pixels = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels)["patch"], student(pixels)["patch"], rtol=0, atol=0)
+        by_name = timm.create_model("vit_tiny_patch16_dinov3_qkvb", pretrained=True, num_classes=0,
+                                    pretrained_cfg_overlay={"file": str(path)}, embed_dim=64, depth=2, num_heads=2)
+        x = (pixels - student.mean) / student.std
+        torch.testing.assert_close(by_name.forward_features(x), student.backbone.forward_features(x))

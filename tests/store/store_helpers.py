@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +44,17 @@ def cli_subprocess(args: list[str], **kwargs) -> subprocess.Popen:
     code = "import sys; from eupe.cache_tools.cli import main; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **kwargs)
+
+
+def cache_json_rc(args: list[str]) -> tuple[int, dict]:
+    """Exit status and parsed JSON output of an eupe-cache command run in-process."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        rc = cache_main(args)
+    return rc, json.loads(buffer.getvalue())
+
+
+def cache_json(args: list[str]) -> dict:
+    rc, data = cache_json_rc(args)
+    assert rc == 0
+    return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
@@ -17,7 +16,7 @@ from eupe.store.stats import load_stats
 from eupe.store.store import FAILED, OK, FeatureStore
 from eupe.views import ViewSpec, decode_image, render
 
-from store_helpers import cli_subprocess, run_extract, teacher_arrays, tiny_args
+from store_helpers import cache_json, cache_json_rc, cli_subprocess, run_extract, teacher_arrays, tiny_args
 
 
 @pytest.fixture(scope="module")
@@ -142,18 +141,6 @@ def test_unreadable_shard_is_recorded_and_others_proceed(tmp_path, photo_shards,
     assert [f["shard"] for f in failed] == [str(broken)] and "truncated" in failed[0]["reason"]
 
 
-def cache_json(args: list[str]) -> dict:
-    import contextlib
-    import io
-
-    from eupe.cache_tools.cli import main
-
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        assert main(args) == 0
-    return json.loads(buffer.getvalue())
-
-
 def test_info_json_reports_identity_counts_and_size(tiny_store):
     info = cache_json(["info", "--json", tiny_store])
     teacher = info["teachers"]["dinov3_hplus"]
@@ -180,18 +167,6 @@ def test_verify_passes_then_detects_a_corrupted_chunk(tmp_path, photo_shards):
     [problem] = report["teachers"]["dinov3_hplus"]["corrupt"]
     keys = FeatureStore.open(out).keys
     assert problem["chunk"] == 3 and problem["keys"] == [str(keys[6]), str(keys[7])]
-
-
-def cache_json_rc(args: list[str]) -> tuple[int, dict]:
-    import contextlib
-    import io
-
-    from eupe.cache_tools.cli import main
-
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        rc = main(args)
-    return rc, json.loads(buffer.getvalue())
 
 
 def test_verify_reports_incomplete_images(tmp_path, photo_shards):

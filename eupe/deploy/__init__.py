@@ -1,0 +1,1 @@
+"""eupe.deploy (see modules)."""

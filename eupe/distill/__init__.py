@@ -1,0 +1,1 @@
+"""eupe.distill (see modules)."""

@@ -1,0 +1,1 @@
+"""eupe.eval (see modules)."""

@@ -1,0 +1,68 @@
+"""Student weight files: timm-loadable safetensors that also describe themselves.
+
+A ``student.safetensors`` holds the backbone's state dict under timm's own key names (no
+adapter heads), so ``timm.create_model(<timm name>, pretrained=True,
+pretrained_cfg_overlay=dict(file=...))`` loads it. Its safetensors metadata records the
+registry name, the timm name and the timm kwargs (tiny test-scale variants included), so
+``load_student`` rebuilds the exact ``Encoder`` with nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from eupe.models.build import random_backbone
+from eupe.models.features import Encoder
+from eupe.models.students import student_spec
+from eupe.models.weights import file_sha256
+
+STUDENT_FILENAME = "student.safetensors"
+STUDENT_FORMAT = "eupe-student-v1"
+
+
+def save_student(student: Encoder, path: str | Path, test_scale: bool = False, info: dict[str, Any] | None = None) -> Path:
+    """Write the student's backbone (timm key names) with self-describing metadata."""
+    path = Path(path)
+    spec = student.spec
+    kwargs = {"num_classes": 0, **spec.timm_kwargs, **(spec.test_kwargs if test_scale else {})}
+    meta = {"format": STUDENT_FORMAT, "student": spec.name, "timm_name": spec.timm_name,
+            "timm_kwargs": json.dumps(kwargs), "info": json.dumps(info or {})}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in student.backbone.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def read_student_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a student file (ValueError when it is not one)."""
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    if meta.get("format") != STUDENT_FORMAT:
+        raise ValueError(f"{path} is not an eupe student file (metadata format {meta.get('format')!r})")
+    return {**meta, "timm_kwargs": json.loads(meta["timm_kwargs"]), "info": json.loads(meta["info"])}
+
+
+def resolve_student_file(path: str | Path) -> Path:
+    """A student file from a file path or a training run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / STUDENT_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"student weights {path} not found; pass a run directory or its {STUDENT_FILENAME}")
+    return path
+
+
+def load_student(path: str | Path) -> Encoder:
+    """Rebuild the student ``Encoder`` recorded in a student file (eval mode)."""
+    path = resolve_student_file(path)
+    meta = read_student_metadata(path)
+    spec = student_spec(meta["student"])
+    backbone, _ = random_backbone(meta["timm_name"], meta["timm_kwargs"])
+    backbone.load_state_dict(load_file(str(path)), strict=True)
+    return Encoder(spec, backbone, file_sha256(path)).eval()
