@@ -55,11 +55,21 @@ def build(schema: type[T], values: dict | None = None, overrides: Iterable[str] 
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
     try:
-        base = OmegaConf.structured(schema)
-        merged = OmegaConf.merge(base, values, OmegaConf.from_dotlist(override_list))
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+        for item in override_list:  # dotted keys; list items by index (teachers.0.weights=...)
+            key, _, text = item.partition("=")
+            OmegaConf.update(merged, key.strip(), _parse_value(text), merge=True)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ConfigError(_clean_message(err)) from None
+
+
+def _parse_value(text: str) -> Any:
+    """A YAML scalar or list (``1e-3``, ``[64, 96]``, ``null``), else the text itself."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _clean_message(err: OmegaConfBaseException) -> str:

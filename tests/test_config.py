@@ -61,3 +61,16 @@ def test_shipped_configs_cover_the_paper():
     assert {p.stem for p in (CONFIGS / "students").glob("*.yaml")} == set(list_students())
     assert {"dinov3_hplus", "pecore_g", "pelang_g"} <= {p.stem for p in (CONFIGS / "teachers").glob("*.yaml")}
     assert config.load(ProxyConfig, CONFIGS / "proxy.yaml") == ProxyConfig()
+
+
+def test_overrides_reach_list_items_and_still_reject_unknown_keys():
+    from eupe.distill.config import TrainConfig
+
+    cfg = config.build(TrainConfig, {"teachers": [{"name": "proxy"}, {"name": "pecore_g"}]},
+                       ["teachers.1.patch_weight=0.5", "teachers.0.weights=/runs/s1", "student_scales=[256, 384]",
+                        "optim.lr=1e-3", "data.shards=shards/train-{000000..000009}.tar"])
+    assert cfg.teachers[1].patch_weight == 0.5 and cfg.teachers[0].weights == "/runs/s1"
+    assert cfg.student_scales == [256, 384] and cfg.optim.lr == 1e-3
+    assert cfg.data.shards == "shards/train-{000000..000009}.tar"
+    with pytest.raises(config.ConfigError, match="lrr"):
+        config.build(TrainConfig, {}, ["optim.lrr=1"])

@@ -4,15 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from eupe.assets import write_photo_shards
-
-
-@pytest.fixture(scope="session")
-def photo_shards(tmp_path_factory, photos, labelled_photos) -> str:
-    """12 real photos (downscaled JPEGs) in 3 shards; returns a brace pattern."""
-    out = tmp_path_factory.mktemp("shards")
-    write_photo_shards(out, (photos + labelled_photos)[:12], per_shard=4, max_side=160)
-    return str(out / "photos-{000000..000002}.tar")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,152 @@
+"""eupe-train end to end on CPU with test-scale models over real photo shards.
+
+Stage 1 (two cached teachers -> tiny proxy) -> cache the proxy -> Stage 2 -> Stage 3 with the
+online fallback; resume reproduces the loss trajectory; mismatched stores are refused; the
+exported student loads into timm by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from eupe.cache_tools.cli import main as cache_main
+from eupe.distill.config import TrainConfig
+from eupe.distill.data import DistillDataset
+from eupe.distill.targets import OnlineTeacher, teacher_stats
+from eupe.models import create_teacher
+from eupe.models.checkpoint import load_student
+from eupe.store.store import FeatureStore
+from eupe.train.cli import main as train_main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+
+def _extract(data: str, out: str, *args: str) -> None:
+    assert cache_main(["extract", "--data", data, "--out", out, "--views", "2", "--limit", "12",
+                       "--images-per-chunk", "4", "--num-workers", "0", *args]) == 0
+
+
+def _losses(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
+
+
+def _decreased(run: Path) -> bool:
+    totals = [r["total"] for r in _losses(run)]
+    third = len(totals) // 3
+    return np.mean(totals[-third:]) < 0.85 * np.mean(totals[:third])
+
+
+def _train(stage: int, config: str, *overrides: str) -> None:
+    assert train_main(["--stage", str(stage), "--config", str(CONFIGS / config), *overrides]) == 0
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, photo_shards):
+    """Runs the whole recipe once; the tests below inspect its outputs."""
+    root = tmp_path_factory.mktemp("chain")
+    teachers_store, proxy_store = str(root / "teachers.zarr"), str(root / "proxy.zarr")
+    _extract(photo_shards, teachers_store, "--teacher", "dinov3_hplus", "--test-scale", "--resolution", "64")
+    _extract(photo_shards, teachers_store, "--teacher", "pelang_g", "--test-scale", "--resolution", "56")
+    common = [f"data.shards={photo_shards}"]
+    _train(1, "tiny_stage1.yaml", f"data.store={teachers_store}", f"out={root / 'stage1'}", *common)
+    _extract(photo_shards, proxy_store, "--teacher", "proxy", "--weights", str(root / "stage1"), "--codec", "fp16")
+    proxy = [f"data.store={proxy_store}", f"teachers.0.weights={root / 'stage1'}", *common]
+    _train(2, "tiny_stage2.yaml", f"out={root / 'stage2'}", *proxy)
+    _train(3, "tiny_stage3.yaml", f"out={root / 'stage3'}", f"init={root / 'stage2'}", *proxy)
+    return {"root": root, "proxy_store": proxy_store, "common": common, "proxy": proxy}
+
+
+def test_every_stage_trains_and_its_loss_decreases(chain):
+    root = chain["root"]
+    for stage in ("stage1", "stage2", "stage3"):
+        assert _decreased(root / stage), stage
+    assert (root / "stage1" / "proxy.safetensors").is_file()
+    assert (root / "stage2" / "student.safetensors").is_file() and (root / "stage2" / "config.yaml").is_file()
+    assert any((root / "stage2" / "tensorboard").rglob("events.out.tfevents.*"))
+    first = _losses(root / "stage1")[0]
+    assert {"dinov3_hplus/summary_cos", "pelang_g/patch_cos", "pelang_g/patch_smooth_l1", "total", "lr",
+            "images_per_s", "data_wait_fraction"} <= set(first)
+
+
+def test_stage3_mixes_cache_hits_and_online_fallbacks(chain):
+    log = _losses(chain["root"] / "stage3")
+    scales = {(r["student_res"], r["teacher_res"]) for r in log}
+    assert {r[0] for r in scales} == {64, 96, 128} and {r[1] for r in scales} == {64, 96}
+    assert log[-1]["cache_hits"] > 0 and log[-1]["online_fallbacks"] > 0
+    online_steps = [r for r in log if r["teacher_res"] == 96]
+    assert all(r["online_fallbacks"] > 0 for r in online_steps)
+
+
+def test_cached_and_online_targets_agree_on_the_same_view(chain):
+    store = FeatureStore.open(chain["proxy_store"])
+    stats = {"proxy": teacher_stats(chain["proxy_store"], "proxy")}
+    dataset = DistillDataset(chain["proxy_store"], ["proxy"], stats)
+    cached = dataset.__getitems__([(row, k, 64, 64) for row, k in ((0, 0), (5, 1), (11, 1))])["target/proxy"]
+    missing = dataset.__getitems__([(row, k, 64, 96) for row, k in ((0, 0), (5, 1), (11, 1))])
+    teacher = OnlineTeacher(create_teacher("proxy", weights=chain["root"] / "stage1"), stats["proxy"])
+    assert store.teacher("proxy").resolutions == [64] and "input/proxy" in missing
+    from eupe.views import ViewSpec, decode_image, render
+    from eupe.data import ShardReader
+
+    reader = ShardReader(store.shard_index())
+    pixels = torch.stack([render(decode_image(reader.read(row)), ViewSpec.from_array(store.teacher("proxy").views(row)[k]), 64)
+                          for row, k in ((0, 0), (5, 1), (11, 1))])
+    online = teacher(pixels, 64)
+    for kind in ("summary", "patch"):
+        cos = torch.nn.functional.cosine_similarity(online[kind], cached[kind], dim=-1)
+        assert cos.min() >= 0.999, kind
+    assert teacher.samples == 3
+
+
+def test_stop_and_resume_reproduces_the_uninterrupted_trajectory(chain, tmp_path):
+    run = tmp_path / "resumed"
+    args = [f"out={run}", *chain["proxy"]]
+    _train(2, "tiny_stage2.yaml", "max_steps=10", *args)
+    assert len(_losses(run)) == 10 and not (run / "student.safetensors").exists()
+    _train(2, "tiny_stage2.yaml", *args)
+    resumed, reference = _losses(run), _losses(chain["root"] / "stage2")
+    assert [r["step"] for r in resumed] == list(range(30))
+    np.testing.assert_allclose([r["total"] for r in resumed], [r["total"] for r in reference], rtol=1e-5)
+
+
+def test_a_mismatched_store_is_refused_naming_the_difference(chain, tmp_path, capsys):
+    other_teacher = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'x'}",
+                     f"data.store={chain['proxy_store']}", *chain["common"], "teachers.0.name=dinov3_hplus"]
+    assert train_main(other_teacher) == 2
+    assert "teacher 'dinov3_hplus' is not in the store (it has proxy)" in capsys.readouterr().err
+    other_policy = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'y'}",
+                    *chain["proxy"], "view_policy={flip_p: 0.0}"]
+    assert train_main(other_policy) == 2
+    assert "view policy differs" in capsys.readouterr().err
+    wrong_weights = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'z'}",
+                     f"data.store={chain['proxy_store']}", *chain["common"],
+                     f"teachers.0.weights={chain['root'] / 'stage2' / 'heads.pt'}"]
+    assert train_main(wrong_weights) != 0
+    fewer_images = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'w'}",
+                    *chain["proxy"], f"data.shards={chain['common'][0].split('=', 1)[1].replace('000002', '000001')}"]
+    assert train_main(fewer_images) == 2
+    assert "dataset shards differ" in capsys.readouterr().err
+
+
+def test_exported_student_loads_into_timm_by_name(chain):
+    path = chain["root"] / "stage2" / "student.safetensors"
+    student = load_student(path)
+    model = timm.create_model("vit_tiny_patch16_dinov3_qkvb", pretrained=True, num_classes=0,
+                              pretrained_cfg_overlay={"file": str(path)}, embed_dim=64, depth=2, num_heads=2)
+    pixels = torch.rand(2, 3, 64, 64)
+    x = (pixels - student.mean) / student.std
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), student.backbone.forward_features(x))
+        trained = student(pixels)["patch"]
+    from eupe.models import create_student
+
+    torch.manual_seed(0)
+    fresh = create_student("vit_t", test_scale=True)
+    with torch.no_grad():
+        assert not torch.allclose(fresh(pixels)["patch"], trained)  # the weights were actually trained
