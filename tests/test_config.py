@@ -74,3 +74,28 @@ def test_overrides_reach_list_items_and_still_reject_unknown_keys():
     assert cfg.data.shards == "shards/train-{000000..000009}.tar"
     with pytest.raises(config.ConfigError, match="lrr"):
         config.build(TrainConfig, {}, ["optim.lrr=1"])
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_train_configs_load_and_follow_the_recipe(path):
+    from eupe.distill.config import TrainConfig
+
+    cfg = config.load(TrainConfig, path)
+    assert cfg.stage == int(path.stem.split("stage")[1][0])
+    if path.stem.startswith("tiny"):
+        return
+    assert cfg.global_batch % cfg.micro_batch == 0 and cfg.optim.weight_decay == 1e-4
+    if cfg.stage == 1:
+        assert cfg.teacher_names() == ["pecore_g", "pelang_g", "dinov3_hplus"] and cfg.head_hidden == 1536
+        assert cfg.proxy == ProxyConfig()
+    elif cfg.stage == 2:
+        assert (cfg.iterations, cfg.global_batch, cfg.optim.lr, cfg.student_scales) == (390_000, 8192, 2e-5, [256])
+        assert cfg.head_hidden == 3072 and cfg.student.name in list_students()
+    else:
+        assert (cfg.iterations, cfg.global_batch, cfg.optim.lr) == (100_000, 4096, 1e-5)
+        assert cfg.student_scales == cfg.teacher_scales == [256, 384, 512] and cfg.init.endswith(cfg.student.name)
+
+
+def test_every_student_has_stage2_and_stage3_configs():
+    names = {p.stem for p in (CONFIGS / "train").glob("*.yaml")}
+    assert {f"stage{s}_{n}" for s in (2, 3) for n in list_students()} | {"stage1_proxy"} <= names

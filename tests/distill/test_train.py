@@ -16,7 +16,6 @@ import timm
 import torch
 
 from eupe.cache_tools.cli import main as cache_main
-from eupe.distill.config import TrainConfig
 from eupe.distill.data import DistillDataset
 from eupe.distill.targets import OnlineTeacher, teacher_stats
 from eupe.models import create_teacher
