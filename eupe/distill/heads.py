@@ -75,3 +75,6 @@ class DistillModel(nn.Module):
             name: {kind: heads[kind](feats[kind]) for kind in TOKEN_KINDS}
             for name, heads in self.heads.items()
         }
+
+
+HEADS_FILENAME = "heads.pt"  # adapter heads' state dict in a run directory

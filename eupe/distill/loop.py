@@ -24,7 +24,7 @@ from tqdm import tqdm
 from eupe import config as config_io
 from eupe.distill.config import TrainConfig
 from eupe.distill.data import DistillDataset, Plan, make_loader, usable_rows
-from eupe.distill.heads import DistillModel
+from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.losses import distill_loss
 from eupe.distill.targets import OnlineTeacher, check_store, online_teachers, teacher_stats
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
@@ -84,8 +84,9 @@ class Checkpoints:
         accelerator.save_state(str(path))
         if accelerator.is_main_process:
             (path / "step.json").write_text(json.dumps({"step": step}))  # written last: marks it complete
-            for old in sorted(p for p in self.root.glob("step_*") if p != path)[: -max(self.keep - 1, 0) or None]:
-                shutil.rmtree(old, ignore_errors=True)
+            older = sorted(p for p in self.root.glob("step_*") if p != path)
+            for stale in older[: max(len(older) - (self.keep - 1), 0)]:  # keep the newest `keep` in all
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 class LossLog:
@@ -124,6 +125,8 @@ def train(cfg: TrainConfig, say=print) -> Path:
     """Run (or resume) a training run; returns the run directory."""
     out = Path(cfg.out)
     precision = cfg.mixed_precision if torch.cuda.is_available() else "no"
+    if precision != cfg.mixed_precision:
+        say(f"no CUDA device: training in fp32 instead of {cfg.mixed_precision}")
     store = FeatureStore.open(cfg.data.store)
     check_store(cfg, store)
     plan = _plan(cfg, store)
@@ -152,9 +155,6 @@ def train(cfg: TrainConfig, say=print) -> Path:
     if accelerator.is_main_process and stop == cfg.iterations:
         _save_outputs(cfg, accelerator.unwrap_model(model), out, store)
     return out
-
-
-HEADS_FILENAME = "heads.pt"
 
 
 def _init_heads(cfg: TrainConfig, model: DistillModel, say) -> None:

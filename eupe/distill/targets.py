@@ -111,7 +111,8 @@ class OnlineTeacher:
     def __call__(self, pixels: torch.Tensor, res: int) -> dict[str, torch.Tensor]:
         self.calls += 1
         self.samples += len(pixels)
-        out = self.encoder(pixels)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=pixels.is_cuda):  # as the cache was extracted
+            out = self.encoder(pixels)
         stats = {k: v.to(pixels.device) for k, v in nearest_stats(self.stats, res).items()}
         return normalize({k: v.float() for k, v in out.items()}, stats)
 

@@ -149,3 +149,21 @@ def test_exported_student_loads_into_timm_by_name(chain):
     fresh = create_student("vit_t", test_scale=True)
     with torch.no_grad():
         assert not torch.allclose(fresh(pixels)["patch"], trained)  # the weights were actually trained
+
+
+def test_trained_student_agrees_with_its_teacher_better_than_at_init(chain, photos):
+    from eupe.distill.agreement import load_distill_model, teacher_agreement
+    from eupe.distill.heads import DistillModel
+    from eupe.models import create_student
+    from eupe.views import decode_image
+
+    teacher = create_teacher("proxy", weights=chain["root"] / "stage1")
+    stats = teacher_stats(chain["proxy_store"], "proxy")
+    images = [(p.key, decode_image(p.read_bytes())) for p in photos[-3:]]
+    trained = load_distill_model(chain["root"] / "stage2")
+    torch.manual_seed(0)
+    initial = DistillModel(create_student("vit_t", test_scale=True), {"proxy": teacher.dim}, 64).eval()
+    after = teacher_agreement(trained, "proxy", teacher, stats, images, views=2, student_res=64)
+    before = teacher_agreement(initial, "proxy", teacher, stats, images, views=2, student_res=64)
+    assert after["views"] == 6
+    assert after["patch_cos"] > before["patch_cos"] + 0.1

@@ -1,0 +1,61 @@
+"""Agreement between a distilled student and its teacher on held-out views.
+
+The student's adapter-head outputs are compared with the teacher's outputs, normalized with the
+same frozen statistics as the training targets: mean cosine of the summary token and mean
+per-token cosine of the patch tokens (after the same bicubic grid matching as the loss).
+Views come from a seed that training did not use, so they are held out even for training images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from eupe.distill.data import normalize
+from eupe.distill.heads import HEADS_FILENAME, DistillModel
+from eupe.distill.losses import match_grids
+from eupe.distill.targets import Stats, nearest_stats
+from eupe.models import Encoder
+from eupe.models.checkpoint import load_student
+from eupe.views import ViewPolicy, render_views, sample_views
+
+
+def load_distill_model(run_dir: str | Path) -> DistillModel:
+    """A trained student with its adapter heads, from a Stage-2/3 run directory."""
+    run_dir = Path(run_dir)
+    heads = torch.load(run_dir / HEADS_FILENAME, map_location="cpu", weights_only=True)
+    dims = {key.split(".")[0]: value.shape[0] for key, value in heads.items() if key.endswith("summary.3.weight")}
+    hidden = next(v.shape[0] for k, v in heads.items() if k.endswith("summary.0.weight"))
+    model = DistillModel(load_student(run_dir), dims, hidden)
+    model.heads.load_state_dict(heads)
+    return model.eval()
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+@torch.no_grad()
+def teacher_agreement(model: DistillModel, name: str, teacher: Encoder, stats: dict[int, Stats],
+                      images: list[tuple[str, torch.Tensor]], views: int = 4, seed: int = 10_000,
+                      student_res: int = 256, teacher_res: int | None = None,
+                      policy: ViewPolicy | None = None) -> dict[str, float]:
+    """Mean summary and patch cosine over ``views`` fresh views of each (key, uint8 image)."""
+    policy = policy or ViewPolicy()
+    teacher_res = teacher_res or teacher.spec.resolution
+    summary, patch = [], []
+    for key, image in images:
+        specs = sample_views(policy, seed, key, image.shape[1], image.shape[2], views)
+        target = normalize(teacher(render_views(image, specs, teacher_res)), nearest_stats(stats, teacher_res))
+        pred = model(render_views(image, specs, student_res))[name]
+        p, t = match_grids(pred["patch"], target["patch"])
+        summary.append(_cosine(pred["summary"], target["summary"]))
+        patch.append(_cosine(p, t).flatten())
+    return {"summary_cos": torch.cat(summary).mean().item(), "patch_cos": torch.cat(patch).mean().item(),
+            "views": views * len(images)}
+
+
+def write_report(path: str | Path, report: dict) -> None:
+    Path(path).write_text(json.dumps(report, indent=2))
