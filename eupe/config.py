@@ -64,8 +64,13 @@ def build(schema: type[T], values: dict | None = None, overrides: Iterable[str] 
         raise ConfigError(_clean_message(err)) from None
 
 
+_YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}  # YAML 1.1 booleans: keep them as words
+
+
 def _parse_value(text: str) -> Any:
-    """A YAML scalar or list (``1e-3``, ``[64, 96]``, ``null``), else the text itself."""
+    """A YAML scalar or list (``1e-3``, ``[64, 96]``, ``null``, ``true``), else the text itself."""
+    if text.strip().lower() in _YAML11_WORDS:
+        return text.strip()
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

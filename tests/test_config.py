@@ -68,7 +68,9 @@ def test_overrides_reach_list_items_and_still_reject_unknown_keys():
 
     cfg = config.build(TrainConfig, {"teachers": [{"name": "proxy"}, {"name": "pecore_g"}]},
                        ["teachers.1.patch_weight=0.5", "teachers.0.weights=/runs/s1", "student_scales=[256, 384]",
-                        "optim.lr=1e-3", "data.shards=shards/train-{000000..000009}.tar"])
+                        "optim.lr=1e-3", "data.shards=shards/train-{000000..000009}.tar", "mixed_precision=no",
+                        "data.check_keys=false"])
+    assert cfg.mixed_precision == "no" and cfg.data.check_keys is False
     assert cfg.teachers[1].patch_weight == 0.5 and cfg.teachers[0].weights == "/runs/s1"
     assert cfg.student_scales == [256, 384] and cfg.optim.lr == 1e-3
     assert cfg.data.shards == "shards/train-{000000..000009}.tar"
