@@ -1,20 +1,137 @@
-"""``eupe-eval``: kNN, PCA visualisations and teacher agreement (lands with the export issue)."""
+"""``eupe-eval knn | pca``: kNN top-1 of summary features and PCA pictures of patch tokens.
+
+Thin click wrappers over ``eupe.eval``; the group stays open for more subcommands (agreement).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import click
+import torch
+from tqdm import tqdm
 
 from eupe.cli_support import run
+from eupe.eval.datasets import FASHION_MNIST, DatasetError, LabelledImages, load_split
+from eupe.eval.knn import DEFAULT_KS, TEMPERATURE, eval_resolution, extract_features, knn_top1_for_ks
+from eupe.eval.models import load_model, split_model_arg
+from eupe.eval.pca import write_pca_png
+from eupe.models.features import Encoder
+from eupe.views import ImageDecodeError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Evaluate teachers and students: kNN top-1, PCA of patch tokens, agreement with a teacher.
+    """Evaluate teachers and students: kNN top-1 of summary features, PCA maps of patch tokens.
 
-    Subcommands (knn, pca, agreement) land with the export/eval issue.
+    A model is a registered teacher or student name (see `eupe-cache teachers`), optionally with
+    --weights, or a trained student (a run directory or its student.safetensors).
     """
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _load(spec: str, weights: str | None, test_scale: bool, device: torch.device) -> Encoder:
+    try:
+        return load_model(spec, weights, test_scale).to(device)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+
+def _features(model: Encoder, part: LabelledImages, what: str, resolution: int | None, batch_size: int) -> torch.Tensor:
+    with tqdm(total=len(part), desc=f"{model.spec.name} {what}", unit="img", disable=None) as bar:
+        return extract_features(model, part.images, resolution, batch_size, bar.update)
+
+
+def _knn_text(result: dict) -> str:
+    lines = [f"{result['model']} on {result['data']}: {result['train_images']} train / {result['test_images']} "
+             f"test images, {result['classes']} classes, resolution {result['resolution']}, T={result['temperature']}"]
+    lines += [f"  k={k:<4d} top-1 {100 * acc:6.2f}%" for k, acc in result["top1"].items()]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--model", "model_spec", required=True, metavar="NAME_OR_FILE",
+              help="Teacher or student name, or a trained student (run directory or student.safetensors).")
+@click.option("--weights", default=None, help="Weights file for a registered name (e.g. released EUPE safetensors).")
+@click.option("--data", required=True, metavar="SOURCE",
+              help=f"Labelled images: a folder root/<class>/*.jpg (or with train/ and val/ subfolders), "
+                   f"webdataset shards with .cls labels ('shards-{{000..009}}.tar'), or {FASHION_MNIST!r}.")
+@click.option("--k", "ks", multiple=True, type=click.IntRange(1), default=DEFAULT_KS, show_default=True,
+              help="Number of neighbours (repeatable).")
+@click.option("--limit", default=None, type=click.IntRange(1),
+              help="At most N train and N test images (seeded subset).")
+@click.option("--test-fraction", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of each class held out as test when the source has no split of its own.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the split and of --limit.")
+@click.option("--resolution", default=None, type=click.IntRange(1), help="Input side (default: the model's).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Images per forward.")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+@click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init models (tests).")
+def knn(model_spec, weights, data, ks, limit, test_fraction, seed, resolution, batch_size, device, as_json,
+        test_scale) -> int:
+    """kNN top-1 of a model's summary features on a labelled image set.
+
+    DINO/EUPE protocol: one full-image view per image at the model's resolution, L2-normalized
+    summary features, each test image classified by the vote of its k most cosine-similar train
+    images weighted by exp(similarity / 0.07).
+    """
+    try:
+        train, test = load_split(data, test_fraction, limit, seed)
+    except DatasetError as err:
+        raise click.UsageError(str(err)) from None
+    model = _load(model_spec, weights, test_scale, _device(device))
+    train_feats = _features(model, train, "train", resolution, batch_size)
+    test_feats = _features(model, test, "test", resolution, batch_size)
+    top1 = knn_top1_for_ks(train_feats, train.labels, test_feats, test.labels, ks)
+    result = {"model": model_spec, "fingerprint": model.fingerprint, "data": data,
+              "train_images": len(train), "test_images": len(test), "classes": len(train.classes),
+              "resolution": eval_resolution(model, resolution), "temperature": TEMPERATURE, "top1": top1}
+    click.echo(json.dumps(result, indent=2) if as_json else _knn_text(result))
+    return 0
+
+
+def _display_name(spec: str, taken: dict) -> str:
+    path = Path(spec)
+    name = path.parent.name if path.suffix == ".safetensors" and path.parent.name else path.name or spec
+    return name if name not in taken else f"{name} #{len(taken) + 1}"
+
+
+@cli.command()
+@click.option("--model", "model_specs", multiple=True, required=True, metavar="NAME[=WEIGHTS]|FILE",
+              help="Model to show (repeatable): a name, NAME=WEIGHTS_FILE, or a trained student file/run dir.")
+@click.option("--image", required=True, type=click.Path(exists=True, dir_okay=False), help="Input image.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--resolution", default=None, type=click.IntRange(1),
+              help="Model input side (default: each model's own, rounded down to its patch size).")
+@click.option("--panel-size", default=256, show_default=True, type=click.IntRange(16),
+              help="Side of each panel in the PNG, in pixels.")
+@click.option("--foreground", is_flag=True,
+              help="DINOv2-style: threshold the first component, PCA of the foreground only (background black).")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init models (tests).")
+def pca(model_specs, image, out, resolution, panel_size, foreground, device, test_scale) -> int:
+    """PCA of patch tokens: the input and one map per model, side by side, in one PNG.
+
+    Each map shows the first three principal components of the model's patch tokens on this
+    image as red, green and blue; similar colours mean similar features.
+    """
+    models: dict[str, Encoder] = {}
+    for arg in model_specs:
+        spec, weights = split_model_arg(arg)
+        models[_display_name(spec, models)] = _load(spec, weights, test_scale, _device(device))
+    try:
+        path = write_pca_png(models, Path(image).read_bytes(), out, resolution, panel_size, foreground)
+    except ImageDecodeError as err:
+        raise click.UsageError(f"--image {image}: {err}") from None
+    click.echo(f"wrote {path} ({len(models)} model(s), panels of {panel_size}px)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
