@@ -1,6 +1,6 @@
-"""``eupe-eval knn | pca``: kNN top-1 of summary features and PCA pictures of patch tokens.
+"""``eupe-eval knn | pca | agreement``: kNN top-1, PCA pictures, agreement with a teacher.
 
-Thin click wrappers over ``eupe.eval``; the group stays open for more subcommands (agreement).
+Thin click wrappers over ``eupe.eval`` and ``eupe.distill.agreement``.
 """
 
 from __future__ import annotations
@@ -132,6 +132,55 @@ def pca(model_specs, image, out, resolution, panel_size, foreground, device, tes
         raise click.UsageError(f"--image {image}: {err}") from None
     click.echo(f"wrote {path} ({len(models)} model(s), panels of {panel_size}px)")
     return 0
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A Stage-2/3 (or Stage-1) run directory: its student and adapter heads are compared.")
+@click.option("--teacher", required=True, help="Teacher whose outputs the heads should match (as in training).")
+@click.option("--weights", default=None, help="Teacher weights (a proxy run directory for `proxy`).")
+@click.option("--store", required=True, help="Feature store holding the teacher: its frozen normalization statistics are used.")
+@click.option("--data", required=True, metavar="SOURCE",
+              help="Held-out images: an image folder or a webdataset pattern (labels not needed).")
+@click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Fresh views per image.")
+@click.option("--seed", default=10_000, show_default=True, help="View seed (use one training did not use).")
+@click.option("--limit", default=16, show_default=True, type=click.IntRange(1), help="Images to use.")
+@click.option("--resolution", default=None, type=click.IntRange(1), help="Student input side (default: its resolution).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+def agreement(run_dir, teacher, weights, store, data, views, seed, limit, resolution, as_json) -> int:
+    """Cosine between the student's head outputs and the teacher's outputs on held-out views.
+
+    The teacher runs online on fresh views (an unused seed) of the given images; its outputs are
+    normalized with the store's statistics, exactly like the training targets.
+    """
+    from eupe.distill.agreement import load_distill_model, teacher_agreement
+    from eupe.distill.targets import teacher_stats
+    from eupe.models import create_teacher
+
+    model = load_distill_model(run_dir)
+    if teacher not in model.teachers:
+        raise click.BadParameter(f"{run_dir} has heads for {', '.join(model.teachers)}, not {teacher!r}")
+    encoder = create_teacher(teacher, weights)
+    images = _unlabelled(data, limit)
+    result = teacher_agreement(model, teacher, encoder, teacher_stats(store, teacher), images, views, seed,
+                               resolution or model.student.spec.resolution)
+    click.echo(json.dumps(result, indent=2) if as_json else
+               f"{teacher}: summary cosine {result['summary_cos']:.4f}, patch cosine {result['patch_cos']:.4f} "
+               f"over {result['views']} held-out views")
+    return 0
+
+
+def _unlabelled(data: str, limit: int) -> list[tuple[str, torch.Tensor]]:
+    """(key, uint8 image) of the first ``limit`` images of a folder (recursive) or webdataset."""
+    from eupe.data import ShardReader, expand_shards, index_shards
+    from eupe.views import decode_image
+
+    if Path(data).is_dir():
+        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+        return [(str(f.relative_to(data)), decode_image(f.read_bytes())) for f in files[:limit]]
+    index = index_shards(expand_shards(data))
+    reader = ShardReader(index)
+    return [(str(index.keys[i]), decode_image(reader.read(i))) for i in range(min(limit, len(index)))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -167,3 +167,14 @@ def test_trained_student_agrees_with_its_teacher_better_than_at_init(chain, phot
     before = teacher_agreement(initial, "proxy", teacher, stats, images, views=2, student_res=64)
     assert after["views"] == 6
     assert after["patch_cos"] > before["patch_cos"] + 0.1
+
+
+def test_eval_agreement_command(chain, photo_shards, capsys):
+    from eupe.evaluation.cli import main
+
+    args = ["agreement", "--run", str(chain["root"] / "stage2"), "--teacher", "proxy", "--weights",
+            str(chain["root"] / "stage1"), "--store", chain["proxy_store"], "--data", photo_shards,
+            "--views", "2", "--limit", "3", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["views"] == 6 and 0.2 < result["patch_cos"] <= 1.0
