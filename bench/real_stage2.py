@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--res", type=int, default=224)
+    parser.add_argument("--res", type=int, default=112)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
