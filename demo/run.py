@@ -71,35 +71,35 @@ def extract(demo: Demo, store: str, teacher: str, *extra: str) -> None:
 
 
 def train(demo: Demo, stage: int, *overrides: str) -> None:
+    """eupe-train with the demo's shared settings (batch 16, no checkpoints mid-run, CPU)."""
     from eupe.train.cli import main
 
-    _cli(main, ["--stage", str(stage), *overrides, f"data.shards={demo.data}", "data.num_workers=1",
-                "mixed_precision=no"], "eupe-train")
+    _cli(main, ["--stage", str(stage), f"out={demo.out / f'stage{stage}'}", "global_batch=16", "micro_batch=16",
+                "head_hidden=384", "checkpoint_every=1000000", *overrides, f"data.shards={demo.data}",
+                "data.num_workers=1", "mixed_precision=no"], "eupe-train")
+
+
+def from_proxy(demo: Demo) -> list[str]:
+    """Stages 2-3: the ViT-T student against the cached proxy."""
+    return [f"data.store={demo.out / 'proxy.zarr'}", f"teachers=[{{name: proxy, weights: {demo.out / 'stage1'}}}]",
+            "student.name=vit_t"]
 
 
 def stage1(demo: Demo) -> None:
-    teachers = [f"teachers={json.dumps([{'name': t} for t in TEACHERS])}"]
-    train(demo, 1, f"out={demo.out / 'stage1'}", f"data.store={demo.out / 'teachers.zarr'}", *teachers,
-          "proxy.embed_dim=192", "proxy.depth=4", "proxy.num_heads=3", "proxy.mlp_ratio=4.0",
-          f"proxy.resolution={RES}", f"student_scales=[{RES}]", f"iterations={demo.steps(60)}",
-          "global_batch=16", "micro_batch=16", "head_hidden=384", "optim.lr=1e-3", "optim.warmup_iters=5",
-          "checkpoint_every=1000000", "log_every=10")
+    teachers = f"teachers={json.dumps([{'name': t} for t in TEACHERS])}"
+    train(demo, 1, f"data.store={demo.out / 'teachers.zarr'}", teachers, "proxy.embed_dim=192", "proxy.depth=4",
+          "proxy.num_heads=3", "proxy.mlp_ratio=4.0", f"proxy.resolution={RES}", f"student_scales=[{RES}]",
+          f"iterations={demo.steps(60)}", "optim.lr=1e-3", "optim.warmup_iters=5", "log_every=10")
 
 
 def stage2(demo: Demo) -> None:
-    train(demo, 2, f"out={demo.out / 'stage2'}", f"data.store={demo.out / 'proxy.zarr'}",
-          f"teachers=[{{name: proxy, weights: {demo.out / 'stage1'}}}]", "student.name=vit_t",
-          f"student.resolution={STUDENT_RES}", f"student_scales=[{STUDENT_RES}]", f"iterations={demo.steps(120)}",
-          "global_batch=16", "micro_batch=16", "head_hidden=384", "optim.lr=1e-3", "optim.warmup_iters=10",
-          "checkpoint_every=1000000", "log_every=10")
+    train(demo, 2, *from_proxy(demo), f"student.resolution={STUDENT_RES}", f"student_scales=[{STUDENT_RES}]",
+          f"iterations={demo.steps(120)}", "optim.lr=1e-3", "optim.warmup_iters=10", "log_every=10")
 
 
 def stage3(demo: Demo) -> None:
-    train(demo, 3, f"out={demo.out / 'stage3'}", f"data.store={demo.out / 'proxy.zarr'}",
-          f"teachers=[{{name: proxy, weights: {demo.out / 'stage1'}}}]", "student.name=vit_t",
-          f"init={demo.out / 'stage2'}", "student_scales=[96, 112, 128]", f"teacher_scales=[{RES}, 128]",
-          f"iterations={demo.steps(20)}", "global_batch=16", "micro_batch=16", "head_hidden=384",
-          "optim.lr=3e-4", "checkpoint_every=1000000", "log_every=5")
+    train(demo, 3, *from_proxy(demo), f"init={demo.out / 'stage2'}", "student_scales=[96, 112, 128]",
+          f"teacher_scales=[{RES}, 128]", f"iterations={demo.steps(20)}", "optim.lr=3e-4", "log_every=5")
 
 
 def main_steps(demo: Demo) -> dict:
