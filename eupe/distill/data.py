@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader
 from eupe.store.store import OK, FeatureStore
+from eupe.store.teacher_group import TeacherGroup
 from eupe.views import ViewSpec, decode_image, render
 
 Sample = tuple[int, int, int, int]  # (row, view, student_res, teacher_res; 0 = each teacher's stored one)
@@ -102,18 +103,20 @@ class DistillDataset(Dataset):
         self.stats = stats  # teacher -> res -> {"summary_mean", ...} float32 tensors
         self._store: FeatureStore | None = None
         self._reader: ShardReader | None = None
+        self._groups: dict[str, TeacherGroup] = {}
 
     def _open(self) -> FeatureStore:
         if self._store is None:  # opened lazily, once per worker process
             self._store = FeatureStore.open(self.store_path)
             self._reader = ShardReader(self._store.shard_index())
+            # kept for the worker's life: they cache array handles and shard indexes
+            self._groups = {t: self._store.teacher(t) for t in self.teachers}
         return self._store
 
     def __getitems__(self, samples: list[Sample]) -> dict:
-        store = self._open()
-        groups = {t: store.teacher(t) for t in self.teachers}
-        first = groups[self.teachers[0]]
-        items = [self._item(groups, first, *sample) for sample in samples]
+        self._open()
+        first = self._groups[self.teachers[0]]
+        items = [self._item(self._groups, first, *sample) for sample in samples]
         return collate(items)
 
     def __getitem__(self, sample: Sample) -> dict:

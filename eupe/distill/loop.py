@@ -194,7 +194,7 @@ def _run(cfg, accelerator, model, optimizer, batches, plan, online, teachers, ch
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         t0, wait, sums = time.perf_counter(), 0.0, {}
-        _, t_res = plan.scales(step)
+        s_res, t_res = plan.scales(step)
         for _ in range(plan.accumulation):
             t_wait = time.perf_counter()
             batch = _to(next(batches), accelerator.device)
@@ -211,7 +211,7 @@ def _run(cfg, accelerator, model, optimizer, batches, plan, online, teachers, ch
                 sums[key] = sums.get(key, 0.0) + value.item() / plan.accumulation
         elapsed = time.perf_counter() - t0
         record = {"step": step, **sums, "lr": lr_at(step, cfg), "images_per_s": cfg.global_batch / elapsed,
-                  "data_wait_fraction": wait / elapsed, "student_res": plan.scales(step)[0], "teacher_res": t_res, **counts}
+                  "data_wait_fraction": wait / elapsed, "student_res": s_res, "teacher_res": t_res, **counts}
         log.write(record)
         if step % cfg.log_every == 0 or step == stop - 1:
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)

@@ -70,8 +70,6 @@ class ExtractSummary:
     values: int = 0
     bytes_written: int = 0
     elapsed_s: float = 0.0
-    forward_s: float = 0.0
-    chunks: int = 0
 
     def line(self) -> str:
         per_value = self.bytes_written / self.values if self.values else float("nan")
@@ -173,7 +171,6 @@ class ChunkImages(Dataset):
 
     def __init__(self, store: FeatureStore, chunks: list[int], resolutions: list[int]) -> None:
         self.index = store.shard_index()
-        self.keys = store.keys
         self.rows = [store.chunk_rows(c) for c in chunks]
         self.chunks = chunks
         self.resolutions = resolutions
@@ -194,7 +191,7 @@ class ChunkImages(Dataset):
             if image is None:
                 status[i] = FAILED
                 continue
-            specs = sample_views(self.params.policy, self.params.seed, str(self.keys[row]),
+            specs = sample_views(self.params.policy, self.params.seed, str(self.index.keys[row]),
                                  image.shape[1], image.shape[2], k)
             views[i] = views_to_array(specs)
             status[i] = OK
@@ -276,9 +273,7 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
     with ThreadPoolExecutor(max_workers=1) as writer:
         in_flight: list[Future] = []
         for batch in _batches(store, pending, resolutions, cfg.num_workers):
-            t0 = time.perf_counter()
             result = chunk_result(batch, teacher, group, cfg.batch_size, device)
-            summary.forward_s += time.perf_counter() - t0
             in_flight = _drain(in_flight, keep=1)
             in_flight.append(writer.submit(_write, group, result))
             _count(summary, result, resolutions, group)
@@ -322,7 +317,6 @@ def _count(summary: ExtractSummary, result: ChunkResult, resolutions: list[int],
     summary.images += ok
     summary.failed += int((result.status == FAILED).sum())
     summary.views += ok * k
-    summary.chunks += 1
     for res in resolutions:
         h, w = group.grids[res]
         summary.values += ok * k * (h * w + 1) * group.dim

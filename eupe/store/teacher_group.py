@@ -194,9 +194,8 @@ class TeacherGroup:
 
     def failures(self) -> list[tuple[str, str]]:
         """(image key, reason) of every image that failed to decode."""
-        status = self.status()
-        rows = np.flatnonzero(status == FAILED)
-        errors = self.group["error"]
+        rows = np.flatnonzero(self.status() == FAILED)
+        errors = self.group["error"][:] if len(rows) else []
         return [(str(self.store.keys[r]), str(errors[r])) for r in rows]
 
     def counts(self) -> dict[str, int]:
