@@ -25,7 +25,8 @@ from eupe.assets import bundled_photos, imagenet_photos, write_photo_shards  # n
 from eupe.data import ShardReader  # noqa: E402
 from eupe.models import create_teacher  # noqa: E402
 from eupe.store.codecs import token_cosine  # noqa: E402
-from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store, run_teacher  # noqa: E402
+from eupe.models import run_teacher  # noqa: E402
+from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store  # noqa: E402
 from eupe.store.store import FeatureStore  # noqa: E402
 from eupe.views import ViewSpec, decode_image, render, render_views, sample_views  # noqa: E402
 

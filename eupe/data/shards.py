@@ -100,6 +100,13 @@ class ShardIndex:
     def __len__(self) -> int:
         return int(len(self.keys))
 
+    def head(self, limit: int | None) -> "ShardIndex":
+        """The first ``limit`` images (all when limit is None)."""
+        if limit is None or limit >= len(self):
+            return self
+        return ShardIndex(self.shards, self.keys[:limit], self.shard[:limit], self.offset[:limit],
+                          self.size[:limit], self.ext[:limit], self.label[:limit], self.failures)
+
     def keys_sha256(self) -> str:
         """SHA-256 of the keys joined by newlines: the identity of the dataset."""
         return hashlib.sha256("\n".join(str(k) for k in self.keys).encode("utf-8")).hexdigest()

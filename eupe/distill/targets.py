@@ -20,7 +20,6 @@ from eupe.distill.config import TrainConfig
 from eupe.distill.data import normalize
 from eupe.models import Encoder, create_teacher, teacher_weights_path
 from eupe.models.weights import file_sha256
-from eupe.store.extract import head
 from eupe.store.stats import compute_stats, load_stats, save_stats
 from eupe.store.store import FeatureStore, StoreMismatchError
 from eupe.views import ViewPolicy
@@ -62,7 +61,7 @@ def _key_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
     if shards != store.dataset["shards"]:
         return [f"dataset shards differ: store has {len(store.dataset['shards'])} ({store.dataset['shards'][0]} ...), "
                 f"config has {len(shards)} ({shards[0]} ...)"]
-    index = head(index_shards(shards), store.dataset["limit"])
+    index = index_shards(shards).head(store.dataset["limit"])
     if index.keys_sha256() != store.dataset["keys_sha256"]:
         return [f"dataset keys differ from the store's ({len(index)} images now, {store.num_images} in the store)"]
     return []

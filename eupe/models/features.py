@@ -12,9 +12,11 @@ norm, or mean of the patch tokens), prefix tokens (CLS, registers) are dropped f
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -115,3 +117,17 @@ class Encoder(nn.Module):
         if self.spec.summary in ("attn_pool", "avg_pool_norm"):  # timm's pooling head, pre-logits
             return self.backbone.forward_head(out, pre_logits=True)
         return patch.mean(dim=(1, 2))
+
+
+def run_teacher(teacher: Encoder, pixels: torch.Tensor, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher forward of extraction and verify: summary [n, D] and patch [n, h*w, D] float32 numpy.
+
+    Runs in fixed sub-batches of ``batch_size`` (bf16 autocast on CUDA, as the cache is extracted)."""
+    summaries, patches = [], []
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    with torch.inference_mode(), amp:
+        for start in range(0, len(pixels), batch_size):
+            out = teacher(pixels[start:start + batch_size].to(device, non_blocking=True))
+            summaries.append(out["summary"].float().cpu())
+            patches.append(out["patch"].flatten(1, 2).float().cpu())  # [b, h, w, D] -> [b, h*w, D]
+    return torch.cat(summaries).numpy(), torch.cat(patches).numpy()

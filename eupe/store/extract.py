@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -21,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from eupe.data.shards import ShardIndex, ShardReader, expand_shards, index_shards
-from eupe.models import Encoder, create_teacher
+from eupe.data.shards import ShardReader, expand_shards, index_shards
+from eupe.models import Encoder, create_teacher, run_teacher
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.store import (
     FAILED, OK, STORE_FORMAT, FeatureStore, StoreMismatchError, StoreParams, wait_for,
@@ -80,14 +79,6 @@ class ExtractSummary:
 # -- store preparation ---------------------------------------------------------------------------
 
 
-def head(index: ShardIndex, limit: int | None) -> ShardIndex:
-    """The first ``limit`` images of an index (all when limit is None)."""
-    if limit is None or limit >= len(index):
-        return index
-    return ShardIndex(index.shards, index.keys[:limit], index.shard[:limit], index.offset[:limit],
-                      index.size[:limit], index.ext[:limit], index.label[:limit], index.failures)
-
-
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
     """Open the store at ``cfg.out`` (checking it matches) or create it (rank 0; others wait)."""
     shards = expand_shards(cfg.data)
@@ -95,7 +86,7 @@ def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureSt
     if cfg.rank != 0:
         wait_for(lambda: _ready(cfg.out), f"rank 0 to create {cfg.out}")
     elif needs_creation(cfg.out):
-        index = head(index_shards(shards, progress=progress), cfg.limit)
+        index = index_shards(shards, progress=progress).head(cfg.limit)
         if len(index) == 0:
             raise ValueError(f"no readable images in {cfg.data}: "
                              + "; ".join(f"{f.shard}: {f.reason}" for f in index.failures))
@@ -211,18 +202,6 @@ class ChunkImages(Dataset):
 
 
 # -- teacher forward -----------------------------------------------------------------------------
-
-
-def run_teacher(teacher: Encoder, pixels: torch.Tensor, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """summary [n, D] and patch [n, h*w, D] as float32 numpy, in fixed sub-batches."""
-    summaries, patches = [], []
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    with torch.inference_mode(), amp:
-        for start in range(0, len(pixels), batch_size):
-            out = teacher(pixels[start:start + batch_size].to(device, non_blocking=True))
-            summaries.append(out["summary"].float().cpu())
-            patches.append(out["patch"].flatten(1, 2).float().cpu())  # [b, h, w, D] -> [b, h*w, D]
-    return torch.cat(summaries).numpy(), torch.cat(patches).numpy()
 
 
 def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batch_size: int,

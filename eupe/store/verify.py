@@ -17,7 +17,7 @@ import zarr
 
 from eupe.data.shards import ShardReader
 from eupe.models import create_teacher
-from eupe.store.extract import run_teacher
+from eupe.models import run_teacher
 from eupe.store.store import OK, FeatureStore
 from eupe.store.teacher_group import TeacherGroup
 from eupe.views import ViewSpec, decode_image, render
