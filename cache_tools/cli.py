@@ -8,7 +8,6 @@ from typing import Sequence
 import click
 
 from eupe.cli_support import run
-from eupe.models import list_teachers, teacher_spec, teacher_weights_path
 from eupe.cache_tools import commands
 
 
@@ -22,6 +21,8 @@ def cli() -> None:
 
 
 def _teacher_rows() -> list[dict]:
+    from eupe.models import list_teachers, teacher_spec, teacher_weights_path
+
     rows = []
     for name in list_teachers():
         spec = teacher_spec(name)

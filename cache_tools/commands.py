@@ -5,14 +5,8 @@ from __future__ import annotations
 import json
 
 import click
-import numpy as np
-import torch
-from tqdm import tqdm
 
-from eupe.store.extract import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
-from eupe.store.stats import compute_stats, save_stats
-from eupe.store.store import FeatureStore
-from eupe.store.verify import teacher_check, verify_images, verify_teacher
+# Heavy libraries (torch, zarr, timm) are imported inside the commands: `--help` stays instant.
 
 
 def _int_list(_ctx, _param, value: str | None) -> list[int]:
@@ -30,6 +24,7 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
         if (rank or 0) >= (world or 1):
             raise click.BadParameter(f"--rank {rank} must be smaller than --world-size {world}")
         return rank or 0, world or 1
+    import torch
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -57,9 +52,11 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--rank", default=None, type=click.IntRange(0), help="This process's rank (default: $RANK or 0).")
 @click.option("--world-size", default=None, type=click.IntRange(1), help="Number of processes (default: $WORLD_SIZE or 1).")
 @click.option("--device", default=None, help="torch device (default: cuda:<rank> when available, else cpu).")
+@click.option("--retry-failed", is_flag=True,
+              help="Redo chunks holding images that failed with a read error (e.g. a shard was offline).")
 @click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init teachers (tests).")
 def extract(teachers, data, out, views, resolutions, codec, weights, batch_size, num_workers, seed, limit,
-            images_per_chunk, rank, world_size, device, test_scale) -> int:
+            images_per_chunk, rank, world_size, device, retry_failed, test_scale) -> int:
     """Run teachers once over a dataset and write their outputs to a feature store.
 
     Each image gets K views drawn from (seed, image key, view index); each view is rendered at
@@ -67,13 +64,15 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     command finishes only the missing chunks. Several processes (--rank/--world-size, or
     `accelerate launch`) split the chunks between them.
     """
+    from tqdm import tqdm
+
+    from eupe.store import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
+
     rank, world_size = _rank_world(rank, world_size)
     cfg = ExtractConfig(list(teachers), data, out, views, resolutions, codec, weights, batch_size,
-                        num_workers, seed, limit, images_per_chunk, rank, world_size, device, test_scale)
-    from eupe.store.codecs import get_codec
-
-    get_codec(codec)  # unknown codec: fail before any work
-    encoders = load_teachers(cfg)  # unknown teacher / missing weights: fail before any work
+                        num_workers, seed, limit, images_per_chunk, rank, world_size, device, test_scale,
+                        retry_failed=retry_failed)
+    encoders = load_teachers(cfg)  # unknown teacher/codec, missing weights, bad sizes: fail before any work
     store = open_or_create_store(cfg, progress=rank == 0)
     for teacher in encoders:
         with tqdm(desc=f"{teacher.spec.name} [rank {rank}/{world_size}]", unit="img", disable=None) as bar:
@@ -86,18 +85,20 @@ def _size(nbytes: int | None) -> str:
     return "n/a (remote)" if nbytes is None else f"{nbytes / 1e6:.1f} MB"
 
 
-def store_info(store: FeatureStore) -> dict:
-    info = {"path": str(store.group.store), "views_per_image": store.params.views_per_image,
+def store_info(store) -> dict:
+    """Identity, counts of done chunks only, failures and sizes (from manifests: no tree walk)."""
+    info = {"path": store.where, "views_per_image": store.params.views_per_image,
             "seed": store.params.seed, "view_policy": store.params.policy.to_dict(),
-            "images_per_chunk": store.params.images_per_chunk, "dataset": store.dataset,
-            "bytes_on_disk": store.disk_bytes(), "teachers": {}}
+            "images_per_chunk": store.params.images_per_chunk,
+            "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {}}
     for name in store.teacher_names():
         group = store.teacher(name)
+        counts = group.counts()
         info["teachers"][name] = {
             **{k: group.attrs[k] for k in ("weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")},
-            **group.counts(), "complete": bool(group.done_flags().all()),
+            **counts, "complete": counts["chunks_done"] == counts["chunks"],
             "failed_inputs": [{"key": k, "reason": r} for k, r in group.failures()],
-            "bytes_on_disk": store.disk_bytes(f"teachers/{name}"),
+            "bytes_written": int(group.manifest_rows()[:, :, 0].sum()),
         }
     return info
 
@@ -107,20 +108,25 @@ def store_info(store: FeatureStore) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
 def info(store_path: str, as_json: bool) -> int:
     """Show a store's identity, per-teacher counts, completeness, failed inputs and size."""
+    from eupe.store import FeatureStore
+
     data = store_info(FeatureStore.open(store_path))
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return 0
     ds = data["dataset"]
     click.echo(f"store {data['path']}: {ds['num_images']} images in {len(ds['shards'])} shard(s), "
-               f"K={data['views_per_image']} views, seed {data['seed']}, {_size(data['bytes_on_disk'])}")
+               f"K={data['views_per_image']} views, seed {data['seed']}")
     for failure in ds["failed_shards"]:
         click.echo(f"  failed shard {failure['shard']}: {failure['reason']}")
+    for skipped in ds.get("skipped_samples", []):
+        click.echo(f"  skipped sample {skipped['key']} in {skipped['shard']}: {skipped['reason']}")
     for name, t in data["teachers"].items():
         click.echo(f"teacher {name}: weights sha256 {t['weights_sha256'][:16]}..., resolutions {t['resolutions']}, "
                    f"codec {t['codec']['name']}, dim {t['dim']}")
-        click.echo(f"  {t['ok']}/{t['images']} images ok, {t['failed']} failed, chunks {t['chunks_done']}/{t['chunks']}"
-                   f" ({'complete' if t['complete'] else 'INCOMPLETE'}), {_size(t['bytes_on_disk'])}")
+        click.echo(f"  {t['images_done']}/{t['images']} images in done chunks: {t['ok']} ok, {t['failed']} failed; "
+                   f"chunks {t['chunks_done']}/{t['chunks']} ({'complete' if t['complete'] else 'INCOMPLETE'}), "
+                   f"{_size(t['bytes_written'])}")
         for failure in t["failed_inputs"]:
             click.echo(f"  failed input {failure['key']}: {failure['reason']}")
     return 0
@@ -137,8 +143,13 @@ def info(store_path: str, as_json: bool) -> int:
 def verify(store_path, teacher_check: int, weights, seed, as_json, test_scale) -> int:
     """Check completeness and chunk checksums; optionally re-run the teacher on N views.
 
-    Exits non-zero when anything is missing, corrupt, or below the codec's cosine threshold.
+    Every done chunk's files are compared with the sizes and checksums recorded when they were
+    written (missing, moved, truncated or altered files are named with their image keys); edited
+    attributes fail the store's identity check. Exits 1 when anything is missing, corrupt,
+    incomplete, or below the codec's cosine threshold.
     """
+    from eupe.store import FeatureStore, verify_images, verify_teacher
+
     store = FeatureStore.open(store_path)
     result = {"images": verify_images(store), "teachers": {}}
     ok = not result["images"]
@@ -154,6 +165,8 @@ def verify(store_path, teacher_check: int, weights, seed, as_json, test_scale) -
 
 
 def _teacher_check(store, name, n, seed, weights, test_scale) -> dict:
+    from eupe.store import teacher_check
+
     return teacher_check(store.teacher(name), n, seed, weights, test_scale)
 
 
@@ -164,6 +177,8 @@ def _verify_text(result: dict) -> str:
                      f"{len(r['corrupt'])} corrupt chunks, {r['failed_images']} failed inputs")
         lines += [f"  corrupt {p['array']} chunk {p['chunk']} (images {', '.join(p['keys'])}): {p['error']}"
                   for p in r["corrupt"]]
+        lines += [f"  statistics r{res}: {state}" + (" (run `eupe-cache stats`)" if state != "ok" else "")
+                  for res, state in r.get("stats", {}).items() if state != "absent"]
         if r["incomplete"]:
             lines.append(f"  incomplete: {', '.join(r['incomplete'][:20])}{' ...' if len(r['incomplete']) > 20 else ''}")
         if r["check"]:
@@ -182,7 +197,13 @@ def stats(store_path: str, teachers: tuple[str, ...]) -> int:
     """Compute per-coordinate float64 mean/std of each teacher's outputs and save them in the store.
 
     The trainer normalizes targets with these frozen statistics (EUPE teacher normalization).
+    Statistics record which chunks they cover; after the store grows they are recomputed.
     """
+    import numpy as np
+    from tqdm import tqdm
+
+    from eupe.store import FeatureStore, compute_stats, save_stats
+
     store = FeatureStore.open(store_path, mode="a")
     for name in teachers or store.teacher_names():
         group = store.teacher(name)

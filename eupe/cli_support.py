@@ -1,30 +1,52 @@
 """Shared plumbing for the click applications: ``main(argv) -> int`` and clean user errors.
 
-Errors a user can fix (unknown names, missing weights, bad configs or inputs) are printed
-as one ``Error: ...`` line with exit status 2 instead of a traceback.
+Errors a user can fix (unknown names, missing weights, bad configs, datasets or stores) are
+printed as one ``Error: ...`` line with exit status 2 instead of a traceback. The error classes
+are looked up in ``sys.modules`` rather than imported here, so a CLI module that imports this
+stays light (``--help`` never loads torch); an exception can only be an instance of a class whose
+module is already imported.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Sequence
 
 import click
 
-from eupe.config import ConfigError
-from eupe.models.weights import MissingWeightsError
-from eupe.registry import UnknownNameError
-from eupe.store.extract import StoreWriteError
-from eupe.store.store import StoreMismatchError
-
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, MissingWeightsError, UnknownNameError, StoreMismatchError, StoreWriteError, FileNotFoundError,
+# (module, class) of every error that means "the user can fix this"
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("eupe.config", "ConfigError"),
+    ("eupe.models.weights", "MissingWeightsError"),
+    ("eupe.registry", "UnknownNameError"),
+    ("eupe.store.layout", "StoreError"),
+    ("eupe.store.layout", "StoreWriteError"),
+    ("eupe.data.shards", "DatasetError"),
+    ("builtins", "FileNotFoundError"),
 )
+
+
+class Interrupted(Exception):
+    """SIGTERM (or SIGINT) arrived; work finished so far is kept."""
+
+
+def is_user_error(err: BaseException) -> bool:
+    for module, name in USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(err, cls):
+            return True
+    return False
+
+
+def _on_signal(signum: int, _frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> int:
     """Run a click command like a console script would, returning the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.signal(signal.SIGTERM, _on_signal) if _main_thread() else None
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as stop:
@@ -32,10 +54,22 @@ def run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> i
     except click.ClickException as err:
         err.show()
         return err.exit_code
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        return 1
-    except USER_ERRORS as err:
+    except (click.Abort, KeyboardInterrupt, Interrupted) as err:
+        what = "SIGINT" if not isinstance(err, Interrupted) else str(err)
+        click.echo(f"Interrupted ({what}): completed work is saved; re-run the same command to continue.", err=True)
+        return 130 if what == "SIGINT" else 143
+    except Exception as err:  # noqa: BLE001 - user errors become one line, the rest propagate
+        if not is_user_error(err):
+            raise
         click.echo(f"Error: {err}", err=True)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

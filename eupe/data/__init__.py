@@ -2,22 +2,26 @@
 
 from eupe.data.shards import (
     IMAGE_EXTENSIONS,
+    DatasetError,
     ShardFailure,
     ShardIndex,
     ShardReader,
     expand_shards,
     index_shards,
     read_member,
+    shard_fingerprint,
     write_shards,
 )
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "DatasetError",
     "ShardFailure",
     "ShardIndex",
     "ShardReader",
     "expand_shards",
     "index_shards",
     "read_member",
+    "shard_fingerprint",
     "write_shards",
 ]

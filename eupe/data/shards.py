@@ -33,12 +33,14 @@ from webdataset.tariterators import base_plus_ext
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "DatasetError",
     "ShardFailure",
     "ShardIndex",
     "ShardReader",
     "expand_shards",
     "index_shards",
     "read_member",
+    "shard_fingerprint",
     "write_shards",
 ]
 
@@ -76,6 +78,11 @@ def expand_shards(pattern: str | Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- index
 
 
+class DatasetError(ValueError):
+    """The dataset cannot be used as given (duplicate keys, no images...); the message says why."""
+
+
+
 @dataclass(frozen=True)
 class ShardFailure:
     """A shard that could not be indexed, and why."""
@@ -96,6 +103,7 @@ class ShardIndex:
     ext: np.ndarray
     label: np.ndarray
     failures: list[ShardFailure] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"shard", "key", "reason"}: samples with no usable image
 
     def __len__(self) -> int:
         return int(len(self.keys))
@@ -105,7 +113,7 @@ class ShardIndex:
         if limit is None or limit >= len(self):
             return self
         return ShardIndex(self.shards, self.keys[:limit], self.shard[:limit], self.offset[:limit],
-                          self.size[:limit], self.ext[:limit], self.label[:limit], self.failures)
+                          self.size[:limit], self.ext[:limit], self.label[:limit], self.failures, self.skipped)
 
     def keys_sha256(self) -> str:
         """SHA-256 of the keys joined by newlines: the identity of the dataset."""
@@ -174,10 +182,19 @@ def _label(tar: tarfile.TarFile, info: tarfile.TarInfo | None) -> int:
         raise _ShardError(f"{info.name}: .cls content {text[:40]!r} is not an integer") from exc
 
 
-def _row(tar: tarfile.TarFile, sample: _Sample) -> _Row | None:
-    """The image row of a sample, or None when it has no image member."""
+def _row(tar: tarfile.TarFile, sample: _Sample, skipped: list[dict], shard: str) -> _Row | None:
+    """The image row of a sample, or None (recorded in ``skipped``) when it has no usable image."""
+    try:
+        sample.key.encode("utf-8")
+    except UnicodeEncodeError:
+        skipped.append({"shard": shard, "key": sample.key.encode("utf-8", "replace").decode(),
+                        "reason": "member name is not valid UTF-8"})
+        return None
     ext = next((e for e in IMAGE_EXTENSIONS if e in sample.members), None)
     if ext is None:
+        found = ", ".join(sorted(sample.members)) or "nothing"
+        skipped.append({"shard": shard, "key": sample.key,
+                        "reason": f"no image member of a supported type ({', '.join(IMAGE_EXTENSIONS)}); has {found}"})
         return None
     info = sample.members[ext]
     label = _label(tar, sample.members.get("cls"))
@@ -198,12 +215,14 @@ def _check_end(handle: IO[bytes], tar: tarfile.TarFile) -> None:
         raise _ShardError(f"corrupt or truncated tar header at byte {tar.offset}")
 
 
-def _scan(shard: str) -> list[_Row]:
+def _scan(shard: str, skipped: list[dict]) -> list[_Row]:
     """All image rows of one shard; raises _ShardError when the shard is unreadable."""
+    if not _is_url(shard) and os.path.isdir(shard):
+        raise _ShardError("is a directory, not a tar shard (name the shards, e.g. DIR/train-{000000..000009}.tar)")
     try:
         with _open(shard) as handle:
             with tarfile.open(fileobj=handle, mode="r:") as tar:
-                rows = [r for s in _group(tar) if (r := _row(tar, s)) is not None]
+                rows = [r for s in _group(tar) if (r := _row(tar, s, skipped, shard)) is not None]
                 _check_end(handle, tar)
     except FileNotFoundError as exc:
         raise _ShardError(f"missing: {exc}") from exc
@@ -216,17 +235,18 @@ def _scan(shard: str) -> list[_Row]:
 
 
 def _check_duplicates(shards: Sequence[str], rows: list[list[_Row]]) -> None:
-    """Raise ValueError on a key seen twice (across shards or within one)."""
+    """Raise DatasetError on a key seen twice (across shards or within one)."""
     seen: dict[str, int] = {}
     for position, shard_rows in enumerate(rows):
         for row in shard_rows:
             if row.key in seen:
                 first = shards[seen[row.key]]
-                raise ValueError(f"duplicate key {row.key!r} in shards {first!r} and {shards[position]!r}")
+                raise DatasetError(f"duplicate key {row.key!r} in shards {first!r} and {shards[position]!r}; "
+                                   "every sample needs a unique __key__")
             seen[row.key] = position
 
 
-def _columns(shards: list[str], rows: list[list[_Row]], failures: list[ShardFailure]) -> ShardIndex:
+def _columns(shards: list[str], rows: list[list[_Row]], failures: list[ShardFailure], skipped: list[dict]) -> ShardIndex:
     flat = [(p, r) for p, shard_rows in enumerate(rows) for r in shard_rows]
     return ShardIndex(
         shards=shards,
@@ -237,6 +257,7 @@ def _columns(shards: list[str], rows: list[list[_Row]], failures: list[ShardFail
         ext=np.array([r.ext for _, r in flat], dtype=str),
         label=np.array([r.label for _, r in flat], dtype=np.int64),
         failures=failures,
+        skipped=skipped,
     )
 
 
@@ -252,14 +273,34 @@ def index_shards(shards: Sequence[str], progress: bool = False) -> ShardIndex:
     shards = list(shards)
     rows: list[list[_Row]] = []
     failures: list[ShardFailure] = []
+    skipped: list[dict] = []
     for shard in tqdm(shards, desc="indexing shards", unit="shard", disable=not progress):
         try:
-            rows.append(_scan(shard))
+            rows.append(_scan(shard, skipped))
         except _ShardError as exc:
             failures.append(ShardFailure(shard, str(exc)))
             rows.append([])
     _check_duplicates(shards, rows)
-    return _columns(shards, rows, failures)
+    return _columns(shards, rows, failures, skipped)
+
+
+_FINGERPRINT_BYTES = 1 << 16
+
+
+def shard_fingerprint(shard: str) -> dict | None:
+    """``{"size", "sha256"}`` of a shard's size and first and last 64 KiB (cheap, even remote);
+    None when the shard does not exist. Detects shards regenerated or replaced under one name."""
+    try:
+        with _open(shard) as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(0)
+            digest = hashlib.sha256(handle.read(_FINGERPRINT_BYTES))
+            handle.seek(max(0, size - _FINGERPRINT_BYTES))
+            digest.update(handle.read(_FINGERPRINT_BYTES))
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return {"size": size, "sha256": digest.hexdigest()}
 
 
 # --------------------------------------------------------------------------- reading

@@ -1,10 +1,30 @@
-"""The feature store: one package, one way in. Applications import from here, not from its modules."""
+"""The feature store: one package, one way in. Applications import from here, not from its modules.
 
-from eupe.store.stats import RunningMoments, compute_stats, load_stats, save_stats
-from eupe.store.store import FAILED, OK, PENDING, FeatureStore, StoreMismatchError, StoreParams
-from eupe.store.teacher_group import TeacherGroup
+Names are imported lazily (PEP 562), so ``import eupe.store`` and the light ``eupe.store.layout``
+cost nothing until a store is actually opened (the CLIs answer ``--help`` without torch).
+"""
 
-__all__ = [
-    "FAILED", "OK", "PENDING", "FeatureStore", "RunningMoments", "StoreMismatchError", "StoreParams",
-    "TeacherGroup", "compute_stats", "load_stats", "save_stats",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FAILED": "layout", "OK": "layout", "PENDING": "layout", "StoreError": "layout",
+    "StoreIntegrityError": "layout", "StoreMismatchError": "layout", "StoreWriteError": "layout",
+    "FeatureStore": "store", "StoreParams": "store",
+    "TeacherGroup": "teacher_group", "TeacherIdentity": "teacher_group",
+    "RunningMoments": "stats", "compute_stats": "stats", "load_stats": "stats", "save_stats": "stats",
+    "ExtractConfig": "extract", "extract_teacher": "extract", "load_teachers": "extract",
+    "open_or_create_store": "extract",
+    "teacher_check": "verify", "verify_images": "verify", "verify_teacher": "verify",
+    "get_codec": "codecs", "Codec": "codecs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'eupe.store' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"eupe.store.{_EXPORTS[name]}"), name)

@@ -22,16 +22,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader, expand_shards, index_shards
 from eupe.models import Encoder, create_teacher, run_teacher
+from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
-from eupe.store.store import (
-    FAILED, OK, STORE_FORMAT, FeatureStore, StoreMismatchError, StoreParams, wait_for,
-)
+from eupe.store.layout import FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, StoreWriteError
+from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_DIM, ImageDecodeError, ViewPolicy, decode_image, render_views, sample_views, views_to_array
 
 
-class StoreWriteError(RuntimeError):
-    """Writing to the store failed; the chunk being written was not marked done."""
+READ_ERROR = "read error"  # failure reasons that --retry-failed retries (the shard could not be read)
 
 
 @dataclass
@@ -55,6 +54,7 @@ class ExtractConfig:
     device: str | None = None
     test_scale: bool = False  # tiny random-init teachers (tests)
     policy: ViewPolicy = field(default_factory=ViewPolicy)
+    retry_failed: bool = False  # redo chunks holding images that failed with a read error
 
     def params(self) -> StoreParams:
         return StoreParams(self.views, self.seed, self.policy, self.images_per_chunk)
@@ -69,80 +69,49 @@ class ExtractSummary:
     values: int = 0
     bytes_written: int = 0
     elapsed_s: float = 0.0
+    retried: int = 0  # chunks reset by --retry-failed
+    not_done: int = 0  # chunks of this teacher still not done store-wide after this rank's work
 
     def line(self) -> str:
         per_value = self.bytes_written / self.values if self.values else float("nan")
-        return (f"{self.teacher}: {self.images} images ({self.failed} failed), {self.views} views, "
+        text = (f"{self.teacher}: {self.images} images ({self.failed} failed), {self.views} views, "
                 f"{self.bytes_written / 1e6:.1f} MB written, {per_value:.3f} B/value, {self.elapsed_s:.1f} s")
+        if self.retried:
+            text += f"; {self.retried} chunk(s) with read errors retried"
+        if self.not_done:
+            text += f"; {self.not_done} chunk(s) still not done store-wide (other ranks, or re-run this command)"
+        return text
 
 
 # -- store preparation ---------------------------------------------------------------------------
 
 
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
-    """Open the store at ``cfg.out`` (checking it matches) or create it (rank 0; others wait)."""
+    """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
     shards = expand_shards(cfg.data)
-    wanted = {"shards": shards, "limit": cfg.limit}
-    if cfg.rank != 0:
-        wait_for(lambda: _ready(cfg.out), f"rank 0 to create {cfg.out}")
-    elif needs_creation(cfg.out):
-        index = index_shards(shards, progress=progress).head(cfg.limit)
-        if len(index) == 0:
-            raise ValueError(f"no readable images in {cfg.data}: "
-                             + "; ".join(f"{f.shard}: {f.reason}" for f in index.failures))
-        FeatureStore.create(cfg.out, index, cfg.params(), cfg.limit)
-    store = FeatureStore.open(cfg.out, mode="a")
-    store.check_params(cfg.params(), wanted)
+    store = FeatureStore.open_or_create(cfg.out, cfg.params(), shards, cfg.limit,
+                                        index=lambda: index_shards(shards, progress=progress))
+    store.check_shards()  # a resume over shards that changed would mix two datasets
     return store
 
 
-def _ready(path: str) -> bool:
-    try:
-        return bool(FeatureStore.open(path).attrs.get("ready"))
-    except (FileNotFoundError, ValueError, KeyError):
-        return False
-
-
-def needs_creation(path: str) -> bool:
-    """True when there is no store yet, or only one whose creation was interrupted."""
-    import zarr
-
-    try:
-        attrs = dict(zarr.open_group(path, mode="r").attrs)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return True
-    if attrs.get("format") != STORE_FORMAT:
-        raise StoreMismatchError(f"{path} exists and is not an eupe feature store; choose another --out")
-    return not attrs.get("ready")
+def check_request(cfg: ExtractConfig, teachers: list[Encoder]) -> None:
+    """Every size and resolution checked before any store is created or written."""
+    if not 1 <= cfg.views <= MAX_VIEWS_PER_IMAGE:
+        raise ValueError(f"--views {cfg.views} is outside 1..{MAX_VIEWS_PER_IMAGE}")
+    for teacher in teachers:
+        for res in list(cfg.resolutions) or [teacher.spec.resolution]:
+            if not 0 < res <= MAX_RESOLUTION:
+                raise ValueError(f"--resolution {res} is outside 1..{MAX_RESOLUTION} pixels")
+            teacher.check_input(res, res)
 
 
 def teacher_identity(teacher: Encoder, resolutions: list[int], codec: Codec) -> TeacherIdentity:
-    for res in resolutions:
-        teacher.check_input(res, res)
     return TeacherIdentity(
         name=teacher.spec.name, fingerprint=teacher.fingerprint, preprocessing=teacher.spec.describe(),
         resolutions=tuple(resolutions), grids=tuple(teacher.spec.grid(r, r) for r in resolutions),
         dim=teacher.dim, codec=codec.to_dict(),
     )
-
-
-def open_or_create_teacher(store: FeatureStore, identity: TeacherIdentity, codec: Codec, rank: int) -> TeacherGroup:
-    if identity.name not in store.teacher_names() or "codec" not in _attrs(store, identity.name):
-        if rank == 0:
-            return TeacherGroup.create(store, identity, codec)
-        wait_for(lambda: "codec" in _attrs(store, identity.name), f"rank 0 to create teacher {identity.name}")
-    group = store.teacher(identity.name)
-    group.check_identity(identity)
-    return group
-
-
-def _attrs(store: FeatureStore, name: str) -> dict:
-    import zarr
-
-    try:
-        return dict(zarr.open_group(store.group.store, path=f"teachers/{name}", mode="r").attrs)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return {}
 
 
 # -- reading and rendering (DataLoader workers) --------------------------------------------------
@@ -197,7 +166,7 @@ class ChunkImages(Dataset):
         except ImageDecodeError as err:
             errors[i] = err.reason
         except OSError as err:
-            errors[i] = f"read error: {err}"
+            errors[i] = f"{READ_ERROR}: {err}"
         return None
 
 
@@ -240,28 +209,58 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
     """
     codec = get_codec(cfg.codec)
     resolutions = list(cfg.resolutions) or [teacher.spec.resolution]
-    group = open_or_create_teacher(store, teacher_identity(teacher, resolutions, codec), codec, cfg.rank)
+    group = store.open_or_create_teacher(teacher_identity(teacher, resolutions, codec), codec)
+    claim = claim_rank(group.claims_dir, cfg.rank, cfg.world_size)
+    try:
+        summary = ExtractSummary(teacher.spec.name)
+        if cfg.retry_failed:
+            summary.retried = retry_read_failures(group, cfg.rank, cfg.world_size)
+        _run_chunks(cfg, group, teacher, resolutions, summary, claim, progress)
+        summary.not_done = int((~group.done_flags()).sum())
+        return summary
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resolutions: list[int],
+                summary: ExtractSummary, claim, progress) -> None:
+    """Teacher on the main thread; encode + write + fsync of one chunk in flight on a writer thread."""
+    store = group.store
     pending = group.pending_chunks(cfg.rank, cfg.world_size)
     if progress is not None:
         progress.reset(total=sum(len(store.chunk_rows(c)) for c in pending))
     device = default_device(cfg)
     teacher.to(device)
-    summary = ExtractSummary(teacher.spec.name)
     start = time.perf_counter()
-    before = store.disk_bytes(f"teachers/{teacher.spec.name}") or 0
     with ThreadPoolExecutor(max_workers=1) as writer:
         in_flight: list[Future] = []
         for batch in _batches(store, pending, resolutions, cfg.num_workers):
             result = chunk_result(batch, teacher, group, cfg.batch_size, device)
-            in_flight = _drain(in_flight, keep=1)
+            in_flight = _drain(in_flight, keep=1, summary=summary)
             in_flight.append(writer.submit(_write, group, result))
+            if claim is not None:
+                claim.heartbeat()
             _count(summary, result, resolutions, group)
             if progress is not None:
                 progress.update(len(batch.status))
-        _drain(in_flight, keep=0)
+        _drain(in_flight, keep=0, summary=summary)
     summary.elapsed_s = time.perf_counter() - start
-    summary.bytes_written = (store.disk_bytes(f"teachers/{teacher.spec.name}") or 0) - before
-    return summary
+
+
+def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
+    """Mark this rank's done chunks that hold read-error failures as not done; returns how many."""
+    status = group.status()
+    failed = np.flatnonzero(status == FAILED)
+    if not len(failed):
+        return 0
+    errors = group.array("error")[:]
+    per = group.store.params.images_per_chunk
+    chunks = sorted({int(r) // per for r in failed if str(errors[r]).startswith(READ_ERROR)})
+    mine = [c for c in chunks if c % world_size == rank]
+    for chunk in mine:
+        group.reset_chunk(chunk)
+    return len(mine)
 
 
 def _batches(store: FeatureStore, chunks: list[int], resolutions: list[int], workers: int) -> Iterator[ChunkPixels]:
@@ -273,9 +272,9 @@ def _batches(store: FeatureStore, chunks: list[int], resolutions: list[int], wor
     return iter(loader)
 
 
-def _write(group: TeacherGroup, result: ChunkResult) -> None:
+def _write(group: TeacherGroup, result: ChunkResult) -> int:
     try:
-        group.write_chunk(result)
+        return group.write_chunk(result)
     except Exception as err:  # noqa: BLE001 - re-raised with the chunk named
         rows = group.store.chunk_rows(result.chunk)
         raise StoreWriteError(
@@ -284,9 +283,9 @@ def _write(group: TeacherGroup, result: ChunkResult) -> None:
         ) from err
 
 
-def _drain(futures: list[Future], keep: int) -> list[Future]:
+def _drain(futures: list[Future], keep: int, summary: ExtractSummary) -> list[Future]:
     while len(futures) > keep:
-        futures.pop(0).result()
+        summary.bytes_written += futures.pop(0).result()
     return futures
 
 
@@ -302,7 +301,10 @@ def _count(summary: ExtractSummary, result: ChunkResult, resolutions: list[int],
 
 
 def load_teachers(cfg: ExtractConfig) -> list[Encoder]:
-    """Build every requested teacher first, so a bad name or missing weights fail before any work."""
+    """Build every requested teacher and check every option first, so mistakes fail before any work."""
     if cfg.weights is not None and len(cfg.teachers) > 1:
         raise ValueError("--weights applies to one teacher; run one extract per teacher when passing weights")
-    return [create_teacher(name, cfg.weights, cfg.test_scale) for name in cfg.teachers]
+    get_codec(cfg.codec)
+    teachers = [create_teacher(name, cfg.weights, cfg.test_scale) for name in cfg.teachers]
+    check_request(cfg, teachers)
+    return teachers

@@ -19,6 +19,8 @@ import numpy as np
 import zarr
 from numcodecs import Zstd
 
+from eupe.store.layout import StoreIntegrityError
+
 _MISSING = 2**64 - 1  # offset/nbytes of an inner chunk that was never written
 _ZSTD = Zstd()
 
@@ -66,7 +68,6 @@ class ShardedArrayReader:
             raise Unsupported(f"inner chunks {self.inner} are not one (image, view)")
         self.per_shard = self.shard[0] * self.shard[1]  # inner chunks in a shard, C order
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
-        self.fill = np.full(self.inner[2:], array.fill_value, dtype=array.dtype)
         self._index: dict[int, tuple[tuple[int, int], np.ndarray]] = {}
 
     def _shard_path(self, shard: int) -> Path:
@@ -96,10 +97,10 @@ class ShardedArrayReader:
         path = self._shard_path(shard)
         table = self._shard_index(shard, path)
         if table is None:
-            return self.fill.copy()
+            raise StoreIntegrityError(f"{path} is missing (image {row}, view {view})")
         offset, nbytes = table[(row % self.shard[0]) * self.shard[1] + view]
         if offset == _MISSING:
-            return self.fill.copy()
+            raise StoreIntegrityError(f"{path} holds no data for image {row}, view {view}")
         with open(path, "rb") as handle:
             handle.seek(int(offset))
             blob = handle.read(int(nbytes))

@@ -2,76 +2,62 @@
 
 Layout (every array is readable with plain ``zarr``; nothing is pickled)::
 
-    STORE/                              attrs: format, version, dataset identity, view policy, seed, K
+    STORE/                              attrs: format, version, dataset identity, view policy, seed, K,
+                                               identity_sha256 (fingerprint of all of it)
       images/keys        [N]            str     webdataset __key__ of each image, in dataset order
       images/shard       [N]            int32   position of its tar shard in attrs.dataset.shards
       images/offset      [N]            int64   byte offset of the image inside that tar
       images/size        [N]            int64   byte size of the image
       images/label       [N]            int64   class from a .cls member, -1 when absent
-      teachers/<name>/                  attrs: identity (weights sha256, preprocessing, codec, resolutions...)
+      teachers/<name>/                  attrs: identity (weights sha256, preprocessing, codec, resolutions...),
+                                               chunk_arrays, identity_sha256
         views            [N, K, F]      float64 view parameters (columns: root attrs.view_fields)
         status           [N]            uint8   0 pending, 1 ok, 2 failed (see error)
         error            [N]            str     why an image failed ("" when ok)
-        done             [n_chunks]     uint8   1 once every array of that chunk of images is written
+        manifest         [n_chunks, A, 3] uint64  per chunk and array: bytes, digest, index digest;
+                                                  a chunk is done once its row is written
         r<res>/summary/<component>  [N, K, ...]      codec components of the summary token
         r<res>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
                                           (sharded: one file per chunk of images, one inner chunk per view)
         r<res>/stats/{summary,patch}_{mean,std}  [D] float64, written by `eupe-cache stats`
 
-Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every array is chunked
-along N the same way, so each chunk of images is written by exactly one process, and its
-``done`` flag is set only after its data has been written and flushed to disk.
+Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every teacher array is
+chunked along N the same way, so each chunk of images is written by exactly one process, and its
+manifest row is written only after its data has been written and flushed to disk.
+
+Creation is atomic: a local store is built under a staging name beside ``--out`` and renamed into
+place (a remote one is marked ``creating`` until its identity is written, last), so an interrupted
+creation never leaves a half-made store, and a directory that is not an eupe store is never
+written into or deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+import shutil
+import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Callable
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from eupe.data.shards import ShardIndex
+from eupe.data.shards import ShardIndex, shard_fingerprint
+from eupe.store import manifest
+from eupe.store.layout import (
+    FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STAGING_PREFIX, STORE_FORMAT, STORE_VERSION, TEACHERS,
+    StoreIntegrityError, StoreMismatchError, canonical, compressors, differences, failpoint, fsync_dir, is_url,
+    sha256_of,
+)
+from eupe.store.teacher_group import TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_FIELDS, ViewPolicy
 
-if TYPE_CHECKING:
-    from eupe.store.teacher_group import TeacherGroup
+__all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "compressors"]
 
-STORE_FORMAT = "eupe-feature-store"
-STORE_VERSION = 1
-PENDING, OK, FAILED = 0, 1, 2
-
-
-class StoreMismatchError(ValueError):
-    """An existing store does not match what the caller asked for; the message says what differs."""
-
-
-def compressors(level: int = 3) -> list:
-    """zstd, then a crc32c checksum of the compressed chunk (verify detects corrupted chunks)."""
-    return [ZstdCodec(level=level), Crc32cCodec()]
-
-
-def differences(stored: dict, wanted: dict, where: str) -> list[str]:
-    """Human-readable list of keys whose values differ between two identity dicts."""
-    out = []
-    for key in sorted(set(stored) | set(wanted)):
-        if _canon(stored.get(key)) != _canon(wanted.get(key)):
-            out.append(f"{where}.{key}: store has {_short(stored.get(key))}, requested {_short(wanted.get(key))}")
-    return out
-
-
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 120 else text[:117] + "..."
+IMAGE_ARRAYS = ("keys", "shard", "offset", "size", "label")
 
 
 @dataclass(frozen=True)
@@ -96,44 +82,103 @@ class StoreParams:
 class FeatureStore:
     """A feature store on disk (or any zarr store URL)."""
 
-    def __init__(self, group: zarr.Group) -> None:
+    def __init__(self, group: zarr.Group, where: str) -> None:
         self.group = group
+        self.where = where
         attrs = dict(group.attrs)
-        if attrs.get("format") != STORE_FORMAT:
-            raise StoreMismatchError(f"{group.store} is not an eupe feature store (no '{STORE_FORMAT}' attribute)")
+        _check_format(attrs, where)
         self.attrs = attrs
-        self.params = StoreParams(
-            attrs["views_per_image"], attrs["seed"], ViewPolicy.from_dict(attrs["view_policy"]),
-            attrs["images_per_chunk"],
-        )
+        self.params = StoreParams(attrs["views_per_image"], attrs["seed"], ViewPolicy.from_dict(attrs["view_policy"]),
+                                  attrs["images_per_chunk"])
+        self.fingerprint: str = attrs["identity_sha256"]
         self._keys: np.ndarray | None = None
+        self._teachers: dict[str, TeacherGroup] = {}
+        self._check_fingerprint()
 
-    # -- creation and opening ---------------------------------------------------------------
+    # -- opening and creation ---------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> "FeatureStore":
-        if not _exists(path):
-            raise FileNotFoundError(f"no feature store at {path}")
-        return cls(zarr.open_group(str(path), mode=mode))
+        """Open an existing store; refuse anything that is not a complete, unaltered eupe store."""
+        where = str(path)
+        if not is_url(path) and not (Path(path) / "zarr.json").is_file():
+            raise FileNotFoundError(f"no feature store at {where} (no zarr.json there)")
+        try:
+            group = zarr.open_group(where, mode=mode)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            raise FileNotFoundError(f"no feature store at {where}") from None
+        except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
+            raise StoreIntegrityError(f"{where}/zarr.json is not valid zarr metadata ({err}); "
+                                      "the store was damaged: restore it or re-extract") from None
+        return cls(group, where)
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, params: StoreParams, shards: list[str], limit: int | None,
+                       index: Callable[[], ShardIndex]) -> "FeatureStore":
+        """Open the store at ``path`` (checking it matches) or create it from ``index()``.
+
+        Refuses, without writing anything, a path that holds something other than an eupe store.
+        """
+        if _state(path) != "store":
+            built = index().head(limit)
+            if len(built) == 0:
+                reasons = "; ".join(f"{f.shard}: {f.reason}" for f in built.failures) or "no image members"
+                raise StoreMismatchError(f"no readable images in the dataset ({reasons})")
+            cls.create(path, built, params, limit)
+        store = cls.open(path, mode="a")
+        store.check_params(params, {"shards": shards, "limit": limit})
+        return store
 
     @classmethod
     def create(cls, path: str | Path, index: ShardIndex, params: StoreParams, limit: int | None) -> "FeatureStore":
-        """Write the dataset index and identity; the ``ready`` attribute is written last."""
-        group = zarr.open_group(str(path), mode="w")
-        group.attrs.update({"format": STORE_FORMAT, "ready": False})  # an interrupted creation is redone
-        images = group.create_group("images")
-        n, chunk = len(index), (params.images_per_chunk,)
-        for name, values in (("shard", index.shard), ("offset", index.offset), ("size", index.size),
-                             ("label", index.label)):
-            images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors())
-        keys = images.create_array("keys", shape=(n,), dtype=str, chunks=chunk)
-        keys[:] = np.asarray(index.keys, dtype=str)
-        group.create_group("teachers")
-        group.attrs.update({
-            "version": STORE_VERSION, **params.identity(),
-            "view_fields": list(VIEW_FIELDS), "dataset": dataset_identity(index, limit), "ready": True,
-        })
-        return cls(group)
+        """Create a store atomically; if another process created it first, open theirs."""
+        if _state(path) == "store":
+            return cls.open(path, mode="a")
+        if is_url(path):
+            _create_remote(str(path), index, params, limit)
+        else:
+            _create_local(Path(path), index, params, limit)
+        return cls.open(path, mode="a")
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def _check_fingerprint(self) -> None:
+        document = identity_document(self.attrs, self.group["images"])
+        if sha256_of(document) == self.fingerprint:
+            return
+        written = dict(self.group["images"].attrs).get("identity", {})
+        changed = [k for k in sorted(set(written) | set(document)) if canonical(written.get(k)) != canonical(document.get(k))]
+        raise StoreIntegrityError(f"{self.where}: store attributes changed since it was created "
+                                  f"({', '.join(changed) or 'the fingerprint itself'}); restore its zarr.json or re-extract")
+
+    def check_params(self, params: StoreParams, data_identity: dict | None) -> None:
+        """Refuse to extend a store whose views or dataset differ from the request."""
+        problems = differences({k: self.attrs.get(k) for k in params.identity()}, params.identity(), "store")
+        if data_identity is not None:
+            stored = {k: self.dataset.get(k) for k in ("shards", "limit")}
+            problems += differences(stored, {k: data_identity[k] for k in stored}, "dataset")
+        if problems:
+            raise StoreMismatchError(
+                "the existing store was built differently; use another --out or the same settings:\n  "
+                + "\n  ".join(problems))
+
+    def shard_problems(self) -> list[str]:
+        """Shards that are missing or changed since the store was created (size, head/tail hash)."""
+        problems = []
+        for shard, stored in zip(self.dataset["shards"], self.dataset["shard_fingerprints"]):
+            now = shard_fingerprint(shard)
+            if now is None:
+                problems.append(f"shard {shard} is missing")
+            elif now != stored:
+                problems.append(f"shard {shard} changed since the store was created "
+                                f"(size {stored['size']} -> {now['size']}, or different content)")
+        return problems
+
+    def check_shards(self) -> None:
+        problems = self.shard_problems()
+        if problems:
+            raise StoreMismatchError("the dataset's shards are not the ones this store was built from; restore "
+                                     "them (or build a new store):\n  " + "\n  ".join(problems))
 
     # -- dataset ----------------------------------------------------------------------------
 
@@ -153,106 +198,202 @@ class FeatureStore:
         start = chunk * self.params.images_per_chunk
         return range(start, min(start + self.params.images_per_chunk, self.num_images))
 
+    def image_array(self, name: str) -> np.ndarray:
+        """One images/* column, every chunk file checked against its recorded digest first."""
+        array = self.group[f"images/{name}"]
+        records = self.attrs["images_manifest"][name]
+        for chunk, expected in enumerate(records):
+            problem = manifest.check_full(array, f"images/{name}", chunk, np.asarray(expected, np.uint64),
+                                          self.fingerprint_seed)
+            if problem:
+                raise StoreIntegrityError(f"{self.where}/images/{name} chunk {chunk}: {problem}")
+        return np.asarray(array[:])
+
+    @property
+    def fingerprint_seed(self) -> str:
+        """What images/* digests are bound to (the dataset identity, fixed before they are written)."""
+        return self.dataset["keys_sha256"]
+
     @property
     def keys(self) -> np.ndarray:
         if self._keys is None:
-            self._keys = np.array(self.group["images/keys"][:].tolist(), dtype=str)  # StringDType -> <U
+            self._keys = np.array(self.image_array("keys").tolist(), dtype=str)  # StringDType -> <U
         return self._keys
 
     def shard_index(self) -> ShardIndex:
         """The stored dataset index (for reading images back by random access)."""
-        images = self.group["images"]
         n = self.num_images
         return ShardIndex(
-            shards=list(self.dataset["shards"]), keys=self.keys, shard=images["shard"][:],
-            offset=images["offset"][:], size=images["size"][:], ext=np.array([""] * n),
-            label=images["label"][:], failures=[],
+            shards=list(self.dataset["shards"]), keys=self.keys, shard=self.image_array("shard"),
+            offset=self.image_array("offset"), size=self.image_array("size"), ext=np.array([""] * n),
+            label=self.image_array("label"), failures=[],
         )
-
-    def check_params(self, params: StoreParams, data_identity: dict | None) -> None:
-        """Refuse to extend a store whose views or dataset differ from the request."""
-        problems = differences(
-            {k: self.attrs.get(k) for k in params.identity()}, params.identity(), "store"
-        )
-        if data_identity is not None:
-            stored = {k: self.dataset.get(k) for k in ("shards", "limit")}
-            problems += differences(stored, {k: data_identity[k] for k in stored}, "dataset")
-        if problems:
-            raise StoreMismatchError(
-                "the existing store was built differently; use another --out or the same settings:\n  "
-                + "\n  ".join(problems)
-            )
 
     # -- teachers ---------------------------------------------------------------------------
 
     def teacher_names(self) -> list[str]:
-        return sorted(name for name, _ in self.group["teachers"].groups())
+        return sorted(name for name, _ in self.group[TEACHERS].groups() if not name.startswith("."))
 
-    def teacher(self, name: str) -> "TeacherGroup":
-        from eupe.store.teacher_group import TeacherGroup
+    def teacher(self, name: str) -> TeacherGroup:
+        """The teacher's group, opened once and kept (it caches array handles and checks)."""
+        if name not in self._teachers:
+            if name not in self.teacher_names():
+                raise StoreMismatchError(f"teacher {name!r} is not in the store {self.where}; it has: "
+                                         f"{', '.join(self.teacher_names()) or 'none'}")
+            self._teachers[name] = TeacherGroup(self, self.group[f"{TEACHERS}/{name}"])
+        return self._teachers[name]
 
-        if name not in self.teacher_names():
-            raise KeyError(f"teacher {name!r} is not in this store; it has: {', '.join(self.teacher_names()) or 'none'}")
-        return TeacherGroup(self, self.group[f"teachers/{name}"])
+    def open_or_create_teacher(self, identity: TeacherIdentity, codec) -> TeacherGroup:
+        """The teacher's group, created atomically when absent, checked against ``identity``."""
+        if identity.name not in self.teacher_names():
+            TeacherGroup.create(self, identity, codec)
+        group = self.teacher(identity.name)
+        group.check_identity(identity)
+        return group
+
+    @property
+    def local_root(self) -> Path | None:
+        root = getattr(self.group.store, "root", None)
+        return Path(root) / self.group.path if root is not None else None
 
     def disk_bytes(self, sub: str = "") -> int | None:
         """Bytes on local disk under the store (or a sub-path), None for remote stores."""
-        root = _local_root(self.group)
+        root = self.local_root
         if root is None:
             return None
         base = root / sub if sub else root
         return sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
 
 
+# -- identity documents ------------------------------------------------------------------------
+
+
 def dataset_identity(index: ShardIndex, limit: int | None) -> dict:
     return {
         "shards": list(index.shards),
+        "shard_fingerprints": [shard_fingerprint(s) for s in index.shards],
         "num_images": len(index),
         "keys_sha256": index.keys_sha256(),
         "limit": limit,
         "failed_shards": [{"shard": f.shard, "reason": f.reason} for f in index.failures],
+        "skipped_samples": list(index.skipped),
     }
 
 
-def _exists(path: str | Path) -> bool:
-    if "://" in str(path):
+def identity_document(attrs: dict, images: zarr.Group) -> dict:
+    """What a store's fingerprint covers: every root attribute and the images/* array metadata."""
+    document = {k: v for k, v in attrs.items() if k != "identity_sha256"}
+    for name in IMAGE_ARRAYS:
+        meta = images[name].metadata.to_dict()
+        meta.pop("attributes", None)
+        document[f"images/{name}"] = meta
+    return document
+
+
+def _check_format(attrs: dict, where: str) -> None:
+    if attrs.get("format") != STORE_FORMAT:
+        raise StoreMismatchError(f"{where} is not an eupe feature store (no '{STORE_FORMAT}' attribute)")
+    if attrs.get("creating"):
+        raise StoreIntegrityError(f"{where}: its creation was interrupted; re-run the extract command")
+    if attrs.get("version") != STORE_VERSION:
+        raise StoreMismatchError(f"{where} was written by another eupe store format (version {attrs.get('version')}, "
+                                 f"this code reads {STORE_VERSION}); re-extract it into a new store")
+
+
+# -- creation ----------------------------------------------------------------------------------
+
+
+def _state(path: str | Path) -> str:
+    """'absent', 'empty', 'store' (complete or ours but interrupted) or refuse anything else."""
+    if is_url(path):
         try:
-            zarr.open_group(str(path), mode="r")
-            return True
+            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            return False
-    return (Path(path) / "zarr.json").is_file()
+            return "absent"
+        if attrs.get("format") != STORE_FORMAT:
+            raise StoreMismatchError(f"{path} holds a zarr group that is not an eupe feature store; choose another --out")
+        return "absent" if attrs.get("creating") else "store"
+    root = Path(path)
+    if not root.exists():
+        return "absent"
+    if not root.is_dir():
+        raise StoreMismatchError(f"--out {root} is a file, not a directory; choose a new or empty directory")
+    if (root / "zarr.json").is_file():
+        _check_format(_read_json(root / "zarr.json").get("attributes", {}), str(root))
+        return "store"
+    entries = sorted(p.name for p in root.iterdir())
+    if entries:
+        raise StoreMismatchError(
+            f"--out {root} is not empty and is not an eupe feature store (it holds {len(entries)} entries, e.g. "
+            f"{', '.join(entries[:3])}); nothing was written. Choose a new or empty directory")
+    return "empty"
 
 
-def _local_root(group: zarr.Group) -> Path | None:
-    root = getattr(group.store, "root", None)
-    return Path(root) / group.path if root is not None else None
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreIntegrityError(f"{path} is not valid JSON ({err}); the store was damaged: restore it or "
+                                  "re-extract into a new directory") from None
 
 
-def local_chunk_files(array: zarr.Array, chunk_coords: tuple[int, ...]) -> Path | None:
-    """Path of one chunk file of a local array (for fsync); None for remote stores."""
-    root = getattr(array.store, "root", None)
-    if root is None:
-        return None
-    return Path(root) / array.path / array.metadata.encode_chunk_key(chunk_coords)
+def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
+    """The dataset index arrays, then the root attributes with the fingerprint (last)."""
+    images = group.create_group("images")
+    chunk = (min(IMAGE_ROWS_PER_CHUNK, max(len(index), 1)),)
+    for name, values in (("shard", index.shard), ("offset", index.offset), ("size", index.size),
+                         ("label", index.label)):
+        images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors())
+    keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk)
+    keys[:] = np.asarray(index.keys, dtype=str)
+    group.create_group(TEACHERS)
+    dataset = dataset_identity(index, limit)
+    records = {name: [manifest.record(images[name], f"images/{name}", c, dataset["keys_sha256"]).tolist()
+                      for c in range(-(-len(index) // chunk[0]))] for name in IMAGE_ARRAYS}
+    attrs = {"format": STORE_FORMAT, "version": STORE_VERSION, **params.identity(), "view_fields": list(VIEW_FIELDS),
+             "dataset": dataset, "images_manifest": records}
+    document = identity_document(attrs, images)
+    images.attrs["identity"] = document  # a copy, to name what changed if attributes are edited
+    group.attrs.put({**attrs, "identity_sha256": sha256_of(document)})
 
 
-def fsync_paths(paths: list[Path]) -> None:
-    """Flush written chunk files to disk so a completion flag never precedes its data."""
-    for path in paths:
-        if path is not None and path.exists():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+def _create_local(root: Path, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staged = root.parent / f".{root.name}{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_images(zarr.open_group(str(staged), mode="w-"), index, params, limit)
+        failpoint("store-staged")
+        try:
+            staged.rename(root)  # replaces an empty directory; fails if another process won the race
+        except OSError:
+            if not (root / "zarr.json").is_file():
+                raise
+        fsync_dir(root.parent)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    _remove_stale_staging(root)
 
 
-def wait_for(predicate, what: str, timeout_s: float = 600.0, poll_s: float = 0.5) -> None:
-    """Poll until ``predicate()`` is true (other ranks waiting for rank 0 to create a group)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(poll_s)
+def _remove_stale_staging(root: Path) -> None:
+    """Staged copies left by killed creations of this store on this host (their pid is gone)."""
+    prefix = f".{root.name}{STAGING_PREFIX}{socket.gethostname()}-"
+    for path in root.parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _create_remote(url: str, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
+    """Object stores have no rename: the root is marked 'creating' in its first write, cleared last."""
+    group = zarr.open_group(url, mode="w", attributes={"format": STORE_FORMAT, "creating": True})
+    _write_images(group, index, params, limit)

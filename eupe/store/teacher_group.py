@@ -1,28 +1,38 @@
-"""One teacher's part of a feature store: identity, chunk writes, and decoding cached targets.
+"""One teacher's part of a feature store: identity, chunk writes with manifests, checked reads.
 
-``TeacherGroup.write_chunk`` writes every array of one chunk of images, flushes the files,
-and only then sets the chunk's ``done`` flag. ``TeacherGroup.targets`` is the single call
-that turns stored components back into ``{"summary": [K, D], "patch": [K, h, w, D]}``; the
-trainer, ``verify`` and ``stats`` all read through it.
+``TeacherGroup.write_chunk`` writes every array of one chunk of images, flushes the files, and
+only then records the chunk's manifest row (its completion record, ``eupe.store.manifest``).
+Every read goes through a chunk check first: a chunk that is not done, or whose files are
+missing, resized, moved or altered, is refused with ``StoreIntegrityError`` -- a missing file
+never decodes as zeros. The group's attributes and array metadata are fingerprinted when the
+group is created; opening a group whose fingerprint no longer matches is refused, naming what
+changed. ``TeacherGroup.targets`` is the one call that turns stored components back into
+``{"summary": [K, D], "patch": [K, h, w, D]}``; the trainer, ``verify`` and ``stats`` use it.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
 
+from eupe.store import manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import ShardedArrayReader, reader_or_none
-from eupe.store.store import (
-    FAILED, OK, StoreMismatchError, compressors, differences, fsync_paths, local_chunk_files,
+from eupe.store.layout import (
+    FAILED, MANIFEST, OK, STAGING_PREFIX, StoreIntegrityError, StoreMismatchError, canonical, compressors,
+    differences, failpoint, fsync_dir, fsync_paths, sha256_of,
 )
 from eupe.views import VIEW_DIM
 
-if TYPE_CHECKING:
-    from eupe.store.store import FeatureStore
+CLAIMS = "claims"  # a zarr group holding rank-<r>.json claims of running extractions
+IDENTITY_KEYS = ("name", "weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")
+_META_CACHE = 64  # chunks whose views/status a reader keeps
 
 
 def res_group_name(resolution: int) -> str:
@@ -61,6 +71,16 @@ class ChunkResult:
     patch: dict[int, np.ndarray]  # res -> [C, K, T, D] float32
 
 
+def chunk_array_names(resolutions: list[int], codec: Codec, dim: int, grids: dict[int, tuple[int, int]]) -> list[str]:
+    """Every array written per chunk of images, in manifest column order."""
+    names = ["views", "status", "error"]
+    for res in resolutions:
+        h, w = grids[res]
+        names += [f"{res_group_name(res)}/summary/{n}" for n in codec.vector_components(dim)]
+        names += [f"{res_group_name(res)}/patch/{n}" for n in codec.components(h * w, dim)]
+    return names
+
+
 class TeacherGroup:
     """Reads and writes one teacher's arrays in a feature store.
 
@@ -69,38 +89,59 @@ class TeacherGroup:
     encoded as T=1 and stored without that axis.
     """
 
-    def __init__(self, store: "FeatureStore", group: zarr.Group) -> None:
-        self.store = store
+    def __init__(self, store: Any, group: zarr.Group) -> None:
+        self.store = store  # the FeatureStore it belongs to
         self.group = group
         self.attrs = dict(group.attrs)
+        if "identity_sha256" not in self.attrs:
+            raise StoreIntegrityError(f"teacher group {group.path} has no identity fingerprint: it was not "
+                                      "created by this version of eupe, or its attributes were edited")
         self.codec = Codec.from_dict(self.attrs["codec"])
         self.resolutions = [int(r) for r in self.attrs["resolutions"]]
         self.grids = {r: tuple(g) for r, g in zip(self.resolutions, self.attrs["grids"])}
         self.dim = int(self.attrs["dim"])
-        self._targets: dict[int, dict[str, dict[str, zarr.Array]]] = {}  # res -> kind -> component
+        self.array_names: list[str] = list(self.attrs["chunk_arrays"])
+        self.fingerprint: str = self.attrs["identity_sha256"]
+        self._arrays: dict[str, zarr.Array] = {}
+        self._checked: set[tuple[int, str]] = set()
+        self._meta: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._fast: dict[int, dict[str, dict[str, ShardedArrayReader]] | None] = {}
+        self._check_fingerprint()
 
-    # -- creation ---------------------------------------------------------------------------
+    # -- identity ---------------------------------------------------------------------------
 
-    @classmethod
-    def create(cls, store: "FeatureStore", identity: TeacherIdentity, codec: Codec) -> "TeacherGroup":
-        """Create every array of a new teacher group; the identity attributes are written last."""
-        group = store.group.require_group(f"teachers/{identity.name}")
-        n, k, c = store.num_images, store.params.views_per_image, store.params.images_per_chunk
-        group.create_array("views", shape=(n, k, VIEW_DIM), dtype="float64", chunks=(c, k, VIEW_DIM),
-                           compressors=compressors(), fill_value=np.nan, overwrite=True)
-        group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(),
-                           fill_value=0, overwrite=True)
-        group.create_array("error", shape=(n,), dtype=str, chunks=(c,), overwrite=True)
-        group.create_array("done", shape=(store.num_chunks,), dtype="uint8", chunks=(1,), fill_value=0,
-                           overwrite=True)
-        for res, grid in zip(identity.resolutions, identity.grids):
-            _create_targets(group.require_group(res_group_name(res)), codec, n, k, c, grid, identity.dim)
-        group.attrs.update(identity.to_attrs())
-        return cls(store, group)
+    @property
+    def name(self) -> str:
+        return str(self.attrs["name"])
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            try:
+                # every chunk gets its file, even when it equals the fill value (all images failed):
+                # a chunk's manifest lists every file, so an absent one always means damage
+                self._arrays[name] = self.group[name].with_config({"write_empty_chunks": True})
+            except KeyError:
+                raise StoreIntegrityError(f"{self.group.path}/{name} is missing (its zarr.json was deleted)") from None
+        return self._arrays[name]
+
+    def identity_document(self) -> dict:
+        """What the fingerprint covers (see :func:`identity_document`)."""
+        return identity_document(self.group, self.store.fingerprint, self.attrs, self.array_names)
+
+    def _check_fingerprint(self) -> None:
+        document = self.identity_document()
+        if sha256_of(document) == self.fingerprint:
+            return
+        written = dict(self.array(MANIFEST).attrs).get("identity", {})
+        changed = _changed_keys(written, document)
+        raise StoreIntegrityError(
+            f"teacher group {self.group.path}: attributes or array metadata changed since it was written "
+            f"({', '.join(changed) or 'the fingerprint itself'}); the cached targets cannot be trusted. "
+            "Restore the original zarr.json files or re-extract into a new store")
 
     def check_identity(self, identity: TeacherIdentity) -> None:
-        problems = differences(self.attrs, identity.to_attrs(), f"teachers/{identity.name}")
+        problems = differences({k: self.attrs.get(k) for k in IDENTITY_KEYS}, identity.to_attrs(),
+                               f"teachers/{identity.name}")
         if problems:
             raise StoreMismatchError(
                 f"teacher {identity.name!r} is already in the store with other settings "
@@ -108,82 +149,177 @@ class TeacherGroup:
                 + "\n  ".join(problems)
             )
 
+    # -- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, store: Any, identity: TeacherIdentity, codec: Codec) -> "TeacherGroup":
+        """Create every array of a new teacher group atomically (staged, then renamed into place).
+
+        Two processes creating the same teacher at once both build a staged copy; the first
+        rename wins and the other discards its copy and opens the winner's.
+        """
+        teachers = store.group["teachers"]
+        root = store.local_root
+        staged_name = identity.name if root is None else f"{STAGING_PREFIX}{identity.name}-{uuid.uuid4().hex[:8]}"
+        group = teachers.create_group(staged_name, overwrite=root is None)
+        _create_arrays(group, store, identity, codec)
+        failpoint("teacher-staged")
+        if root is not None:
+            _publish(root / "teachers" / staged_name, root / "teachers" / identity.name)
+        return store.teacher(identity.name)
+
+    @property
+    def claims_dir(self) -> Path | None:
+        """Where running extractions record their rank (local stores only)."""
+        root = getattr(self.group.store, "root", None)
+        return None if root is None else Path(root) / self.group.path / CLAIMS
+
     # -- progress ---------------------------------------------------------------------------
 
+    @property
+    def num_chunks(self) -> int:
+        return self.store.num_chunks
+
+    def manifest_rows(self) -> np.ndarray:
+        """[n_chunks, n_arrays, 3] uint64 completion records (zeros: chunk not done)."""
+        return np.asarray(self.array(MANIFEST)[:])
+
     def done_flags(self) -> np.ndarray:
-        return np.asarray(self.group["done"][:], dtype=bool)
+        return self.manifest_rows()[:, 0, manifest.SIZE] > 0
 
     def pending_chunks(self, rank: int = 0, world_size: int = 1) -> list[int]:
         """Chunks this rank owns (chunk % world_size == rank) that are not complete yet."""
         done = self.done_flags()
         return [c for c in range(len(done)) if c % world_size == rank and not done[c]]
 
+    def done_set_digest(self) -> str:
+        """Fingerprint of which chunks are done and what they hold (statistics record it)."""
+        return sha256_of(self.manifest_rows().tolist())
+
     # -- writing ----------------------------------------------------------------------------
 
-    def write_chunk(self, result: ChunkResult) -> None:
-        """Write all arrays of one chunk, flush them, then mark the chunk done."""
-        rows = self.store.chunk_rows(result.chunk)
-        region = slice(rows.start, rows.stop)
-        written = [self._write(self.group["views"], region, result.views),
-                   self._write(self.group["status"], region, result.status)]
-        self.group["error"][region] = np.asarray(result.errors, dtype=str)
-        written.append(local_chunk_files(self.group["error"], (result.chunk,)))
+    def write_chunk(self, result: ChunkResult) -> int:
+        """Write all arrays of one chunk, flush them, then record the chunk's manifest row; returns bytes."""
+        region = self._region(result.chunk)
+        self.array("views")[region] = result.views
+        self.array("status")[region] = result.status
+        self.array("error")[region] = np.asarray(result.errors, dtype=str)
         for res in self.resolutions:
-            written += self._write_targets(res, region, result.summary[res], result.patch[res])
-        fsync_paths(written)
-        self.group["done"][result.chunk] = 1
-        fsync_paths([local_chunk_files(self.group["done"], (result.chunk,))])
+            self._write_targets(res, region, result.summary[res], result.patch[res])
+        fsync_paths([manifest.local_path(self.array(n), result.chunk) for n in self.array_names])
+        failpoint("chunk-data")
+        rows = np.stack([manifest.record(self.array(n), n, result.chunk, self.fingerprint) for n in self.array_names])
+        self.array(MANIFEST)[result.chunk] = rows
+        fsync_paths([manifest.local_path(self.array(MANIFEST), result.chunk)])
+        failpoint("chunk-done")
+        self._forget(result.chunk)
+        return int(rows[:, manifest.SIZE].sum())
 
-    def _write(self, array: zarr.Array, region: slice, values: np.ndarray):
-        array[region] = values
-        return local_chunk_files(array, (region.start // self.store.params.images_per_chunk,) + (0,) * (array.ndim - 1))
+    def reset_chunk(self, chunk: int) -> None:
+        """Drop a chunk's completion record so the next extraction redoes it (--retry-failed)."""
+        path = manifest.local_path(self.array(MANIFEST), chunk)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        else:
+            self.array(MANIFEST)[chunk] = 0
+        self._forget(chunk)
 
-    def _write_targets(self, res: int, region: slice, summary: np.ndarray, patch: np.ndarray) -> list:
-        group = self.group[res_group_name(res)]
-        written = []
+    def _region(self, chunk: int) -> slice:
+        rows = self.store.chunk_rows(chunk)
+        return slice(rows.start, rows.stop)
+
+    def _write_targets(self, res: int, region: slice, summary: np.ndarray, patch: np.ndarray) -> None:
+        prefix = res_group_name(res)
         for name, part in self.codec.encode_vector(summary).items():
-            written.append(self._write(group[f"summary/{name}"], region, part))
+            self.array(f"{prefix}/summary/{name}")[region] = part
         for name, part in self.codec.encode(patch).items():
-            written.append(self._write(group[f"patch/{name}"], region, part))
-        return written
+            self.array(f"{prefix}/patch/{name}")[region] = part
 
-    # -- reading ----------------------------------------------------------------------------
+    def _forget(self, chunk: int) -> None:
+        self._checked = {c for c in self._checked if c[0] != chunk}
+        self._meta.pop(chunk, None)
+
+    # -- checked reading --------------------------------------------------------------------
+
+    def require_chunk(self, chunk: int, names: list[str] | None = None) -> None:
+        """Refuse to read a chunk that is not done or whose files do not match its manifest."""
+        names = names or self.array_names
+        todo = [n for n in names if (chunk, n) not in self._checked]
+        if not todo:
+            return
+        row = np.asarray(self.array(MANIFEST)[chunk])
+        if row[0, manifest.SIZE] == 0:
+            raise StoreIntegrityError(f"{self.group.path}: chunk {chunk} (images {self._span(chunk)}) is not "
+                                      "complete; finish the extraction (re-run the same extract command)")
+        for name in todo:
+            problem = manifest.check_quick(self.array(name), name, chunk, row[self.array_names.index(name)],
+                                           self.fingerprint)
+            if problem:
+                raise StoreIntegrityError(f"{self.group.path}/{name} chunk {chunk} (images {self._span(chunk)}): "
+                                          f"{problem}; run `eupe-cache verify` and re-extract into a new store")
+            self._checked.add((chunk, name))
+
+    def _span(self, chunk: int) -> str:
+        rows = self.store.chunk_rows(chunk)
+        return f"{rows.start}..{rows.stop - 1}"
+
+    def chunk_meta(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """(views [C, K, VIEW_DIM] float64, status [C] uint8) of a done chunk, read once and kept."""
+        if chunk not in self._meta:
+            self.require_chunk(chunk, ["views", "status"])
+            region = self._region(chunk)
+            self._meta[chunk] = (np.asarray(self.array("views")[region]), np.asarray(self.array("status")[region]))
+            if len(self._meta) > _META_CACHE:
+                self._meta.popitem(last=False)
+        return self._meta[chunk]
 
     def views(self, row: int) -> np.ndarray:
         """[K, VIEW_DIM] float64 view parameters of one image."""
-        return self.group["views"][row]
+        chunk, i = divmod(row, self.store.params.images_per_chunk)
+        return self.chunk_meta(chunk)[0][i]
 
     def status(self) -> np.ndarray:
-        return np.asarray(self.group["status"][:])
+        """[N] uint8 status of every image; images of chunks not done are PENDING."""
+        out = np.zeros(self.store.num_images, dtype=np.uint8)
+        for chunk in np.flatnonzero(self.done_flags()):
+            out[self._region(int(chunk))] = self.chunk_meta(int(chunk))[1]
+        return out
 
     def targets(self, row: int, res: int, view: int | slice = slice(None)) -> dict[str, np.ndarray]:
         """Decoded targets of one image: {"summary": [K, D], "patch": [K, h, w, D]} (or one view)."""
         return self.decode(self.read_parts(row, res, view), res)
 
-    def target_arrays(self, res: int) -> dict[str, dict[str, zarr.Array]]:
-        """Array handles of the codec components, opened once (listing a group costs ~3 ms)."""
-        if res not in self._targets:
-            group = self.group[res_group_name(res)]
-            self._targets[res] = {kind: dict(group[kind].arrays()) for kind in ("summary", "patch")}
-        return self._targets[res]
+    def target_names(self, res: int) -> dict[str, list[str]]:
+        prefix = f"{res_group_name(res)}/"
+        names = [n for n in self.array_names if n.startswith(prefix)]
+        return {kind: [n for n in names if n.split("/")[1] == kind] for kind in ("summary", "patch")}
 
     def fast_readers(self, res: int) -> dict[str, dict[str, ShardedArrayReader]] | None:
         """Direct single-view readers for local stores (None when any array needs zarr)."""
         if res not in self._fast:
-            readers = {kind: {name: reader_or_none(arr) for name, arr in arrays.items()}
-                       for kind, arrays in self.target_arrays(res).items()}
+            readers = {kind: {n.rsplit("/", 1)[1]: reader_or_none(self.array(n)) for n in names}
+                       for kind, names in self.target_names(res).items()}
             ok = all(r is not None for kind in readers.values() for r in kind.values())
             self._fast[res] = readers if ok else None
         return self._fast[res]
 
     def read_parts(self, rows: int | slice, res: int, view: int | slice = slice(None)) -> dict[str, dict]:
-        """Stored components of rows x views; one (row, view) takes the direct path when it can."""
+        """Stored components of rows x views (checked); one (row, view) takes the direct path."""
+        names = self.target_names(res)
+        for chunk in self._chunks_of(rows):
+            self.require_chunk(chunk, names["summary"] + names["patch"])
         fast = self.fast_readers(res) if isinstance(rows, int) and isinstance(view, int) else None
         if fast is not None:
-            return {kind: {name: r.read(rows, view) for name, r in readers.items()}
-                    for kind, readers in fast.items()}
-        return {kind: {name: arr[rows, view] for name, arr in arrays.items()}
-                for kind, arrays in self.target_arrays(res).items()}
+            return {kind: {name: r.read(rows, view) for name, r in readers.items()} for kind, readers in fast.items()}
+        return {kind: {n.rsplit("/", 1)[1]: self.array(n)[rows, view] for n in kind_names}
+                for kind, kind_names in names.items()}
+
+    def _chunks_of(self, rows: int | slice) -> range:
+        per = self.store.params.images_per_chunk
+        if isinstance(rows, int):
+            return range(rows // per, rows // per + 1)
+        start, stop, _ = rows.indices(self.store.num_images)
+        return range(start // per, -(-stop // per))
 
     def decode(self, parts: dict[str, dict], res: int) -> dict[str, np.ndarray]:
         """Stored components -> float32 targets; the one decode call shared by every reader."""
@@ -194,16 +330,66 @@ class TeacherGroup:
 
     def failures(self) -> list[tuple[str, str]]:
         """(image key, reason) of every image that failed to decode."""
-        rows = np.flatnonzero(self.status() == FAILED)
-        errors = self.group["error"][:] if len(rows) else []
+        status = self.status()
+        rows = np.flatnonzero(status == FAILED)
+        errors = self.array("error")[:] if len(rows) else []
         return [(str(self.store.keys[r]), str(errors[r])) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        status = self.status()
+        """Images and chunks, counting only chunks that are done."""
         done = self.done_flags()
-        return {"images": int(len(status)), "ok": int((status == OK).sum()),
-                "failed": int((status == FAILED).sum()), "chunks": int(len(done)),
-                "chunks_done": int(done.sum())}
+        status = self.status()
+        images_done = sum(len(self.store.chunk_rows(int(c))) for c in np.flatnonzero(done))
+        return {"images": int(len(status)), "images_done": int(images_done), "ok": int((status == OK).sum()),
+                "failed": int((status == FAILED).sum()), "chunks": int(len(done)), "chunks_done": int(done.sum())}
+
+
+def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, names: list[str]) -> dict:
+    """What a teacher group's fingerprint covers: its identity attributes, the store's identity,
+    and the metadata (shape, dtype, chunking, codecs, fill value) of every array."""
+    arrays = {}
+    for name in [*names, MANIFEST]:
+        try:
+            meta = group[name].metadata.to_dict()
+        except KeyError:
+            raise StoreIntegrityError(f"{group.path}/{name} is missing (its zarr.json was deleted)") from None
+        meta.pop("attributes", None)
+        arrays[name] = meta
+    return {"teacher": {k: attrs.get(k) for k in IDENTITY_KEYS}, "store": store_fingerprint,
+            "chunk_arrays": list(names), "arrays": arrays}
+
+
+def _changed_keys(written: dict, now: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    out = []
+    for key in sorted(set(written) | set(now)):
+        a, b = written.get(key), now.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, path + ".")
+        elif canonical(a) != canonical(b):
+            out.append(path)
+    return out
+
+
+def _create_arrays(group: zarr.Group, store: Any, identity: TeacherIdentity, codec: Codec) -> None:
+    """Every array of a teacher group, then the identity attributes and fingerprint, last."""
+    n, k, c = store.num_images, store.params.views_per_image, store.params.images_per_chunk
+    group.create_array("views", shape=(n, k, VIEW_DIM), dtype="float64", chunks=(c, k, VIEW_DIM),
+                       compressors=compressors(), fill_value=np.nan)
+    group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(), fill_value=0)
+    group.create_array("error", shape=(n,), dtype=str, chunks=(c,))
+    group.create_group(CLAIMS)
+    grids = dict(zip(identity.resolutions, identity.grids))
+    for res, grid in grids.items():
+        _create_targets(group.require_group(res_group_name(res)), codec, n, k, c, grid, identity.dim)
+    names = chunk_array_names(list(identity.resolutions), codec, identity.dim, grids)
+    group.create_array(MANIFEST, shape=(store.num_chunks, len(names), manifest.ROW_FIELDS), dtype="uint64",
+                       chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0)
+    group.attrs.update({**identity.to_attrs(), "chunk_arrays": names, "identity_sha256": ""})
+    document = identity_document(group, store.fingerprint, dict(group.attrs), names)
+    group[MANIFEST].attrs["identity"] = document  # a copy, to name what changed if attributes are edited
+    group.attrs["identity_sha256"] = sha256_of(document)  # written last
 
 
 def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int) -> None:
@@ -215,4 +401,17 @@ def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, gri
             # one shard file per chunk of images (one writer each); inner chunks of one view,
             # so reading a single (image, view) decodes only that view
             sub.create_array(name, shape=(n, k, *suffix), dtype=dtype, shards=(c, k, *suffix),
-                             chunks=(1, 1, *suffix), compressors=compressors(), fill_value=0, overwrite=True)
+                             chunks=(1, 1, *suffix), compressors=compressors(), fill_value=0)
+
+
+def _publish(staged: Path, final: Path) -> None:
+    """Rename a fully built directory into place; if another process won the race, drop ours."""
+    import shutil
+
+    try:
+        staged.rename(final)
+    except OSError:
+        if not (final / "zarr.json").is_file():
+            raise
+        shutil.rmtree(staged, ignore_errors=True)  # ours, never published
+    fsync_dir(final.parent)

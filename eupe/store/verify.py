@@ -1,9 +1,11 @@
-"""Checking a feature store: completeness, chunk checksums, and cached-vs-fresh teacher outputs.
+"""Checking a feature store: identity, completeness, every chunk file against its manifest, statistics,
+and cached-vs-fresh teacher outputs.
 
-Every chunk of every array is read back (zstd + crc32c: a flipped byte fails its checksum);
-incomplete and corrupt chunks are reported by the image keys they hold. ``teacher_check``
-re-renders N random stored views from the source images, runs the teacher again and reports
-the per-token cosine between cached and fresh outputs against the codec's threshold.
+Every done chunk's files are read in full and compared with the size and digest recorded when they
+were written, so a missing, truncated, moved (swapped) or altered file is reported by the array,
+chunk and image keys it holds; edited attributes or array metadata fail the identity fingerprint.
+``teacher_check`` re-renders N random stored views from the source images, runs the teacher again
+and reports the per-token cosine between cached and fresh outputs against the codec's threshold.
 """
 
 from __future__ import annotations
@@ -13,27 +15,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 
 from eupe.data.shards import ShardReader
-from eupe.models import create_teacher
-from eupe.models import run_teacher
-from eupe.store.store import OK, FeatureStore
-from eupe.store.teacher_group import TeacherGroup
+from eupe.models import create_teacher, run_teacher
+from eupe.store import manifest
+from eupe.store.layout import FAILED, OK, StoreError
+from eupe.store.stats import load_stats
+from eupe.store.store import FeatureStore
+from eupe.store.teacher_group import TeacherGroup, res_group_name
 from eupe.views import ViewSpec, decode_image, render
 
 
 @dataclass
 class TeacherReport:
     teacher: str
-    incomplete: list[str] = field(default_factory=list)  # image keys in chunks not marked done
+    incomplete: list[str] = field(default_factory=list)  # image keys in chunks not done
     corrupt: list[dict] = field(default_factory=list)  # {"array", "chunk", "keys", "error"}
     failed_images: int = 0
+    stats: dict = field(default_factory=dict)  # res -> "ok" | "absent" | "stale" | "partial or altered"
     check: dict | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.incomplete and not self.corrupt and (self.check is None or self.check["passed"])
+        damaged = any(v == "partial or altered" for v in self.stats.values())
+        return (not self.incomplete and not self.corrupt and not damaged
+                and (self.check is None or self.check["passed"]))
 
 
 def _chunk_keys(store: FeatureStore, chunk: int) -> list[str]:
@@ -41,43 +47,53 @@ def _chunk_keys(store: FeatureStore, chunk: int) -> list[str]:
     return [str(k) for k in store.keys[rows.start:rows.stop]]
 
 
-def scan_array(store: FeatureStore, array: zarr.Array, label: str) -> list[dict]:
-    """Read every chunk along the image axis; report those that fail to decode."""
-    problems = []
-    per_chunk = (array.shards or array.chunks)[0]  # the unit one writer wrote
-    for chunk in range(-(-array.shape[0] // per_chunk)):
-        try:
-            array[chunk * per_chunk:(chunk + 1) * per_chunk]
-        except Exception as err:  # noqa: BLE001 - any decode failure is corruption to report
-            keys = _chunk_keys(store, chunk) if per_chunk == store.params.images_per_chunk else []
-            problems.append({"array": label, "chunk": chunk, "keys": keys, "error": str(err)})
-    return problems
-
-
-def _arrays(group: zarr.Group, prefix: str):
-    for name, array in group.arrays():
-        yield f"{prefix}/{name}", array
-    for name, sub in group.groups():
-        if name != "stats":
-            yield from _arrays(sub, f"{prefix}/{name}")
-
-
 def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
-    group = store.teacher(name)
+    """Every done chunk's files against the manifest; chunks not done are listed as incomplete."""
     report = TeacherReport(name)
-    for label, array in _arrays(group.group, f"teachers/{name}"):
-        if label.endswith("/done"):
+    try:
+        group = store.teacher(name)
+    except StoreError as err:
+        report.corrupt.append({"array": f"teachers/{name}", "chunk": None, "keys": [], "error": str(err)})
+        return report
+    rows = group.manifest_rows()
+    for chunk in range(group.num_chunks):
+        if rows[chunk, 0, manifest.SIZE] == 0:
+            report.incomplete += _chunk_keys(store, chunk)
             continue
-        report.corrupt += scan_array(store, array, label)
-    done = group.done_flags()
-    for chunk in np.flatnonzero(~done):
-        report.incomplete += _chunk_keys(store, int(chunk))
-    report.failed_images = int((group.status() == 2).sum())
+        for column, array_name in enumerate(group.array_names):
+            problem = manifest.check_full(group.array(array_name), array_name, chunk, rows[chunk, column],
+                                          group.fingerprint)
+            if problem:
+                report.corrupt.append({"array": f"teachers/{name}/{array_name}", "chunk": chunk,
+                                       "keys": _chunk_keys(store, chunk), "error": problem})
+    if not report.corrupt:
+        report.failed_images = int((group.status() == FAILED).sum())
+        report.stats = {str(res): stats_state(group, res) for res in group.resolutions}
     return report
 
 
+def stats_state(group: TeacherGroup, res: int) -> str:
+    """'ok', 'absent', 'stale' (the store changed since: recomputed when used) or 'partial or altered'."""
+    res_group = group.group[res_group_name(res)]
+    if "stats" not in res_group:
+        return "absent"
+    if load_stats(group, res) is not None:
+        return "ok"
+    complete = dict(res_group["stats"].attrs).get("complete")
+    if complete and complete.get("covers") != group.done_set_digest():
+        return "stale"
+    return "partial or altered"
+
+
 def verify_images(store: FeatureStore) -> list[dict]:
-    return [p for label, arr in _arrays(store.group["images"], "images") for p in scan_array(store, arr, label)]
+    """The dataset index arrays against the digests recorded at creation."""
+    problems = []
+    for name in ("keys", "shard", "offset", "size", "label"):
+        try:
+            store.image_array(name)
+        except StoreError as err:
+            problems.append({"array": f"images/{name}", "chunk": None, "keys": [], "error": str(err)})
+    return problems
 
 
 def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Path | None = None,
@@ -111,9 +127,13 @@ def _pick_views(group: TeacherGroup, n: int, seed: int) -> list[tuple[int, int, 
 
 
 def _token_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-token cosine; tokens whose difference is negligible count as equal (cosine 1), so two
+    all-zero tokens pass instead of giving 0/0."""
     num = (a * b).sum(-1)
-    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    return num / np.maximum(den, 1e-12)
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    scale = max(float(np.abs(b).max(initial=0.0)), 1.0)
+    same = np.abs(a - b).max(axis=-1) <= 1e-6 * scale
+    return np.where(same, 1.0, num / np.maximum(na * nb, 1e-30))
 
 
 def _check_summary(cosines: list[np.ndarray], threshold: float) -> dict:

@@ -1,0 +1,111 @@
+"""Names, errors and small helpers every part of the feature store shares.
+
+This module is the bottom of ``eupe.store``: ``store.py``, ``teacher_group.py``, ``manifest.py``,
+``stats.py``, ``verify.py`` and ``extract.py`` import from it and it imports none of them, so the
+package has no import circle. Nothing outside ``eupe.store`` needs the file names defined here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+STORE_FORMAT = "eupe-feature-store"
+STORE_VERSION = 2  # 2: atomic creation, per-chunk manifests, identity fingerprints
+PENDING, OK, FAILED = 0, 1, 2
+
+IMAGE_ROWS_PER_CHUNK = 1 << 16  # images/* arrays: few files even at millions of images
+TEACHERS = "teachers"
+MANIFEST = "manifest"  # per teacher: [n_chunks, n_arrays, 3] uint64 (bytes, digest, index digest)
+CLAIMS_DIR = ".eupe-claims"  # per-rank claims of running extractions (not a zarr node)
+STAGING_PREFIX = ".eupe-staging-"  # atomic creation: built under this name, then renamed
+
+MAX_VIEWS_PER_IMAGE = 1024
+MAX_RESOLUTION = 4096
+
+
+class StoreError(ValueError):
+    """A user-fixable problem with a feature store; the message says what and how to fix it."""
+
+
+class StoreMismatchError(StoreError):
+    """An existing store does not match what the caller asked for; the message says what differs."""
+
+
+class StoreIntegrityError(StoreError):
+    """Stored data or attributes no longer match what was written (missing, moved or altered)."""
+
+
+class StoreWriteError(RuntimeError):
+    """Writing to the store failed; the chunk being written was not marked done."""
+
+
+def compressors(level: int = 3) -> list:
+    """zstd, then a crc32c checksum of the compressed chunk (a flipped byte fails on read)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(level=level), Crc32cCodec()]
+
+
+def canonical(value: Any) -> str:
+    """Deterministic JSON text of a value (sorted keys), the input of every fingerprint."""
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def sha256_of(value: Any) -> str:
+    return hashlib.sha256(canonical(value).encode()).hexdigest()
+
+
+def differences(stored: dict, wanted: dict, where: str) -> list[str]:
+    """Human-readable list of keys whose values differ between two identity dicts."""
+    out = []
+    for key in sorted(set(stored) | set(wanted)):
+        if canonical(stored.get(key)) != canonical(wanted.get(key)):
+            out.append(f"{where}.{key}: store has {_short(stored.get(key))}, requested {_short(wanted.get(key))}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def fsync_paths(paths: list[Path | None]) -> None:
+    """Flush written files to disk so a completion record never precedes its data."""
+    for path in paths:
+        if path is not None and path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_url(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+FAILPOINT_ENV = "EUPE_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Fault injection (bench/faults.py, tests): SIGKILL this process when $EUPE_FAILPOINT == name.
+
+    Named points: store-staged, teacher-staged, chunk-data, chunk-done, stats-arrays.
+    """
+    if os.environ.get(FAILPOINT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
