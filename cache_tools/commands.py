@@ -175,6 +175,9 @@ def _verify_text(result: dict) -> str:
     for name, r in result["teachers"].items():
         lines.append(f"{name}: {'OK' if r['ok'] else 'PROBLEMS'}; {len(r['incomplete'])} incomplete images, "
                      f"{len(r['corrupt'])} corrupt chunks, {r['failed_images']} failed inputs")
+        if r.get("read_errors"):
+            lines.append(f"  {len(r['read_errors'])} image(s) could not be read (transient?): re-run extract with "
+                         f"--retry-failed ({', '.join(r['read_errors'][:5])})")
         lines += [f"  corrupt {p['array']} chunk {p['chunk']} (images {', '.join(p['keys'])}): {p['error']}"
                   for p in r["corrupt"]]
         lines += [f"  statistics r{res}: {state}" + (" (run `eupe-cache stats`)" if state != "ok" else "")

@@ -71,7 +71,7 @@ def expand_shards(pattern: str | Sequence[str]) -> list[str]:
     parts = [pattern] if isinstance(pattern, str) else list(pattern)
     shards = [_normalise(s) for part in parts for s in expand_urls(str(part)) if s.strip()]
     if not shards:
-        raise ValueError(f"shard pattern {pattern!r} expands to no shards")
+        raise DatasetError(f"shard pattern {pattern!r} expands to no shards")
     return shards
 
 

@@ -24,13 +24,12 @@ from eupe.data.shards import ShardReader, expand_shards, index_shards
 from eupe.models import Encoder, create_teacher, run_teacher
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
-from eupe.store.layout import FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, StoreWriteError
+from eupe.store.layout import (
+    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError,
+)
 from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_DIM, ImageDecodeError, ViewPolicy, decode_image, render_views, sample_views, views_to_array
-
-
-READ_ERROR = "read error"  # failure reasons that --retry-failed retries (the shard could not be read)
 
 
 @dataclass
@@ -98,12 +97,17 @@ def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureSt
 def check_request(cfg: ExtractConfig, teachers: list[Encoder]) -> None:
     """Every size and resolution checked before any store is created or written."""
     if not 1 <= cfg.views <= MAX_VIEWS_PER_IMAGE:
-        raise ValueError(f"--views {cfg.views} is outside 1..{MAX_VIEWS_PER_IMAGE}")
+        raise StoreError(f"--views {cfg.views} is outside 1..{MAX_VIEWS_PER_IMAGE}")
+    if len(set(cfg.resolutions)) != len(cfg.resolutions):
+        raise StoreError(f"--resolution lists a value twice: {','.join(map(str, cfg.resolutions))}")
     for teacher in teachers:
         for res in list(cfg.resolutions) or [teacher.spec.resolution]:
             if not 0 < res <= MAX_RESOLUTION:
-                raise ValueError(f"--resolution {res} is outside 1..{MAX_RESOLUTION} pixels")
-            teacher.check_input(res, res)
+                raise StoreError(f"--resolution {res} is outside 1..{MAX_RESOLUTION} pixels")
+            try:
+                teacher.check_input(res, res)
+            except ValueError as err:
+                raise StoreError(f"--resolution {res}: {err}") from None
 
 
 def teacher_identity(teacher: Encoder, resolutions: list[int], codec: Codec) -> TeacherIdentity:
@@ -303,7 +307,7 @@ def _count(summary: ExtractSummary, result: ChunkResult, resolutions: list[int],
 def load_teachers(cfg: ExtractConfig) -> list[Encoder]:
     """Build every requested teacher and check every option first, so mistakes fail before any work."""
     if cfg.weights is not None and len(cfg.teachers) > 1:
-        raise ValueError("--weights applies to one teacher; run one extract per teacher when passing weights")
+        raise StoreError("--weights applies to one teacher; run one extract per teacher when passing weights")
     get_codec(cfg.codec)
     teachers = [create_teacher(name, cfg.weights, cfg.test_scale) for name in cfg.teachers]
     check_request(cfg, teachers)

@@ -16,6 +16,7 @@ from typing import Any
 STORE_FORMAT = "eupe-feature-store"
 STORE_VERSION = 2  # 2: atomic creation, per-chunk manifests, identity fingerprints
 PENDING, OK, FAILED = 0, 1, 2
+READ_ERROR = "read error"  # failure reasons that `extract --retry-failed` retries (the bytes could not be read)
 
 IMAGE_ROWS_PER_CHUNK = 1 << 16  # images/* arrays: few files even at millions of images
 TEACHERS = "teachers"

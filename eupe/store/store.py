@@ -45,7 +45,7 @@ from typing import Callable
 import numpy as np
 import zarr
 
-from eupe.data.shards import ShardIndex, shard_fingerprint
+from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
 from eupe.store import manifest
 from eupe.store.layout import (
     FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STAGING_PREFIX, STORE_FORMAT, STORE_VERSION, TEACHERS,
@@ -58,6 +58,7 @@ from eupe.views import VIEW_FIELDS, ViewPolicy
 __all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "compressors"]
 
 IMAGE_ARRAYS = ("keys", "shard", "offset", "size", "label")
+_ALL_CHUNKS = {"write_empty_chunks": True}  # every chunk has a file, also one equal to the fill value
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class FeatureStore:
             built = index().head(limit)
             if len(built) == 0:
                 reasons = "; ".join(f"{f.shard}: {f.reason}" for f in built.failures) or "no image members"
-                raise StoreMismatchError(f"no readable images in the dataset ({reasons})")
+                raise DatasetError(f"no readable images in the dataset ({reasons}); nothing was written")
             cls.create(path, built, params, limit)
         store = cls.open(path, mode="a")
         store.check_params(params, {"shards": shards, "limit": limit})
@@ -343,8 +344,8 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
     chunk = (min(IMAGE_ROWS_PER_CHUNK, max(len(index), 1)),)
     for name, values in (("shard", index.shard), ("offset", index.offset), ("size", index.size),
                          ("label", index.label)):
-        images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors())
-    keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk)
+        images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors(), config=_ALL_CHUNKS)
+    keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk, config=_ALL_CHUNKS)
     keys[:] = np.asarray(index.keys, dtype=str)
     group.create_group(TEACHERS)
     dataset = dataset_identity(index, limit)

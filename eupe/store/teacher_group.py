@@ -294,6 +294,11 @@ class TeacherGroup:
         names = [n for n in self.array_names if n.startswith(prefix)]
         return {kind: [n for n in names if n.split("/")[1] == kind] for kind in ("summary", "patch")}
 
+    def target_arrays(self, res: int) -> dict[str, dict[str, zarr.Array]]:
+        """{"summary"|"patch": {component: array}} of one resolution (unchecked zarr handles)."""
+        return {kind: {n.rsplit("/", 1)[1]: self.array(n) for n in names}
+                for kind, names in self.target_names(res).items()}
+
     def fast_readers(self, res: int) -> dict[str, dict[str, ShardedArrayReader]] | None:
         """Direct single-view readers for local stores (None when any array needs zarr)."""
         if res not in self._fast:

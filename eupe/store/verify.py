@@ -19,7 +19,7 @@ import torch
 from eupe.data.shards import ShardReader
 from eupe.models import create_teacher, run_teacher
 from eupe.store import manifest
-from eupe.store.layout import FAILED, OK, StoreError
+from eupe.store.layout import OK, READ_ERROR, StoreError
 from eupe.store.stats import load_stats
 from eupe.store.store import FeatureStore
 from eupe.store.teacher_group import TeacherGroup, res_group_name
@@ -32,13 +32,14 @@ class TeacherReport:
     incomplete: list[str] = field(default_factory=list)  # image keys in chunks not done
     corrupt: list[dict] = field(default_factory=list)  # {"array", "chunk", "keys", "error"}
     failed_images: int = 0
+    read_errors: list[str] = field(default_factory=list)  # keys that failed to *read* (transient: retry)
     stats: dict = field(default_factory=dict)  # res -> "ok" | "absent" | "stale" | "partial or altered"
     check: dict | None = None
 
     @property
     def ok(self) -> bool:
         damaged = any(v == "partial or altered" for v in self.stats.values())
-        return (not self.incomplete and not self.corrupt and not damaged
+        return (not self.incomplete and not self.corrupt and not damaged and not self.read_errors
                 and (self.check is None or self.check["passed"]))
 
 
@@ -67,7 +68,9 @@ def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
                 report.corrupt.append({"array": f"teachers/{name}/{array_name}", "chunk": chunk,
                                        "keys": _chunk_keys(store, chunk), "error": problem})
     if not report.corrupt:
-        report.failed_images = int((group.status() == FAILED).sum())
+        failures = group.failures()
+        report.failed_images = len(failures)
+        report.read_errors = [key for key, reason in failures if reason.startswith(READ_ERROR)]
         report.stats = {str(res): stats_state(group, res) for res in group.resolutions}
     return report
 

@@ -7,6 +7,7 @@ import pytest
 import zarr
 
 from eupe.store.fastread import ShardedArrayReader, Unsupported
+from eupe.store.layout import StoreIntegrityError
 from eupe.store.store import FeatureStore, compressors
 
 from store_helpers import run_extract, tiny_args
@@ -30,7 +31,7 @@ def test_fast_reads_equal_zarr_reads(tmp_path, photo_shards, codec):
     np.testing.assert_array_equal(group.targets(3, 64, 1)["patch"], group.targets(3, 64)["patch"][1])
 
 
-def test_unwritten_chunks_read_as_fill_and_corruption_raises(tmp_path):
+def test_unwritten_chunks_are_refused_and_corruption_raises(tmp_path):
     group = zarr.open_group(str(tmp_path / "a.zarr"), mode="w")
     array = group.create_array("x", shape=(4, 2, 3, 5), dtype="float16", shards=(2, 2, 3, 5),
                                chunks=(1, 1, 3, 5), compressors=compressors(), fill_value=0)
@@ -38,7 +39,8 @@ def test_unwritten_chunks_read_as_fill_and_corruption_raises(tmp_path):
     array[0:2] = values
     reader = ShardedArrayReader(array)
     np.testing.assert_array_equal(reader.read(1, 1), values[1, 1])
-    np.testing.assert_array_equal(reader.read(3, 0), np.zeros((3, 5), np.float16))  # shard never written
+    with pytest.raises(StoreIntegrityError, match="missing"):  # never zeros for a shard never written
+        reader.read(3, 0)
     shard = tmp_path / "a.zarr" / "x" / "c" / "0" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
     data[10] ^= 0xFF
