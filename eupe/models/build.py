@@ -48,9 +48,15 @@ def timm_backbone_from_file(timm_name: str, path: Path, kwargs: dict) -> nn.Modu
     )
 
 
+def head_kwargs(spec: EncoderSpec) -> dict:
+    """Drop timm's classifier, except where the summary is the model's projected embedding
+    (then timm's pretrained cfg gives the projection, e.g. PE-core's 1536 -> 1280)."""
+    return {} if spec.summary == "attn_pool_proj" else {"num_classes": 0}
+
+
 def build_timm(spec: EncoderSpec, weights: str | Path | None, test_scale: bool) -> Built:
     """Default builder: timm architecture, weights from a local file or tiny random init."""
-    kwargs = {"num_classes": 0, **spec.timm_kwargs}
+    kwargs = {**head_kwargs(spec), **spec.timm_kwargs}
     if test_scale:
         return Built(*random_backbone(spec.timm_name, {**kwargs, **spec.test_kwargs}), spec)
     path = require(spec.weights, weights, spec.name)

@@ -5,9 +5,11 @@ renderer produces them), applies the model's own input normalization, and return
 
     {"summary": [B, D], "patch": [B, h, w, D]}
 
-where ``summary`` is formed as the spec says (CLS token, attention pool, average pool +
-norm, or mean of the patch tokens), prefix tokens (CLS, registers) are dropped from the patch grid, and
-``h, w`` = input size // patch size (ViTs) or the stride-32 map (CNNs).
+where ``summary`` is formed as the spec says (CLS token, attention pool with or without the
+model's projection, average pool + norm, or mean of the patch tokens), prefix tokens (CLS,
+registers) are dropped from the patch grid, and ``h, w`` = input size // patch size (ViTs) or
+the stride-32 map (CNNs). ``summary`` and ``patch`` may differ in width (PE-core's projected
+embedding is 1280-wide, its patch tokens 1536).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from torch import nn
 
 from eupe.models.weights import WeightsSource
 
-# cls: first token; attn_pool: the model's attention-pooling head (pre-projection);
-# avg_pool_norm: global average pool + the head's LayerNorm (timm ConvNeXt pre-logits);
-# mean: mean of the patch tokens.
-Summary = Literal["cls", "attn_pool", "avg_pool_norm", "mean"]
+# cls: first token; attn_pool: the model's attention-pooling head, for models whose pool output
+# is their embedding (no projection after it: SigLIP2's MAP head); attn_pool_proj: attention pool
+# then the model's projection (timm's full head: PE-core's text-aligned CLIP embedding);
+# avg_pool_norm: DINOv3/EUPE ConvNeXt: one final LayerNorm (timm's head.norm) over the global
+# average pool *and* every patch token; mean: mean of the patch tokens.
+Summary = Literal["cls", "attn_pool", "attn_pool_proj", "avg_pool_norm", "mean"]
 Features = dict[str, torch.Tensor]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,7 +93,13 @@ class Encoder(nn.Module):
 
     @property
     def dim(self) -> int:
+        """Width of the patch tokens."""
         return int(self.backbone.num_features)
+
+    @property
+    def summary_dim(self) -> int:
+        """Width of the summary token (the projection's width for ``attn_pool_proj``)."""
+        return int(self.backbone.num_classes) if self.spec.summary == "attn_pool_proj" else self.dim
 
     def check_input(self, height: int, width: int) -> None:
         p = self.spec.patch_size
@@ -105,15 +115,23 @@ class Encoder(nn.Module):
         x = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
         out = self.backbone.forward_features(x)
         if out.ndim == 4:  # CNN map [B, D, h, w] -> [B, h, w, D]
-            patch = out.permute(0, 2, 3, 1)
+            patch = self._cnn_patch(out).permute(0, 2, 3, 1)
         else:  # ViT tokens [B, prefix + h*w, D] -> [B, h, w, D]
             h, w = self.spec.grid(height, width)
             patch = out[:, self.num_prefix_tokens :].reshape(batch, h, w, out.shape[-1])
         return {"summary": self._summary(out, patch), "patch": patch}
 
+    def _cnn_patch(self, out: torch.Tensor) -> torch.Tensor:
+        """DINOv3's ConvNeXt normalizes its patch tokens with the final norm (timm: head.norm)."""
+        if self.spec.summary == "avg_pool_norm":
+            return self.backbone.head.norm(out)  # LayerNorm2d over channels: [B, D, h, w]
+        return out
+
     def _summary(self, out: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
         if self.spec.summary == "cls":
             return out[:, 0]
+        if self.spec.summary == "attn_pool_proj":  # timm's full head: pool + projection
+            return self.backbone.forward_head(out)
         if self.spec.summary in ("attn_pool", "avg_pool_norm"):  # timm's pooling head, pre-logits
             return self.backbone.forward_head(out, pre_logits=True)
         return patch.mean(dim=(1, 2))

@@ -31,11 +31,11 @@ def _hf(repo: str) -> WeightsSource:
 
 def _paper_teacher(name: str, timm_name: str, resolution: int, patch: int, mean, std,
                    summary: str, prefix: str, n_prefix: int, dim: int, repo: str,
-                   description: str, **timm_kwargs) -> EncoderSpec:
+                   description: str, summary_dim: int | None = None, **timm_kwargs) -> EncoderSpec:
     return TEACHERS.register(name, EncoderSpec(
         name=name, timm_name=timm_name, resolution=resolution, patch_size=patch,
         mean=mean, std=std, summary=summary, prefix_tokens=prefix, num_prefix_tokens=n_prefix,
-        summary_dim=dim, patch_dim=dim, weights=_hf(repo), description=description,
+        summary_dim=summary_dim or dim, patch_dim=dim, weights=_hf(repo), description=description,
         timm_kwargs={**_DYNAMIC, **timm_kwargs}, test_kwargs=dict(_TINY_VIT),
     ))
 
@@ -44,14 +44,16 @@ _paper_teacher("dinov3_hplus", "vit_huge_plus_patch16_dinov3", 256, 16, IMAGENET
                "cls", "CLS + 4 registers", 5, 1280, "timm/vit_huge_plus_patch16_dinov3.lvd1689m",
                "DINOv3 ViT-H+/16 (840M), LVD-1689M", global_pool="token")
 _paper_teacher("pecore_g", "vit_pe_core_gigantic_patch14_448", 448, 14, HALF, HALF,
-               "attn_pool", "none (no CLS token)", 0, 1536, "timm/vit_pe_core_gigantic_patch14_448.fb",
-               "Perception Encoder core G/14 (1.88B); summary = attention-pool output before projection")
+               "attn_pool_proj", "none (no CLS token)", 0, 1536, "timm/vit_pe_core_gigantic_patch14_448.fb",
+               "Perception Encoder core G/14 (1.88B); summary = attention pool + CLIP projection "
+               "(the text-aligned image embedding, 1280-d)", summary_dim=1280)
 _paper_teacher("pelang_g", "vit_pe_lang_gigantic_patch14_448", 448, 14, HALF, HALF,
                "mean", "none (no CLS token, no pool)", 0, 1536, "timm/vit_pe_lang_gigantic_patch14_448.fb",
                "Perception Encoder lang G/14 (1.74B); summary = mean of patch tokens")
 _paper_teacher("siglip2_g", "vit_giantopt_patch16_siglip_384", 384, 16, HALF, HALF,
                "attn_pool", "none (no CLS token)", 0, 1536, "timm/vit_giantopt_patch16_siglip_384.v2_webli",
-               "SigLIP2 giant-opt/16 (1.16B), optional fourth teacher; summary = MAP head output")
+               "SigLIP2 giant-opt/16 (1.16B), optional fourth teacher; summary = MAP head output, "
+               "which is SigLIP's text-aligned image embedding (no projection follows it)")
 _paper_teacher("pe_spatial_g", "vit_pe_spatial_gigantic_patch14_448", 448, 14, HALF, HALF,
                "mean", "none (no CLS token, no pool)", 0, 1536, "timm/vit_pe_spatial_gigantic_patch14_448.fb",
                "Perception Encoder spatial G/14; summary = mean of patch tokens")
