@@ -8,6 +8,7 @@ tiny width/depth and a fixed-seed random init, so their fingerprint is reproduci
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from eupe.models.features import Encoder, EncoderSpec
-from eupe.models.weights import file_sha256, require, state_dict_sha256
+from eupe.models.weights import NOT_PLAIN, WeightsFileError, file_sha256, require, state_dict_sha256
 
 TEST_SEED = 0
 
@@ -43,9 +44,14 @@ def random_backbone(timm_name: str, kwargs: dict, seed: int | None = TEST_SEED) 
 
 def timm_backbone_from_file(timm_name: str, path: Path, kwargs: dict) -> nn.Module:
     """A timm model with weights from a local file (safetensors or torch), via timm's loader."""
-    return timm.create_model(
-        timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
-    )
+    try:
+        return timm.create_model(
+            timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+        )
+    except (pickle.UnpicklingError, RuntimeError) as err:  # timm's torch.load runs with weights_only=True
+        if isinstance(err, pickle.UnpicklingError) or isinstance(err.__cause__, pickle.UnpicklingError):
+            raise WeightsFileError(f"{path} {NOT_PLAIN}") from None
+        raise
 
 
 def head_kwargs(spec: EncoderSpec) -> dict:

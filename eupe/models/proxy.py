@@ -19,6 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from eupe.models.weights import WeightsFileError
+
 PROXY_FILENAME = "proxy.safetensors"
 PROXY_FORMAT = "eupe-proxy-v1"
 PROXY_ARCH = "vit_huge_plus_patch16_dinov3"  # timm family the proxy is built from
@@ -97,8 +99,11 @@ def read_proxy_config(path: str | Path) -> ProxyConfig:
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata() or {}
     if meta.get("format") != PROXY_FORMAT:
-        raise ValueError(f"{path} is not a proxy checkpoint (metadata format {meta.get('format')!r}, expected {PROXY_FORMAT!r})")
-    return ProxyConfig(**json.loads(meta["config"]))
+        raise WeightsFileError(f"{path} is not a proxy checkpoint (metadata format {meta.get('format')!r}, expected {PROXY_FORMAT!r})")
+    try:
+        return ProxyConfig(**json.loads(meta["config"]))
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise WeightsFileError(f"{path}: malformed proxy config in its metadata ({err})") from None
 
 
 def load_proxy(path: str | Path) -> tuple[nn.Module, ProxyConfig]:

@@ -16,7 +16,7 @@ import torch
 from eupe.models import imgfocus, proxy
 from eupe.models.build import Built, build_encoder, random_backbone
 from eupe.models.features import HALF, IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderSpec
-from eupe.models.weights import MissingWeightsError, WeightsSource, file_sha256, locate, require
+from eupe.models.weights import MissingWeightsError, WeightsSource, file_sha256, load_tensor_file, locate, require
 from eupe.registry import Registry
 
 TEACHERS: Registry[EncoderSpec] = Registry("teacher")
@@ -65,7 +65,7 @@ def _build_effnet(spec: EncoderSpec, weights: str | Path | None, test_scale: boo
         return Built(*random_backbone(spec.timm_name, {}), spec)
     path = require(spec.weights, weights, spec.name)
     model, _ = random_backbone(spec.timm_name, {})
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = load_tensor_file(path)
     # The package's keys use another naming scheme but the same order and shapes as timm's.
     target = model.state_dict()
     if [tuple(v.shape) for v in source.values()] != [tuple(v.shape) for v in target.values()]:

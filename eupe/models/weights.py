@@ -24,6 +24,27 @@ class MissingWeightsError(FileNotFoundError):
     """No weights file could be found; the message says what was expected and the fix."""
 
 
+class WeightsFileError(ValueError):
+    """A weights file exists but is refused: not a plain tensor checkpoint, not the file kind
+    expected, or metadata asking for something outside the allowed architecture keywords."""
+
+
+NOT_PLAIN = ("is not a plain tensor checkpoint (torch.load with weights_only=True refused it: it holds "
+             "pickled Python objects); convert it to safetensors or a state dict of tensors")
+
+
+def load_tensor_file(path: str | Path) -> dict:
+    """A torch checkpoint of plain tensors (weights_only); WeightsFileError for anything else."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsFileError(f"{path} {NOT_PLAIN}") from None
+
+
 @dataclass(frozen=True)
 class WeightsSource:
     """Where an encoder's weights normally live.
