@@ -2,7 +2,8 @@
 
 A spec's backbone comes from ``timm.create_model`` with the spec's kwargs. Real weights
 are loaded from a local file through timm's own pretrained path (so checkpoint filters
-apply exactly as for hub downloads); test-scale variants are the same timm classes with
+apply exactly as for hub downloads), under the timm name tagged with the weights' pretrained
+cfg (``spec.pretrained_id``); test-scale variants are the same timm classes with
 tiny width/depth and a fixed-seed random init, so their fingerprint is reproducible.
 """
 
@@ -16,7 +17,8 @@ import timm
 import torch
 from torch import nn
 
-from eupe.models.features import Encoder, EncoderSpec
+from eupe.models.features import Encoder
+from eupe.models.spec import EncoderSpec
 from eupe.models.weights import NOT_PLAIN, WeightsFileError, file_sha256, require, state_dict_sha256
 
 TEST_SEED = 0
@@ -66,11 +68,22 @@ def build_timm(spec: EncoderSpec, weights: str | Path | None, test_scale: bool) 
     if test_scale:
         return Built(*random_backbone(spec.timm_name, {**kwargs, **spec.test_kwargs}), spec)
     path = require(spec.weights, weights, spec.name)
-    return Built(timm_backbone_from_file(spec.timm_name, path, kwargs), file_sha256(path), spec)
+    return Built(timm_backbone_from_file(spec.pretrained_id, path, kwargs), file_sha256(path), spec)
+
+
+def model_patch_size(backbone: nn.Module) -> int:
+    """The built model's patch size (ViT) or the stride of its last feature map (CNN)."""
+    embed = getattr(backbone, "patch_embed", None)
+    if embed is not None:
+        return int(embed.patch_size[0])
+    return int(backbone.feature_info[-1]["reduction"])
 
 
 def build_encoder(spec: EncoderSpec, weights: str | Path | None = None, test_scale: bool = False) -> Encoder:
-    """An ``Encoder`` in eval mode for ``spec``."""
+    """An ``Encoder`` in eval mode for ``spec``; the built model's patch size must be the spec's."""
     builder = spec.builder or build_timm
     built = builder(spec, weights, test_scale)
+    if model_patch_size(built.backbone) != built.spec.patch_size:
+        raise RuntimeError(f"{spec.name}: timm built patch size {model_patch_size(built.backbone)}, "
+                           f"the spec says {built.spec.patch_size}")
     return Encoder(built.spec, built.backbone, built.fingerprint).eval()

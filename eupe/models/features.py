@@ -15,68 +15,16 @@ embedding is 1280-wide, its patch tokens 1536).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from eupe.models.weights import WeightsSource
+from eupe.models.spec import HALF, IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, Summary
 
-# cls: first token; attn_pool: the model's attention-pooling head, for models whose pool output
-# is their embedding (no projection after it: SigLIP2's MAP head); attn_pool_proj: attention pool
-# then the model's projection (timm's full head: PE-core's text-aligned CLIP embedding);
-# avg_pool_norm: DINOv3/EUPE ConvNeXt: one final LayerNorm (timm's head.norm) over the global
-# average pool *and* every patch token; mean: mean of the patch tokens.
-Summary = Literal["cls", "attn_pool", "attn_pool_proj", "avg_pool_norm", "mean"]
+__all__ = ["HALF", "IMAGENET_MEAN", "IMAGENET_STD", "Encoder", "EncoderSpec", "Features", "Summary", "run_teacher"]
+
 Features = dict[str, torch.Tensor]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Everything a user needs to know about a registered encoder, and how to build it."""
-
-    name: str
-    timm_name: str
-    resolution: int  # native input side in pixels
-    patch_size: int  # ViT patch size, or total stride of a CNN's feature map
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    summary: Summary
-    prefix_tokens: str  # which prefix tokens exist and are dropped from the patch grid
-    num_prefix_tokens: int
-    summary_dim: int
-    patch_dim: int
-    weights: WeightsSource
-    description: str = ""
-    timm_kwargs: dict[str, Any] = field(default_factory=dict)
-    test_kwargs: dict[str, Any] = field(default_factory=dict)  # tiny width/depth for tests
-    builder: Callable[..., nn.Module] | None = None  # custom (backbone, fingerprint) builder
-
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        """Patch-grid size for an input of ``height`` x ``width`` pixels."""
-        return height // self.patch_size, width // self.patch_size
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-friendly description (what the store records as preprocessing)."""
-        return {
-            "name": self.name,
-            "architecture": self.timm_name,
-            "resolution": self.resolution,
-            "patch_size": self.patch_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "summary": self.summary,
-            "prefix_tokens": self.prefix_tokens,
-            "summary_dim": self.summary_dim,
-            "patch_dim": self.patch_dim,
-            "weights_source": self.weights.describe(),
-        }
 
 
 class Encoder(nn.Module):
