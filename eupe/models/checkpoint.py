@@ -72,10 +72,10 @@ def read_student_metadata(path: str | Path) -> dict[str, Any]:
     if meta.get("format") != STUDENT_FORMAT:
         raise WeightsFileError(f"{path} is not an eupe student file (metadata format {meta.get('format')!r})")
     try:
-        kwargs, info = json.loads(meta["timm_kwargs"]), json.loads(meta["info"])
-        spec = student_spec(meta["student"])
+        kwargs, info, student = json.loads(meta["timm_kwargs"]), json.loads(meta["info"]), meta["student"]
     except (KeyError, json.JSONDecodeError) as err:
         raise WeightsFileError(f"{path}: malformed student metadata ({err})") from None
+    spec = student_spec(student)  # UnknownNameError lists the valid students
     if meta.get("timm_name") != spec.timm_name:
         raise WeightsFileError(f"{path}: metadata names timm architecture {meta.get('timm_name')!r}, "
                                f"but student {spec.name!r} is {spec.timm_name!r}")

@@ -127,3 +127,28 @@ def test_a_local_weights_file_loads_through_timm(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels)["patch"], source(pixels)["patch"])
     assert len(loaded.fingerprint) == 64 and not loaded.fingerprint.startswith("random")
+
+
+def test_unknown_names_in_configs_fail_when_the_config_is_built():
+    from eupe import config
+    from eupe.distill.config import TrainConfig
+
+    with pytest.raises(UnknownNameError, match="unknown student 'vit_huge'; valid names: vit_t"):
+        config.build(TrainConfig, {}, ["student.name=vit_huge"])
+    with pytest.raises(UnknownNameError, match="unknown teacher 'dinov4'; valid names: dinov3_hplus"):
+        config.build(TrainConfig, {"teachers": [{"name": "dinov4"}]})
+
+
+def test_unknown_teacher_on_the_command_line_is_one_error_line(tmp_path, capsys):
+    from eupe.cache_tools.cli import main as cache_main
+    from eupe.train.cli import main as train_main
+
+    out = tmp_path / "store.zarr"
+    assert cache_main(["extract", "--teacher", "dinov4", "--data", str(tmp_path / "x.tar"), "--out", str(out)]) == 2
+    assert train_main(["--stage", "2", "student.name=vit_huge", f"out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "Error: unknown teacher 'dinov4'; valid names: " + ", ".join(list_teachers()),
+        "Error: unknown student 'vit_huge'; valid names: " + ", ".join(list_students()),
+    ]
+    assert not out.exists() and not (tmp_path / "run").exists()
