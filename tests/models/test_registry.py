@@ -8,7 +8,7 @@ import torch
 
 from eupe.models import (
     MissingWeightsError, UnknownNameError, create_student, create_teacher, list_students,
-    list_teachers, student_spec, teacher_spec,
+    list_teachers, student_spec,
 )
 
 PAPER_TEACHERS = ["dinov3_hplus", "pecore_g", "pelang_g", "siglip2_g", "pe_spatial_g"]
