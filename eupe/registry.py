@@ -6,7 +6,7 @@ an unknown name raises ``UnknownNameError`` listing the valid ones.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -26,15 +26,14 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, entry: T) -> T:
+        """Add ``entry`` under ``name`` (a name registers once) and return it."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = entry
         return entry
 
-    def decorator(self, name: str) -> Callable[[T], T]:
-        return lambda entry: self.register(name, entry)
-
     def get(self, name: str) -> T:
+        """The entry of ``name``; UnknownNameError lists the valid names."""
         try:
             return self._entries[name]
         except KeyError:
@@ -43,6 +42,7 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        """Registered names, in registration order."""
         return list(self._entries)
 
     def __contains__(self, name: object) -> bool:

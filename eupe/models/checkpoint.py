@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from eupe.models.build import random_backbone
 from eupe.models.features import Encoder
 from eupe.models.students import student_spec
-from eupe.models.weights import file_sha256
+from eupe.models.weights import WeightsFileError, file_sha256
 
 STUDENT_FILENAME = "student.safetensors"
 STUDENT_FORMAT = "eupe-student-v1"
@@ -39,13 +39,47 @@ def save_student(student: Encoder, path: str | Path, test_scale: bool = False, i
     return path
 
 
+# The only timm.create_model keywords a student file may carry: architecture shape. Anything
+# else (checkpoint_path, pretrained_cfg_overlay, features_only, ...) could make timm open other
+# files or build something else, so a file naming it is refused.
+ARCH_KWARGS = frozenset({
+    "num_classes", "global_pool", "embed_dim", "depth", "num_heads", "mlp_ratio", "depths", "dims",
+    "img_size", "patch_size", "num_reg_tokens", "dynamic_img_size",
+})
+
+
+def _check_kwargs(path: str | Path, kwargs: Any) -> dict[str, Any]:
+    """The file's timm kwargs when they are all architecture keywords with plain values."""
+    if not isinstance(kwargs, dict):
+        raise WeightsFileError(f"{path}: timm_kwargs in its metadata is not a mapping")
+    refused = sorted(set(kwargs) - ARCH_KWARGS)
+    if refused:
+        raise WeightsFileError(
+            f"{path}: refusing timm_kwargs {refused} from the file's metadata; a student file may "
+            f"only name architecture keywords ({', '.join(sorted(ARCH_KWARGS))})")
+    plain = (int, float, str, bool)
+    for key, value in kwargs.items():
+        if not (isinstance(value, plain) or isinstance(value, list) and all(isinstance(v, plain) for v in value)):
+            raise WeightsFileError(f"{path}: timm_kwargs {key}={value!r} is not a number, string or list of them")
+    return kwargs
+
+
 def read_student_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a student file (ValueError when it is not one)."""
+    """The metadata of a student file (WeightsFileError when it is not one, or names a timm
+    architecture other than its student's or a timm keyword outside ``ARCH_KWARGS``)."""
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata() or {}
     if meta.get("format") != STUDENT_FORMAT:
-        raise ValueError(f"{path} is not an eupe student file (metadata format {meta.get('format')!r})")
-    return {**meta, "timm_kwargs": json.loads(meta["timm_kwargs"]), "info": json.loads(meta["info"])}
+        raise WeightsFileError(f"{path} is not an eupe student file (metadata format {meta.get('format')!r})")
+    try:
+        kwargs, info, student = json.loads(meta["timm_kwargs"]), json.loads(meta["info"]), meta["student"]
+    except (KeyError, json.JSONDecodeError) as err:
+        raise WeightsFileError(f"{path}: malformed student metadata ({err})") from None
+    spec = student_spec(student)  # UnknownNameError lists the valid students
+    if meta.get("timm_name") != spec.timm_name:
+        raise WeightsFileError(f"{path}: metadata names timm architecture {meta.get('timm_name')!r}, "
+                               f"but student {spec.name!r} is {spec.timm_name!r}")
+    return {**meta, "timm_kwargs": _check_kwargs(path, kwargs), "info": info}
 
 
 def resolve_student_file(path: str | Path) -> Path:

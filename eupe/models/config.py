@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from eupe.models.features import Encoder
-from eupe.models.students import create_student
-from eupe.models.teachers import create_teacher
+from eupe.models.students import create_student, student_spec
+from eupe.models.teachers import create_teacher, teacher_spec
+
+if TYPE_CHECKING:
+    from eupe.models.features import Encoder
 
 
 @dataclass
@@ -19,6 +21,9 @@ class TeacherConfig:
     resolutions: list[int] = field(default_factory=list)  # empty: the teacher's native resolution
     patch_weight: float = 1.0  # per-teacher weight of the patch loss
     test_scale: bool = False  # tiny random-init variant of the same architecture
+
+    def __post_init__(self) -> None:
+        teacher_spec(self.name)  # an unknown name fails when the config is built (UnknownNameError)
 
     def create(self) -> Encoder:
         return create_teacher(self.name, self.weights, self.test_scale)
@@ -32,6 +37,9 @@ class StudentConfig:
     weights: Optional[str] = None  # None: random init; a file; or "eupe" for the released weights in the HF cache
     resolution: int = 256
     test_scale: bool = False
+
+    def __post_init__(self) -> None:
+        student_spec(self.name)  # an unknown name fails when the config is built (UnknownNameError)
 
     def create(self) -> Encoder:
         return create_student(self.name, self.weights, self.test_scale)

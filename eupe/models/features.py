@@ -5,74 +5,26 @@ renderer produces them), applies the model's own input normalization, and return
 
     {"summary": [B, D], "patch": [B, h, w, D]}
 
-where ``summary`` is formed as the spec says (CLS token, attention pool, average pool +
-norm, or mean of the patch tokens), prefix tokens (CLS, registers) are dropped from the patch grid, and
-``h, w`` = input size // patch size (ViTs) or the stride-32 map (CNNs).
+where ``summary`` is formed as the spec says (CLS token, attention pool with or without the
+model's projection, average pool + norm, or mean of the patch tokens), prefix tokens (CLS,
+registers) are dropped from the patch grid, and ``h, w`` = input size // patch size (ViTs) or
+the stride-32 map (CNNs). ``summary`` and ``patch`` may differ in width (PE-core's projected
+embedding is 1280-wide, its patch tokens 1536).
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from eupe.models.weights import WeightsSource
+from eupe.models.spec import HALF, IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, Summary
 
-# cls: first token; attn_pool: the model's attention-pooling head (pre-projection);
-# avg_pool_norm: global average pool + the head's LayerNorm (timm ConvNeXt pre-logits);
-# mean: mean of the patch tokens.
-Summary = Literal["cls", "attn_pool", "avg_pool_norm", "mean"]
+__all__ = ["HALF", "IMAGENET_MEAN", "IMAGENET_STD", "Encoder", "EncoderSpec", "Features", "Summary", "run_teacher"]
+
 Features = dict[str, torch.Tensor]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Everything a user needs to know about a registered encoder, and how to build it."""
-
-    name: str
-    timm_name: str
-    resolution: int  # native input side in pixels
-    patch_size: int  # ViT patch size, or total stride of a CNN's feature map
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    summary: Summary
-    prefix_tokens: str  # which prefix tokens exist and are dropped from the patch grid
-    num_prefix_tokens: int
-    summary_dim: int
-    patch_dim: int
-    weights: WeightsSource
-    description: str = ""
-    timm_kwargs: dict[str, Any] = field(default_factory=dict)
-    test_kwargs: dict[str, Any] = field(default_factory=dict)  # tiny width/depth for tests
-    builder: Callable[..., nn.Module] | None = None  # custom (backbone, fingerprint) builder
-
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        """Patch-grid size for an input of ``height`` x ``width`` pixels."""
-        return height // self.patch_size, width // self.patch_size
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-friendly description (what the store records as preprocessing)."""
-        return {
-            "name": self.name,
-            "architecture": self.timm_name,
-            "resolution": self.resolution,
-            "patch_size": self.patch_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "summary": self.summary,
-            "prefix_tokens": self.prefix_tokens,
-            "summary_dim": self.summary_dim,
-            "patch_dim": self.patch_dim,
-            "weights_source": self.weights.describe(),
-        }
 
 
 class Encoder(nn.Module):
@@ -89,7 +41,13 @@ class Encoder(nn.Module):
 
     @property
     def dim(self) -> int:
+        """Width of the patch tokens."""
         return int(self.backbone.num_features)
+
+    @property
+    def summary_dim(self) -> int:
+        """Width of the summary token (the projection's width for ``attn_pool_proj``)."""
+        return int(self.backbone.num_classes) if self.spec.summary == "attn_pool_proj" else self.dim
 
     def check_input(self, height: int, width: int) -> None:
         p = self.spec.patch_size
@@ -105,15 +63,23 @@ class Encoder(nn.Module):
         x = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
         out = self.backbone.forward_features(x)
         if out.ndim == 4:  # CNN map [B, D, h, w] -> [B, h, w, D]
-            patch = out.permute(0, 2, 3, 1)
+            patch = self._cnn_patch(out).permute(0, 2, 3, 1)
         else:  # ViT tokens [B, prefix + h*w, D] -> [B, h, w, D]
             h, w = self.spec.grid(height, width)
             patch = out[:, self.num_prefix_tokens :].reshape(batch, h, w, out.shape[-1])
         return {"summary": self._summary(out, patch), "patch": patch}
 
+    def _cnn_patch(self, out: torch.Tensor) -> torch.Tensor:
+        """DINOv3's ConvNeXt normalizes its patch tokens with the final norm (timm: head.norm)."""
+        if self.spec.summary == "avg_pool_norm":
+            return self.backbone.head.norm(out)  # LayerNorm2d over channels: [B, D, h, w]
+        return out
+
     def _summary(self, out: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
         if self.spec.summary == "cls":
             return out[:, 0]
+        if self.spec.summary == "attn_pool_proj":  # timm's full head: pool + projection
+            return self.backbone.forward_head(out)
         if self.spec.summary in ("attn_pool", "avg_pool_norm"):  # timm's pooling head, pre-logits
             return self.backbone.forward_head(out, pre_logits=True)
         return patch.mean(dim=(1, 2))

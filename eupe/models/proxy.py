@@ -14,14 +14,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
+
+from eupe.models.weights import WeightsFileError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PROXY_FILENAME = "proxy.safetensors"
 PROXY_FORMAT = "eupe-proxy-v1"
 PROXY_ARCH = "vit_huge_plus_patch16_dinov3"  # timm family the proxy is built from
+PROXY_SOURCE = f"a Stage-1 run directory or its {PROXY_FILENAME}"
 
 
 @dataclass
@@ -54,7 +59,7 @@ class ProxyConfig:
         return cls(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
 
 
-def build_proxy_backbone(config: ProxyConfig) -> nn.Module:
+def build_proxy_backbone(config: ProxyConfig) -> "nn.Module":
     """Random-init proxy backbone (timm Eva, DINOv3 family)."""
     import timm
 
@@ -63,6 +68,8 @@ def build_proxy_backbone(config: ProxyConfig) -> nn.Module:
 
 def count_parameters(config: ProxyConfig) -> int:
     """Parameter count of a proxy shape, without allocating its weights."""
+    import torch
+
     with torch.device("meta"):
         model = build_proxy_backbone(config)
     return sum(p.numel() for p in model.parameters())
@@ -75,13 +82,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
         path = path / PROXY_FILENAME
     if not path.is_file():
         raise FileNotFoundError(
-            f"proxy checkpoint {path} not found; pass a Stage-1 run directory or its {PROXY_FILENAME}"
+            f"proxy checkpoint {path} not found; pass {PROXY_SOURCE}"
         )
     return path
 
 
-def save_proxy(backbone: nn.Module, config: ProxyConfig, path: str | Path) -> Path:
+def save_proxy(backbone: "nn.Module", config: ProxyConfig, path: str | Path) -> Path:
     """Write a self-describing proxy checkpoint (weights + architecture in the metadata)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     meta = {"format": PROXY_FORMAT, "config": json.dumps(dataclasses.asdict(config))}
@@ -97,12 +106,17 @@ def read_proxy_config(path: str | Path) -> ProxyConfig:
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata() or {}
     if meta.get("format") != PROXY_FORMAT:
-        raise ValueError(f"{path} is not a proxy checkpoint (metadata format {meta.get('format')!r}, expected {PROXY_FORMAT!r})")
-    return ProxyConfig(**json.loads(meta["config"]))
+        raise WeightsFileError(f"{path} is not a proxy checkpoint (metadata format {meta.get('format')!r}, expected {PROXY_FORMAT!r})")
+    try:
+        return ProxyConfig(**json.loads(meta["config"]))
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise WeightsFileError(f"{path}: malformed proxy config in its metadata ({err})") from None
 
 
-def load_proxy(path: str | Path) -> tuple[nn.Module, ProxyConfig]:
+def load_proxy(path: str | Path) -> tuple["nn.Module", ProxyConfig]:
     """Rebuild a proxy backbone from its checkpoint."""
+    from safetensors.torch import load_file
+
     path = resolve_checkpoint(path)
     config = read_proxy_config(path)
     backbone = build_proxy_backbone(config)

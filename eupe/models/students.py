@@ -8,11 +8,15 @@ Using timm's names keeps a student's state dict interchangeable with the release
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eupe.models.build import Built, build_encoder, random_backbone, timm_backbone_from_file
-from eupe.models.features import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderSpec
+from eupe.models.spec import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec
 from eupe.models.weights import WeightsSource, file_sha256, require
 from eupe.registry import Registry
+
+if TYPE_CHECKING:
+    from eupe.models.build import Built
+    from eupe.models.features import Encoder
 
 STUDENTS: Registry[EncoderSpec] = Registry("student")
 
@@ -21,18 +25,20 @@ RELEASED = "eupe"  # weights="eupe": the released EUPE weights from the local HF
 
 def _build_student(spec: EncoderSpec, weights: str | Path | None, test_scale: bool) -> Built:
     """Random init (seeded by the caller's RNG) unless a weights file or "eupe" is given."""
+    from eupe.models.build import Built, random_backbone, timm_backbone_from_file
+
     kwargs = {"num_classes": 0, **spec.timm_kwargs, **(spec.test_kwargs if test_scale else {})}
     if weights is None:
         return Built(*random_backbone(spec.timm_name, kwargs, seed=None), spec)
     path = require(spec.weights, None if weights == RELEASED else weights, spec.name)
-    return Built(timm_backbone_from_file(spec.timm_name, path, kwargs), file_sha256(path), spec)
+    return Built(timm_backbone_from_file(spec.pretrained_id, path, kwargs), file_sha256(path), spec)
 
 
 def _vit(name: str, timm_name: str, dim: int) -> None:
     STUDENTS.register(name, EncoderSpec(
         name=name, timm_name=timm_name, resolution=256, patch_size=16,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, summary="cls", prefix_tokens="CLS + 4 registers",
-        num_prefix_tokens=5, summary_dim=dim, patch_dim=dim,
+        summary_dim=dim, patch_dim=dim,
         weights=WeightsSource(hf_repo=f"timm/{timm_name}.eupe_lvd1689m"),
         description=f"EUPE ViT student ({timm_name}, RoPE, 4 registers)",
         timm_kwargs={"global_pool": "token"}, test_kwargs={"embed_dim": 64, "depth": 2, "num_heads": 2},
@@ -44,9 +50,10 @@ def _convnext(name: str, timm_name: str, dim: int) -> None:
     STUDENTS.register(name, EncoderSpec(
         name=name, timm_name=timm_name, resolution=256, patch_size=32,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, summary="avg_pool_norm", prefix_tokens="none (CNN)",
-        num_prefix_tokens=0, summary_dim=dim, patch_dim=dim,
+        summary_dim=dim, patch_dim=dim,
         weights=WeightsSource(hf_repo=f"timm/{timm_name}.eupe_lvd1689m"),
-        description=f"EUPE ConvNeXt student ({timm_name}); summary = global average pool of the stride-32 map + head LayerNorm",
+        description=f"EUPE ConvNeXt student ({timm_name}); summary = global average pool of the stride-32 map, "
+                    "then the final LayerNorm, which DINOv3's ConvNeXt also applies to every patch token",
         test_kwargs={"depths": (1, 1, 1, 1), "dims": (16, 32, 64, 128)},
         builder=_build_student,
     ))
@@ -72,4 +79,6 @@ def student_spec(name: str) -> EncoderSpec:
 
 def create_student(name: str, weights: str | Path | None = None, test_scale: bool = False) -> Encoder:
     """A student ``Encoder`` (train mode is the caller's choice; returned in eval mode)."""
+    from eupe.models.build import build_encoder
+
     return build_encoder(student_spec(name), weights, test_scale)

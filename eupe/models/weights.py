@@ -14,8 +14,10 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
@@ -24,13 +26,35 @@ class MissingWeightsError(FileNotFoundError):
     """No weights file could be found; the message says what was expected and the fix."""
 
 
+class WeightsFileError(ValueError):
+    """A weights file exists but is refused: not a plain tensor checkpoint, not the file kind
+    expected, or metadata asking for something outside the allowed architecture keywords."""
+
+
+NOT_PLAIN = ("is not a plain tensor checkpoint (torch.load with weights_only=True refused it: it holds "
+             "pickled Python objects); convert it to safetensors or a state dict of tensors")
+
+
+def load_tensor_file(path: str | Path) -> dict:
+    """A torch checkpoint of plain tensors (weights_only); WeightsFileError for anything else."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsFileError(f"{path} {NOT_PLAIN}") from None
+
+
 @dataclass(frozen=True)
 class WeightsSource:
     """Where an encoder's weights normally live.
 
     Exactly one of ``hf_repo`` (a Hugging Face repo id, looked up in the local cache),
     ``package`` + ``package_file`` (a file inside an installed package) or ``checkpoint``
-    (a file or run directory produced by this toolkit) describes it.
+    (a file or run directory produced by this toolkit) describes it. ``checkpoint_file`` is
+    the file looked for when an explicit path is a directory (a run directory).
     """
 
     hf_repo: str | None = None
@@ -38,6 +62,7 @@ class WeightsSource:
     package_file: str | None = None
     install_hint: str = ""
     checkpoint: str | None = None
+    checkpoint_file: str | None = None
 
     def describe(self) -> str:
         if self.hf_repo:
@@ -71,6 +96,8 @@ def locate(source: WeightsSource, explicit: str | Path | None) -> Path | None:
     """The weights file to use, or None when none is available (no error)."""
     if explicit is not None:
         path = Path(explicit)
+        if path.is_dir() and source.checkpoint_file:
+            path = path / source.checkpoint_file
         return path if path.exists() else None
     if source.package and source.package_file:
         return package_file(source.package, source.package_file)
@@ -85,6 +112,9 @@ def require(source: WeightsSource, explicit: str | Path | None, model: str) -> P
     if path is not None:
         return path
     if explicit is not None:
+        if Path(explicit).is_dir() and source.checkpoint_file:
+            raise MissingWeightsError(f"weights for {model!r}: {explicit} has no {source.checkpoint_file}; "
+                                      f"pass {source.checkpoint}")
         raise MissingWeightsError(f"weights for {model!r}: {explicit} does not exist")
     if source.package:
         raise MissingWeightsError(
@@ -129,6 +159,8 @@ def file_sha256(path: str | Path) -> str:
 
 def state_dict_sha256(module: torch.nn.Module) -> str:
     """sha256 over a module's parameters and buffers (names, dtypes, shapes and bytes)."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

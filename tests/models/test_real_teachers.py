@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from eupe.models import ProxyConfig, count_parameters, create_teacher, save_proxy, teacher_weights_path
+from eupe.models import (
+    MissingWeightsError, ProxyConfig, count_parameters, create_teacher, save_proxy, teacher_weights_path,
+)
 from eupe.models.build import random_backbone
 from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
 from eupe.models.weights import file_sha256
@@ -62,6 +64,12 @@ def test_proxy_checkpoint_round_trip(tmp_path):
     config = ProxyConfig(embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=16, resolution=128)
     backbone, _ = random_backbone(PROXY_ARCH, config.timm_kwargs(), seed=3)
     save_proxy(backbone, config, tmp_path / PROXY_FILENAME)
+    assert teacher_weights_path("proxy") is None and teacher_weights_path("proxy", tmp_path / "run") is None
+    (tmp_path / "run").mkdir()
+    with pytest.raises(MissingWeightsError, match=f"run has no {PROXY_FILENAME}; pass a Stage-1 run directory"):
+        create_teacher("proxy", weights=tmp_path / "run")
+    assert teacher_weights_path("proxy", tmp_path / "run") is None
+    assert teacher_weights_path("proxy", tmp_path) == tmp_path / PROXY_FILENAME
     teacher = create_teacher("proxy", weights=tmp_path)  # a run directory works, as does the file
     assert teacher.spec.resolution == 128 and teacher.spec.patch_dim == 64
     assert teacher.fingerprint == file_sha256(tmp_path / PROXY_FILENAME)
