@@ -25,7 +25,7 @@ from eupe.store import manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import ShardedArrayReader, reader_or_none
 from eupe.store.layout import (
-    FAILED, MANIFEST, OK, STAGING_PREFIX, StoreIntegrityError, StoreMismatchError, canonical, compressors,
+    FAILED, MANIFEST, OK, PENDING, STAGING_PREFIX, StoreIntegrityError, StoreMismatchError, canonical, compressors,
     differences, failpoint, fsync_dir, fsync_paths, sha256_of,
 )
 from eupe.views import VIEW_DIM
@@ -279,11 +279,13 @@ class TeacherGroup:
         return self.chunk_meta(chunk)[0][i]
 
     def status(self) -> np.ndarray:
-        """[N] uint8 status of every image; images of chunks not done are PENDING."""
-        out = np.zeros(self.store.num_images, dtype=np.uint8)
-        for chunk in np.flatnonzero(self.done_flags()):
-            out[self._region(int(chunk))] = self.chunk_meta(int(chunk))[1]
-        return out
+        """[N] uint8 status of every image (files checked); images of chunks not done are PENDING."""
+        done = self.done_flags()
+        for chunk in np.flatnonzero(done):
+            self.require_chunk(int(chunk), ["status"])
+        status = np.asarray(self.array("status")[:])  # one read; every done chunk's file was checked
+        status[~np.repeat(done, self.store.params.images_per_chunk)[: len(status)]] = PENDING
+        return status
 
     def targets(self, row: int, res: int, view: int | slice = slice(None)) -> dict[str, np.ndarray]:
         """Decoded targets of one image: {"summary": [K, D], "patch": [K, h, w, D]} (or one view)."""
