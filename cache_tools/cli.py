@@ -37,6 +37,7 @@ def _teacher_rows() -> list[dict]:
 def teachers_cmd(as_json: bool) -> None:
     """List the registered teachers: native resolution, patch size, summary token, dims, weights.
 
+    DIMS is summary width / patch width (PE-core's summary is its 1280-d text-aligned embedding).
     WEIGHTS shows where local weights were found, or "missing" (pass --weights PATH to
     extract, or put the file in the local Hugging Face cache).
     """
@@ -44,12 +45,13 @@ def teachers_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = f"{'name':<18}{'architecture':<38}{'res':>5}{'patch':>6}  {'summary':<10}{'dim':>6}  weights"
+    header = f"{'name':<18}{'architecture':<38}{'res':>5}{'patch':>6}  {'summary':<15}{'dims':>10}  weights"
     click.echo(header)
     for row in rows:
         where = row["weights"] or f"missing ({row['weights_source']})"
+        dims = f"{row['summary_dim']}/{row['patch_dim']}"
         click.echo(f"{row['name']:<18}{row['architecture']:<38}{row['resolution']:>5}{row['patch_size']:>6}  "
-                   f"{row['summary']:<10}{row['patch_dim']:>6}  {where}")
+                   f"{row['summary']:<15}{dims:>10}  {where}")
 
 
 for _command in (commands.extract, commands.info, commands.verify, commands.stats):

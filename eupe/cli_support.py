@@ -19,6 +19,7 @@ import click
 USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("eupe.config", "ConfigError"),
     ("eupe.models.weights", "MissingWeightsError"),
+    ("eupe.models.weights", "WeightsFileError"),
     ("eupe.registry", "UnknownNameError"),
     ("eupe.store.layout", "StoreError"),
     ("eupe.store.layout", "StoreWriteError"),

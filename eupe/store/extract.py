@@ -114,7 +114,7 @@ def teacher_identity(teacher: Encoder, resolutions: list[int], codec: Codec) -> 
     return TeacherIdentity(
         name=teacher.spec.name, fingerprint=teacher.fingerprint, preprocessing=teacher.spec.describe(),
         resolutions=tuple(resolutions), grids=tuple(teacher.spec.grid(r, r) for r in resolutions),
-        dim=teacher.dim, codec=codec.to_dict(),
+        dim=teacher.dim, summary_dim=teacher.summary_dim, codec=codec.to_dict(),
     )
 
 
@@ -185,11 +185,11 @@ def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batc
     summary, patch = {}, {}
     for res, pixels in batch.pixels.items():
         h, w = group.grids[res]
-        summary[res] = np.zeros((c, k, group.dim), np.float32)
+        summary[res] = np.zeros((c, k, group.summary_dim), np.float32)
         patch[res] = np.zeros((c, k, h * w, group.dim), np.float32)
         if len(pixels):
             s, p = run_teacher(teacher, pixels, batch_size, device)
-            summary[res][ok] = s.reshape(-1, k, group.dim)  # [n_ok*K, D] -> [n_ok, K, D]
+            summary[res][ok] = s.reshape(-1, k, group.summary_dim)  # [n_ok*K, Ds] -> [n_ok, K, Ds]
             patch[res][ok] = p.reshape(-1, k, h * w, group.dim)
     return ChunkResult(batch.chunk, batch.views, batch.status, batch.errors, summary, patch)
 
@@ -301,7 +301,7 @@ def _count(summary: ExtractSummary, result: ChunkResult, resolutions: list[int],
     summary.views += ok * k
     for res in resolutions:
         h, w = group.grids[res]
-        summary.values += ok * k * (h * w + 1) * group.dim
+        summary.values += ok * k * (h * w * group.dim + group.summary_dim)
 
 
 def load_teachers(cfg: ExtractConfig) -> list[Encoder]:

@@ -59,7 +59,7 @@ def compute_stats(group: TeacherGroup, res: int, progress: Callable[[int], None]
     """Moments of the decoded summary and patch tokens over every completed chunk."""
     rows = group.manifest_rows()
     covers = sha256_of(rows.tolist())  # == group.done_set_digest() as of now
-    moments = {"summary": RunningMoments(group.dim, covers), "patch": RunningMoments(group.dim, covers)}
+    moments = {"summary": RunningMoments(group.summary_dim, covers), "patch": RunningMoments(group.dim, covers)}
     done = rows[:, 0, 0] > 0
     status = group.status()
     for chunk in np.flatnonzero(done):

@@ -31,7 +31,7 @@ from eupe.store.layout import (
 from eupe.views import VIEW_DIM
 
 CLAIMS = "claims"  # a zarr group holding rank-<r>.json claims of running extractions
-IDENTITY_KEYS = ("name", "weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")
+IDENTITY_KEYS = ("name", "weights_sha256", "preprocessing", "resolutions", "grids", "dim", "summary_dim", "codec")
 _META_CACHE = 64  # chunks whose views/status a reader keeps
 
 
@@ -48,14 +48,15 @@ class TeacherIdentity:
     preprocessing: dict
     resolutions: tuple[int, ...]
     grids: tuple[tuple[int, int], ...]
-    dim: int
+    dim: int  # patch token width
+    summary_dim: int  # summary token width (PE-core's projected embedding is narrower than its patches)
     codec: dict
 
     def to_attrs(self) -> dict:
         return {
             "name": self.name, "weights_sha256": self.fingerprint, "preprocessing": self.preprocessing,
             "resolutions": list(self.resolutions), "grids": [list(g) for g in self.grids],
-            "dim": self.dim, "codec": self.codec,
+            "dim": self.dim, "summary_dim": self.summary_dim, "codec": self.codec,
         }
 
 
@@ -67,16 +68,17 @@ class ChunkResult:
     views: np.ndarray  # [C, K, VIEW_DIM] float64
     status: np.ndarray  # [C] uint8
     errors: list[str]  # [C]
-    summary: dict[int, np.ndarray]  # res -> [C, K, D] float32
+    summary: dict[int, np.ndarray]  # res -> [C, K, Ds] float32
     patch: dict[int, np.ndarray]  # res -> [C, K, T, D] float32
 
 
-def chunk_array_names(resolutions: list[int], codec: Codec, dim: int, grids: dict[int, tuple[int, int]]) -> list[str]:
+def chunk_array_names(resolutions: list[int], codec: Codec, dim: int, summary_dim: int,
+                      grids: dict[int, tuple[int, int]]) -> list[str]:
     """Every array written per chunk of images, in manifest column order."""
     names = ["views", "status", "error"]
     for res in resolutions:
         h, w = grids[res]
-        names += [f"{res_group_name(res)}/summary/{n}" for n in codec.vector_components(dim)]
+        names += [f"{res_group_name(res)}/summary/{n}" for n in codec.vector_components(summary_dim)]
         names += [f"{res_group_name(res)}/patch/{n}" for n in codec.components(h * w, dim)]
     return names
 
@@ -100,6 +102,7 @@ class TeacherGroup:
         self.resolutions = [int(r) for r in self.attrs["resolutions"]]
         self.grids = {r: tuple(g) for r, g in zip(self.resolutions, self.attrs["grids"])}
         self.dim = int(self.attrs["dim"])
+        self.summary_dim = int(self.attrs["summary_dim"])
         self.array_names: list[str] = list(self.attrs["chunk_arrays"])
         self.fingerprint: str = self.attrs["identity_sha256"]
         self._arrays: dict[str, zarr.Array] = {}
@@ -389,8 +392,9 @@ def _create_arrays(group: zarr.Group, store: Any, identity: TeacherIdentity, cod
     group.create_group(CLAIMS)
     grids = dict(zip(identity.resolutions, identity.grids))
     for res, grid in grids.items():
-        _create_targets(group.require_group(res_group_name(res)), codec, n, k, c, grid, identity.dim)
-    names = chunk_array_names(list(identity.resolutions), codec, identity.dim, grids)
+        _create_targets(group.require_group(res_group_name(res)), codec, n, k, c, grid, identity.dim,
+                        identity.summary_dim)
+    names = chunk_array_names(list(identity.resolutions), codec, identity.dim, identity.summary_dim, grids)
     group.create_array(MANIFEST, shape=(store.num_chunks, len(names), manifest.ROW_FIELDS), dtype="uint64",
                        chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0)
     group.attrs.update({**identity.to_attrs(), "chunk_arrays": names, "identity_sha256": ""})
@@ -399,10 +403,11 @@ def _create_arrays(group: zarr.Group, store: Any, identity: TeacherIdentity, cod
     group.attrs["identity_sha256"] = sha256_of(document)  # written last
 
 
-def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int) -> None:
+def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int,
+                    summary_dim: int) -> None:
     h, w = grid
-    group.attrs.update({"grid": [h, w], "dim": dim, "tokens": h * w})
-    for kind, specs in (("summary", codec.vector_components(dim)), ("patch", codec.components(h * w, dim))):
+    group.attrs.update({"grid": [h, w], "dim": dim, "summary_dim": summary_dim, "tokens": h * w})
+    for kind, specs in (("summary", codec.vector_components(summary_dim)), ("patch", codec.components(h * w, dim))):
         sub = group.require_group(kind)
         for name, (dtype, suffix) in specs.items():
             # one shard file per chunk of images (one writer each); inner chunks of one view,

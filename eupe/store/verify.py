@@ -114,9 +114,9 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
         view = ViewSpec.from_array(group.views(row)[k])
         pixels = render(decode_image(reader.read(row)), view, res)[None]
         summary, patch = run_teacher(teacher, pixels, 1, torch.device("cpu"))
-        fresh = np.concatenate([summary[:, None], patch], axis=1)[0]  # [1 + T, D]
-        stored = np.concatenate([cached["summary"][None], cached["patch"].reshape(-1, group.dim)])
-        cosines.append(_token_cosine(stored, fresh))
+        # summary [Ds] and patch [T, D] tokens may differ in width: one cosine per token, pooled
+        cosines.append(np.concatenate([_token_cosine(cached["summary"][None], summary),
+                                       _token_cosine(cached["patch"].reshape(-1, group.dim), patch[0])]))
     reader.close()
     return _check_summary(cosines, group.codec.min_cosine)
 

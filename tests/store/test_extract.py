@@ -262,3 +262,20 @@ def test_launcher_ranks_divide_the_work(tmp_path, photo_shards):
     expected, launched = teacher_arrays(single, "dinov3_hplus"), teacher_arrays(out, "dinov3_hplus")
     for name in expected:
         np.testing.assert_array_equal(launched[name], expected[name], err_msg=name)
+
+
+def test_summary_and_patch_widths_may_differ(tmp_path, photo_shards):
+    """PE-core's summary is its projected embedding (narrower or wider than its patch tokens)."""
+    out = str(tmp_path / "pe.zarr")
+    args = ["--teacher", "pecore_g", "--test-scale", "--data", photo_shards, "--out", out, "--views", "2",
+            "--resolution", "56", "--images-per-chunk", "4", "--num-workers", "0", "--codec", "int8", "--limit", "4"]
+    assert run_extract(*args) == 0
+    group = FeatureStore.open(out).teacher("pecore_g")
+    teacher = create_teacher("pecore_g", test_scale=True)
+    assert (group.summary_dim, group.dim) == (teacher.summary_dim, teacher.dim) and group.summary_dim != group.dim
+    image = decode_image(ShardReader(FeatureStore.open(out).shard_index()).read(1))
+    with torch.no_grad():
+        fresh = teacher(render(image, ViewSpec.from_array(group.views(1)[0]), 56)[None])
+    cached = group.targets(1, 56, 0)
+    assert _cosine(cached["summary"], fresh["summary"][0].numpy()) >= 0.999
+    assert _cosine(cached["patch"], fresh["patch"][0].numpy()).min() >= 0.99
