@@ -11,9 +11,11 @@ Renderer version 2 (:data:`~eupe.views.spec.RENDERER_VERSION`), in order:
    coordinates (fractional), cut out on whole pixels around it and resized with PIL's
    antialiased bilinear filter (uint8, sub-pixel box) to the output size.  From a uint8 tensor
    (already decoded pixels) the same crop and resize run at full size, so a PNG, or a JPEG view
-   too small for a reduced decode, renders bit-identically from either.
-2. Horizontal flip, colour jitter in the view's order, grayscale, Gaussian blur (sigma relative
-   to the output side), solarize, clamp to [0, 1] -- float32, torchvision's formulas.
+   too small for a reduced decode, renders bit-identically from either.  Then the horizontal
+   flip (on those uint8 pixels) and the conversion to float32 in [0, 1].
+2. Colour jitter in the view's order, grayscale, Gaussian blur (sigma relative to the output
+   side), solarize, clamp to [0, 1] -- float32, torchvision's formulas
+   (:mod:`eupe.views.photometric` computes hue and blur in fewer passes, equal to rounding).
 
 No mean/std normalization happens here: each model normalizes its own input.  Nothing random
 happens here: the same (bytes, view, size) gives bit-identical pixels for a given Pillow/libjpeg
@@ -38,7 +40,6 @@ from eupe.views.source import (
     SourceImage,
     decode_image,
     open_image,
-    to_tensor,
 )
 from eupe.views.spec import ViewSpec
 
@@ -104,13 +105,17 @@ def _tensor_region(image: torch.Tensor, view: ViewSpec) -> tuple[Image.Image, _B
 
 
 def _crop_resize(image: ImageLike, view: ViewSpec, out: tuple[int, int]) -> torch.Tensor:
-    """Float32 ``[3, h, w]`` in [0, 1]: the view's box resized (antialiased bilinear) to ``out``."""
+    """Float32 ``[3, h, w]`` in [0, 1]: the view's box resized (antialiased bilinear) to ``out``,
+    mirrored when the view is flipped (on the uint8 pixels: the same values, one copy fewer)."""
     if isinstance(image, SourceImage):
         region, box = _source_region(image, view, out)
     else:
         region, box = _tensor_region(image, view)
     resized = region.resize((out[1], out[0]), Image.Resampling.BILINEAR, box=box)
-    return to_tensor(resized).to(torch.float32).div_(255.0)
+    if view.flip:
+        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    hwc = torch.from_numpy(np.array(resized, dtype=np.uint8))
+    return hwc.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 # -- photometric ---------------------------------------------------------------------------------
@@ -153,9 +158,9 @@ def render(image: ImageLike, view: ViewSpec, size: Size = None) -> torch.Tensor:
     :class:`ImageDecodeError`.
     """
     _check_image(image, view)
-    x = _crop_resize(image, view, _output_size(view, size))
-    if view.flip:
-        x = x.flip(-1)
+    x = _crop_resize(image, view, _output_size(view, size))  # cropped, resized and flipped
+    if not (view.has_jitter or view.grayscale or view.blur_sigma > 0.0 or view.solarize):
+        return x  # already in [0, 1]: clamping would change nothing
     x = _jitter(x, view)
     if view.grayscale:
         x = F.rgb_to_grayscale(x, num_output_channels=3)

@@ -114,6 +114,7 @@ class SourceImage:
         self.data = _check_bytes(data)
         self.max_pixels = _check_max_pixels(max_pixels)
         self._decoded: dict[int, Image.Image] = {}
+        self._header: Image.Image | None = None  # the opened, not yet decoded, image (JPEG)
         with _decoding():
             img = _open(self.data, self.max_pixels)
             self.format = img.format or ""
@@ -124,6 +125,7 @@ class SourceImage:
                 swap = self._transpose in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE,
                                            Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270)
                 self.height, self.width = (w, h) if swap else (h, w)
+                self._header = img
             else:
                 full = self._finish(img)
                 self._decoded[1] = full
@@ -146,7 +148,7 @@ class SourceImage:
         scale = scale if self.scalable else 1
         if scale not in self._decoded:
             with _decoding():
-                img = _open(self.data, self.max_pixels)
+                img, self._header = self._header or _open(self.data, self.max_pixels), None
                 if scale > 1:
                     img.draft("RGB", (max(1, img.width // scale), max(1, img.height // scale)))
                 self._decoded[scale] = self._finish(img)
@@ -157,7 +159,7 @@ class SourceImage:
         return to_tensor(self.pixels(1))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_decoded": {}}
+        return {**self.__dict__, "_decoded": {}, "_header": None}
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
