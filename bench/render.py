@@ -14,7 +14,7 @@ DataLoader worker), passes interleaved, the median pass reported:
                 caller that decodes first gets)
 * ``v1``        renderer 1 as it was (full decode, float32 torch resize, torchvision colour ops)
 
-Run:  .venv/bin/python bench/render.py  [--sides 500,1000] [--sizes 224,256] [--views 4] [--passes 7]
+Run:  .venv/bin/python bench/render.py  [--sides 500,1000,0] [--sizes 224,256] [--views 4] [--passes 7]
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ Sample = tuple[bytes, ViewSpec]
 
 
 def jpegs(side: int) -> list[tuple[str, bytes]]:
-    """Every bundled photo as RGB JPEG (quality 90) with its longer side resized to ``side``."""
+    """Every bundled photo as RGB JPEG (quality 90) with its longer side resized to ``side`` (0: as is)."""
     out = []
     for photo in bundled_photos():
         with Image.open(photo.path) as img:
             img = img.convert("RGB")
-            scale = side / max(img.size)
+            scale = side / max(img.size) if side else 1.0
             img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC)
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=90)
@@ -121,7 +121,8 @@ def time_paths(found: list[Sample], passes: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sides", default="500,1000", help="longer side of the source JPEGs (px)")
+    parser.add_argument("--sides", default="500,1000,0",
+                        help="longer side of the source JPEGs (px; 0: the photos' own sizes, 300-1411 px)")
     parser.add_argument("--sizes", default="224,256", help="output sizes (px)")
     parser.add_argument("--views", type=int, default=4, help="views per photo")
     parser.add_argument("--passes", type=int, default=7)
@@ -139,7 +140,7 @@ def main() -> None:
             reduced = sum(dct_scale(v, (size, size)) > 1 for _, v in found) / len(found)
             ms = time_paths(found, args.passes)
             cells = " | ".join(f"{ms[n]:.2f}" for n in names)
-            print(f"| {side} px | {size} px | {reduced:.0%} | {cells} | {ms['render'] / ms['pil']:.2f}x | "
+            print(f"| {f'{side} px' if side else 'own size'} | {size} px | {reduced:.0%} | {cells} | {ms['render'] / ms['pil']:.2f}x | "
                   f"{ms['render_geo'] / ms['pil']:.2f}x | {ms['decoded'] / ms['pil']:.2f}x | "
                   f"{ms['v1'] / ms['render']:.1f}x |")
 

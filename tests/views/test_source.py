@@ -31,7 +31,7 @@ from eupe.views import (
     render_views,
     sample_views,
 )
-from eupe.views.photometric import adjust_hue, gaussian_blur
+from eupe.views.photometric import adjust_hue, gaussian_blur, solarize
 from eupe.views.render import dct_scale
 
 skimage = pytest.importorskip("skimage")
@@ -215,3 +215,11 @@ def test_separable_blur_matches_torchvision(radius, sigma):
     k = 2 * radius + 1
     torch.testing.assert_close(gaussian_blur(x, radius, sigma), F.gaussian_blur(x, [k, k], [sigma, sigma]),
                                atol=3e-6, rtol=0)
+
+
+def test_solarize_is_bit_identical_to_torchvision():
+    x = render(decode_image((DATA / "astronaut.png").read_bytes()), ViewSpec.full(512, 512, 64, 64))
+    x[0, 0, :5] = torch.tensor([0.5, 0.25, 1.0, 0.0, 0.4999999])
+    for threshold in (0.5, 0.3, 0.1):
+        assert torch.equal(solarize(x, threshold), F.solarize(x, threshold))
+    assert float(solarize(x, 0.5)[0, 0, 0]) == 0.5 and float(solarize(x, 0.5)[0, 0, 2]) == 0.0
