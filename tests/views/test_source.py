@@ -85,6 +85,10 @@ def test_reduced_decode_is_used_and_agrees_with_the_full_decode(big_jpeg):
         assert float((reduced - exact).abs().mean()) < 0.003  # < 1 grey level on average
         assert _corr(reduced, exact) > 0.999
     assert src.pixels(2).size == (512, 512)  # what was decoded: the half-size image
+    progressive = _encode(Image.open(io.BytesIO(big_jpeg)), "JPEG", quality=90, progressive=True)
+    prog = open_image(progressive)
+    assert _corr(render(prog, views[0]), render(decode_image(progressive), views[0])) > 0.999
+    assert prog.pixels(2).size == (512, 512)
     assert dct_scale(views[0], (448, 448)) == 1 and dct_scale(views[0], (64, 64)) == 8
 
 
