@@ -129,20 +129,27 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {describe()}")
-    print(f"{len(bundled_photos())} photos x {args.views} views, median of {args.passes} interleaved passes, ms per sample")
+    print(f"{len(bundled_photos())} photos x {args.views} views, median of {args.passes} interleaved passes, "
+          "ms per sample")
     names = list(PATHS)
     print("| source side | view | reduced decodes | " + " | ".join(f"{n} (ms)" for n in names)
           + " | render / pil | render_geo / pil | decoded / pil | v1 / render |")
     print("|---" * (3 + len(names) + 4) + "|")
     for side in (int(s) for s in args.sides.split(",")):
         for size in (int(s) for s in args.sizes.split(",")):
-            found = samples(side, size, args.views)
-            reduced = sum(dct_scale(v, (size, size)) > 1 for _, v in found) / len(found)
-            ms = time_paths(found, args.passes)
-            cells = " | ".join(f"{ms[n]:.2f}" for n in names)
-            print(f"| {f'{side} px' if side else 'own size'} | {size} px | {reduced:.0%} | {cells} | {ms['render'] / ms['pil']:.2f}x | "
-                  f"{ms['render_geo'] / ms['pil']:.2f}x | {ms['decoded'] / ms['pil']:.2f}x | "
-                  f"{ms['v1'] / ms['render']:.1f}x |")
+            print(row(side, size, args.views, args.passes))
+
+
+def row(side: int, size: int, views: int, passes: int) -> str:
+    """One table row: times of every path and their ratios, for one source side and view size."""
+    found = samples(side, size, views)
+    reduced = sum(dct_scale(v, (size, size)) > 1 for _, v in found) / len(found)
+    ms = time_paths(found, passes)
+    cells = " | ".join(f"{ms[n]:.2f}" for n in PATHS)
+    ratios = [ms["render"] / ms["pil"], ms["render_geo"] / ms["pil"], ms["decoded"] / ms["pil"]]
+    label = f"{side} px" if side else "own size"
+    return (f"| {label} | {size} px | {reduced:.0%} | {cells} | "
+            + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {ms['v1'] / ms['render']:.1f}x |")
 
 
 if __name__ == "__main__":
