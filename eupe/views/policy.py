@@ -9,6 +9,10 @@ any Python run and whatever order the images are visited in.
 Random draws are made in a fixed layout: the photometric draws (always the same count, even
 for branches not taken) come first, the crop last.  So changing one probability does not
 reshuffle the other fields of a view.
+
+``renderer`` records the renderer version (:data:`~eupe.views.spec.RENDERER_VERSION`) the views
+are rendered with: it is part of :meth:`ViewPolicy.to_dict` and :meth:`ViewPolicy.fingerprint`, so
+a store made by another renderer does not match, and :meth:`ViewPolicy.from_stored` refuses it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from eupe.views.spec import IDENTITY_ORDER, ViewSpec
+from eupe.views.spec import IDENTITY_ORDER, RENDERER_VERSION, ViewSpec
 
 _PAIR_FIELDS = ("crop_scale", "crop_ratio", "blur_sigma")
-_INT_FIELDS = ("blur_reference", "out_size")
+_INT_FIELDS = ("blur_reference", "out_size", "renderer")
 _RNG_DOMAIN = "eupe.views.view_rng.v1"
 
 
@@ -79,6 +83,7 @@ class ViewPolicy:
     blur_reference: int = 224
     solarize_p: float = 0.2
     out_size: int = 256
+    renderer: int = RENDERER_VERSION
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -108,6 +113,10 @@ class ViewPolicy:
                 _fail(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.hue <= 0.5:
             _fail("hue", f"must be in [0, 0.5], got {self.hue}")
+        if self.renderer != RENDERER_VERSION:
+            _fail("renderer", f"views made by renderer {self.renderer} cannot be reproduced by this code "
+                  f"(renderer {RENDERER_VERSION}); re-extract the store with this code or use the "
+                  f"version that made it")
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -160,8 +169,19 @@ class ViewPolicy:
             raise ValueError(f"unknown ViewPolicy keys: {unknown}")
         return cls(**d)
 
+    @classmethod
+    def from_stored(cls, d: dict[str, Any], sha256: str | None = None) -> ViewPolicy:
+        """The policy a store recorded: like :meth:`from_dict`, but a missing ``renderer`` means
+        renderer 1 (stores written before the key existed) and is refused like any other renderer
+        this code does not have; with ``sha256``, the attributes must still hash to it."""
+        policy = cls.from_dict({"renderer": 1, **d})
+        if sha256 is not None and policy.fingerprint() != sha256:
+            raise ValueError(f"view policy attributes do not match their recorded sha256 "
+                             f"({policy.fingerprint()[:16]}... vs {str(sha256)[:16]}...): edited?")
+        return policy
+
     def fingerprint(self) -> str:
-        """SHA-256 hex digest of the canonical JSON of :meth:`to_dict`."""
+        """SHA-256 hex digest of the canonical JSON of :meth:`to_dict` (renderer version included)."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

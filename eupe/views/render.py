@@ -1,79 +1,55 @@
-"""The one deterministic renderer: image bytes -> RGB tensor -> view pixels.
+"""The one deterministic renderer: image (encoded source or pixels) + view -> model input.
 
-Both the cache extractor (teacher) and the trainer (student) render views with
-:func:`render`, so a view stored in the cache is reproduced exactly, at any output size.
-Rendering order: crop + resize (bilinear, antialiased, float32), horizontal flip, colour
-jitter in the view's order, grayscale, Gaussian blur (sigma relative to the output side),
-solarize, clamp to [0, 1].  No mean/std normalization happens here: each model normalizes
-its own input.
+Both the cache extractor (teacher) and the trainer (student) render views with :func:`render`,
+so a view stored in the cache is reproduced exactly, at any output size.
 
-Nothing random happens here: on CPU the same view gives bit-identical pixels for a given
-torch build and thread count (across thread counts, reductions may differ by ~1 ulp).
+Renderer version 2 (:data:`~eupe.views.spec.RENDERER_VERSION`), in order:
+
+1. Crop + resize.  From a :class:`~eupe.views.source.SourceImage` (encoded bytes), a JPEG is
+   decoded at the largest DCT scale 1/s (s in 8, 4, 2) whose scaled crop box is still at least
+   the output size, else at full size; the crop box is mapped to the decoded image's
+   coordinates (fractional), cut out on whole pixels around it and resized with PIL's
+   antialiased bilinear filter (uint8, sub-pixel box) to the output size.  From a uint8 tensor
+   (already decoded pixels) the same crop and resize run at full size, so a PNG, or a JPEG view
+   too small for a reduced decode, renders bit-identically from either.  Then the horizontal
+   flip (on those uint8 pixels) and the conversion to float32 in [0, 1].
+2. Colour jitter in the view's order, grayscale, Gaussian blur (sigma relative to the output
+   side), solarize, clamp to [0, 1] -- float32, torchvision's formulas
+   (:mod:`eupe.views.photometric` computes hue and blur in fewer passes, equal to rounding).
+
+No mean/std normalization happens here: each model normalizes its own input.  Nothing random
+happens here: the same (bytes, view, size) gives bit-identical pixels for a given Pillow/libjpeg
+and torch build and thread count.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import struct
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
+from PIL import Image
 
+from eupe.views.photometric import adjust_hue, gaussian_blur, solarize
+from eupe.views.source import (
+    DCT_SCALES,
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    SourceImage,
+    decode_image,
+    open_image,
+)
 from eupe.views.spec import ViewSpec
 
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageDecodeError", "SourceImage", "decode_image", "open_image",
+           "render", "render_views", "dct_scale"]
+
 Size = int | tuple[int, int] | None
+ImageLike = torch.Tensor | SourceImage
+_Box = tuple[float, float, float, float]
 
-
-class ImageDecodeError(ValueError):
-    """Image bytes that cannot be decoded; ``reason`` says why in words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"cannot decode image: {reason}")
-        self.reason = reason
-
-
-# -- decoding ------------------------------------------------------------------------------------
-
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error,
-                  Image.DecompressionBombError)
-
-
-def decode_image(data: bytes) -> torch.Tensor:
-    """Decode any PIL-readable image to uint8 ``[3, H, W]`` RGB, applying EXIF orientation.
-
-    Grayscale, RGBA/LA (alpha dropped, as ``PIL.Image.convert("RGB")`` does), palette, CMYK and
-    16-bit images become 8-bit RGB.  Truncated or corrupt bytes raise :class:`ImageDecodeError`.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageDecodeError(f"expected bytes, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ImageDecodeError("empty input")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # forces a full decode so truncation is detected here
-            rgb = _to_rgb(ImageOps.exif_transpose(img))
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image format") from None
-    except _DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"{type(exc).__name__}: {exc}") from exc
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    """8-bit RGB ``[H, W, 3]`` array; integer modes (I, I;16) are read as 16-bit and scaled by 1/257."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        wide = np.asarray(img, dtype=np.float64)
-        gray = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    return np.array(img.convert("RGB"), dtype=np.uint8)
-
-
-# -- rendering -----------------------------------------------------------------------------------
 
 def _output_size(view: ViewSpec, size: Size) -> tuple[int, int]:
     if size is None:
@@ -87,23 +63,62 @@ def _output_size(view: ViewSpec, size: Size) -> tuple[int, int]:
     return h, w
 
 
-def _check_image(image: torch.Tensor, view: ViewSpec) -> None:
-    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3 \
-            or image.shape[0] != 3:
+def _check_image(image: ImageLike, view: ViewSpec) -> None:
+    if isinstance(image, SourceImage):
+        h, w = image.height, image.width
+    elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3 \
+            and image.shape[0] == 3:
+        h, w = image.shape[1:]
+    else:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image must be a uint8 tensor [3, H, W], got {shape}")
-    h, w = image.shape[1:]
+        raise ValueError(f"image must be a SourceImage or a uint8 tensor [3, H, W], got {shape}")
     if (h, w) != (view.src_h, view.src_w):
         raise ValueError(f"image size {h}x{w} (HxW) does not match the view's source size "
                          f"{view.src_h}x{view.src_w}")
 
 
-def _crop_resize(image: torch.Tensor, view: ViewSpec, out: tuple[int, int]) -> torch.Tensor:
-    """Crop the box (in uint8, cheap) then convert to float and resize; same as ``F.resized_crop``."""
-    box = image[:, view.top:view.top + view.height, view.left:view.left + view.width]
-    region = box.to(torch.float32).div_(255.0)
-    return F.resize(region, list(out), interpolation=InterpolationMode.BILINEAR, antialias=True)
+# -- crop + resize -------------------------------------------------------------------------------
 
+def dct_scale(view: ViewSpec, out: tuple[int, int]) -> int:
+    """The JPEG decode reduction for ``view`` at ``out`` (h, w): the largest s whose crop/s >= out."""
+    for s in DCT_SCALES:
+        if view.height >= out[0] * s and view.width >= out[1] * s:
+            return s
+    return 1
+
+
+def _source_region(image: SourceImage, view: ViewSpec, out: tuple[int, int]) -> tuple[Image.Image, _Box]:
+    """The decoded pixels around the crop box, and the box (fractional) inside them."""
+    pixels = image.pixels(dct_scale(view, out) if image.scalable else 1)
+    fy, fx = pixels.height / image.height, pixels.width / image.width
+    y0, x0 = view.top * fy, view.left * fx
+    y1 = min((view.top + view.height) * fy, float(pixels.height))
+    x1 = min((view.left + view.width) * fx, float(pixels.width))
+    win = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+    return pixels.crop(win), (x0 - win[0], y0 - win[1], x1 - win[0], y1 - win[1])
+
+
+def _tensor_region(image: torch.Tensor, view: ViewSpec) -> tuple[Image.Image, _Box]:
+    box = image[:, view.top:view.top + view.height, view.left:view.left + view.width]
+    hwc = np.ascontiguousarray(box.permute(1, 2, 0).numpy())  # [3, h, w] -> [h, w, 3]
+    return Image.fromarray(hwc, "RGB"), (0.0, 0.0, float(view.width), float(view.height))
+
+
+def _crop_resize(image: ImageLike, view: ViewSpec, out: tuple[int, int]) -> torch.Tensor:
+    """Float32 ``[3, h, w]`` in [0, 1]: the view's box resized (antialiased bilinear) to ``out``,
+    mirrored when the view is flipped (on the uint8 pixels: the same values, one copy fewer)."""
+    if isinstance(image, SourceImage):
+        region, box = _source_region(image, view, out)
+    else:
+        region, box = _tensor_region(image, view)
+    resized = region.resize((out[1], out[0]), Image.Resampling.BILINEAR, box=box)
+    if view.flip:
+        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    hwc = torch.from_numpy(np.array(resized, dtype=np.uint8))
+    return hwc.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
+# -- photometric ---------------------------------------------------------------------------------
 
 def _jitter(x: torch.Tensor, view: ViewSpec) -> torch.Tensor:
     """Colour jitter in ``view.jitter_order``; identity factors are skipped (bit-exact identity)."""
@@ -111,7 +126,7 @@ def _jitter(x: torch.Tensor, view: ViewSpec) -> torch.Tensor:
         0: (view.brightness, 1.0, F.adjust_brightness),
         1: (view.contrast, 1.0, F.adjust_contrast),
         2: (view.saturation, 1.0, F.adjust_saturation),
-        3: (view.hue, 0.0, F.adjust_hue),
+        3: (view.hue, 0.0, adjust_hue),
     }
     for op in view.jitter_order:
         factor, identity, fn = steps[op]
@@ -131,30 +146,32 @@ def _blur(x: torch.Tensor, blur_sigma: float) -> torch.Tensor:
     radius = min(math.ceil(3.0 * sigma_px), min(h, w) - 1)
     if sigma_px <= 0.0 or radius < 1:
         return x
-    k = 2 * radius + 1
-    return F.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma_px, sigma_px])
+    return gaussian_blur(x, radius, sigma_px)
 
 
-def render(image: torch.Tensor, view: ViewSpec, size: Size = None) -> torch.Tensor:
-    """Render ``view`` of ``image`` (uint8 ``[3, H, W]``) to float32 ``[3, h, w]`` in [0, 1].
+def render(image: ImageLike, view: ViewSpec, size: Size = None) -> torch.Tensor:
+    """Render ``view`` of ``image`` to float32 ``[3, h, w]`` in [0, 1].
 
-    ``size`` overrides the view's output size: an int means square ``(size, size)``.
+    ``image`` is a :class:`SourceImage` (from :func:`open_image`: decoded here, at reduced size
+    when the view allows) or decoded uint8 ``[3, H, W]`` pixels.  ``size`` overrides the view's
+    output size: an int means square ``(size, size)``.  A corrupt source raises
+    :class:`ImageDecodeError`.
     """
     _check_image(image, view)
-    x = _crop_resize(image, view, _output_size(view, size))
-    if view.flip:
-        x = x.flip(-1)
+    x = _crop_resize(image, view, _output_size(view, size))  # cropped, resized and flipped
+    if not (view.has_jitter or view.grayscale or view.blur_sigma > 0.0 or view.solarize):
+        return x  # already in [0, 1]: clamping would change nothing
     x = _jitter(x, view)
     if view.grayscale:
         x = F.rgb_to_grayscale(x, num_output_channels=3)
     if view.blur_sigma > 0.0:
         x = _blur(x, view.blur_sigma)
     if view.solarize:
-        x = F.solarize(x, threshold=0.5)
+        x = solarize(x, 0.5)
     return x.clamp(0.0, 1.0).contiguous()
 
 
-def render_views(image: torch.Tensor, views: Sequence[ViewSpec], size: Size = None) -> torch.Tensor:
+def render_views(image: ImageLike, views: Sequence[ViewSpec], size: Size = None) -> torch.Tensor:
     """Render several views of one image to ``[K, 3, h, w]``; all must share the output size."""
     if len(views) == 0:
         raise ValueError("render_views needs at least one view")

@@ -23,6 +23,15 @@ import numpy as np
 VIEW_FORMAT_VERSION: int = 1
 """Bumped whenever the meaning or layout of a view row changes."""
 
+RENDERER_VERSION: int = 2
+"""Bumped whenever the pixels :func:`eupe.views.render` produces for a view change.
+
+1: full decode, float32 crop + torch antialiased bilinear resize.  2: JPEG decoded at a reduced
+DCT scale when the crop allows, PIL uint8 antialiased bilinear crop-resize.  The version is part
+of :class:`~eupe.views.policy.ViewPolicy` (``renderer``), hence of its fingerprint and of a store's
+identity: views cached by another renderer are not reproduced by this one.
+"""
+
 VIEW_FIELDS: tuple[str, ...] = (
     "src_h", "src_w",
     "top", "left", "height", "width",
