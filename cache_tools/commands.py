@@ -52,11 +52,13 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--rank", default=None, type=click.IntRange(0), help="This process's rank (default: $RANK or 0).")
 @click.option("--world-size", default=None, type=click.IntRange(1), help="Number of processes (default: $WORLD_SIZE or 1).")
 @click.option("--device", default=None, help="torch device (default: cuda:<rank> when available, else cpu).")
+@click.option("--max-pixels", default=64_000_000, show_default=True, type=click.IntRange(1),
+              help="Source images with more pixels are recorded as failed without being decoded.")
 @click.option("--retry-failed", is_flag=True,
               help="Redo chunks holding images that failed with a read error (e.g. a shard was offline).")
 @click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init teachers (tests).")
 def extract(teachers, data, out, views, resolutions, codec, weights, batch_size, num_workers, seed, limit,
-            images_per_chunk, rank, world_size, device, retry_failed, test_scale) -> int:
+            images_per_chunk, rank, world_size, device, max_pixels, retry_failed, test_scale) -> int:
     """Run teachers once over a dataset and write their outputs to a feature store.
 
     Each image gets K views drawn from (seed, image key, view index); each view is rendered at
@@ -71,7 +73,7 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     rank, world_size = _rank_world(rank, world_size)
     cfg = ExtractConfig(list(teachers), data, out, views, resolutions, codec, weights, batch_size,
                         num_workers, seed, limit, images_per_chunk, rank, world_size, device, test_scale,
-                        retry_failed=retry_failed)
+                        retry_failed=retry_failed, max_pixels=max_pixels)
     encoders = load_teachers(cfg)  # unknown teacher/codec, missing weights, bad sizes: fail before any work
     store = open_or_create_store(cfg, progress=rank == 0)
     for teacher in encoders:

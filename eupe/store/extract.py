@@ -29,7 +29,10 @@ from eupe.store.layout import (
 )
 from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
-from eupe.views import VIEW_DIM, ImageDecodeError, ViewPolicy, decode_image, render_views, sample_views, views_to_array
+from eupe.views import (
+    DEFAULT_MAX_PIXELS, VIEW_DIM, ImageDecodeError, SourceImage, ViewPolicy, open_image, render_views, sample_views,
+    views_to_array,
+)
 
 
 @dataclass
@@ -54,6 +57,7 @@ class ExtractConfig:
     test_scale: bool = False  # tiny random-init teachers (tests)
     policy: ViewPolicy = field(default_factory=ViewPolicy)
     retry_failed: bool = False  # redo chunks holding images that failed with a read error
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger source images are recorded as failed, never decoded
 
     def params(self) -> StoreParams:
         return StoreParams(self.views, self.seed, self.policy, self.images_per_chunk)
@@ -133,13 +137,15 @@ class ChunkPixels:
 class ChunkImages(Dataset):
     """Item j = the rendered views of every image of chunk ``chunks[j]``."""
 
-    def __init__(self, store: FeatureStore, chunks: list[int], resolutions: list[int]) -> None:
+    def __init__(self, store: FeatureStore, chunks: list[int], resolutions: list[int],
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.index = store.shard_index()
         self.rows = [store.chunk_rows(c) for c in chunks]
         self.chunks = chunks
         self.resolutions = resolutions
         self.params = store.params
         self.reader = ShardReader(self.index)
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -157,16 +163,21 @@ class ChunkImages(Dataset):
                 continue
             specs = sample_views(self.params.policy, self.params.seed, str(self.index.keys[row]),
                                  image.shape[1], image.shape[2], k)
+            try:  # a JPEG's pixels are decoded (and found corrupt) only here, at the size a view needs
+                out = {res: render_views(image, specs, res) for res in self.resolutions}  # [K, 3, res, res]
+            except ImageDecodeError as err:
+                errors[i], status[i] = err.reason, FAILED
+                continue
             views[i] = views_to_array(specs)
             status[i] = OK
             for res in self.resolutions:
-                rendered[res].append(render_views(image, specs, res))  # [K, 3, res, res]
+                rendered[res].append(out[res])
         pixels = {r: torch.cat(v) if v else torch.zeros(0, 3, r, r) for r, v in rendered.items()}
         return ChunkPixels(self.chunks[j], views, status, errors, pixels)
 
-    def _load(self, row: int, errors: list[str], i: int) -> torch.Tensor | None:
+    def _load(self, row: int, errors: list[str], i: int) -> SourceImage | None:
         try:
-            return decode_image(self.reader.read(row))
+            return open_image(self.reader.read(row), self.max_pixels)
         except ImageDecodeError as err:
             errors[i] = err.reason
         except OSError as err:
@@ -239,7 +250,7 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as writer:
         in_flight: list[Future] = []
-        for batch in _batches(store, pending, resolutions, cfg.num_workers):
+        for batch in _batches(store, pending, resolutions, cfg):
             result = chunk_result(batch, teacher, group, cfg.batch_size, device)
             in_flight = _drain(in_flight, keep=1, summary=summary)
             in_flight.append(writer.submit(_write, group, result))
@@ -267,10 +278,11 @@ def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
     return len(mine)
 
 
-def _batches(store: FeatureStore, chunks: list[int], resolutions: list[int], workers: int) -> Iterator[ChunkPixels]:
+def _batches(store: FeatureStore, chunks: list[int], resolutions: list[int], cfg: ExtractConfig) -> Iterator[ChunkPixels]:
     if not chunks:
         return iter(())
-    dataset = ChunkImages(store, chunks, resolutions)
+    dataset = ChunkImages(store, chunks, resolutions, cfg.max_pixels)
+    workers = cfg.num_workers
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
     return iter(loader)

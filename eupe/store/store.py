@@ -89,8 +89,11 @@ class FeatureStore:
         attrs = dict(group.attrs)
         _check_format(attrs, where)
         self.attrs = attrs
-        self.params = StoreParams(attrs["views_per_image"], attrs["seed"], ViewPolicy.from_dict(attrs["view_policy"]),
-                                  attrs["images_per_chunk"])
+        try:
+            policy = ViewPolicy.from_stored(attrs["view_policy"], attrs.get("view_policy_sha256"))
+        except ValueError as err:
+            raise StoreMismatchError(f"{where}: {err}") from None
+        self.params = StoreParams(attrs["views_per_image"], attrs["seed"], policy, attrs["images_per_chunk"])
         self.fingerprint: str = attrs["identity_sha256"]
         self._keys: np.ndarray | None = None
         self._teachers: dict[str, TeacherGroup] = {}

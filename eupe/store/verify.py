@@ -23,7 +23,7 @@ from eupe.store.layout import OK, READ_ERROR, StoreError
 from eupe.store.stats import load_stats
 from eupe.store.store import FeatureStore
 from eupe.store.teacher_group import TeacherGroup, res_group_name
-from eupe.views import ViewSpec, decode_image, render
+from eupe.views import ViewSpec, open_image, render
 
 
 @dataclass
@@ -112,7 +112,7 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
     for row, k, res in picks:
         cached = group.targets(row, res, k)
         view = ViewSpec.from_array(group.views(row)[k])
-        pixels = render(decode_image(reader.read(row)), view, res)[None]
+        pixels = render(open_image(reader.read(row), None), view, res)[None]
         summary, patch = run_teacher(teacher, pixels, 1, torch.device("cpu"))
         # summary [Ds] and patch [T, D] tokens may differ in width: one cosine per token, pooled
         cosines.append(np.concatenate([_token_cosine(cached["summary"][None], summary),

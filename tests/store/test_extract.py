@@ -14,7 +14,7 @@ from eupe.data import ShardReader
 from eupe.models import create_teacher
 from eupe.store.stats import load_stats
 from eupe.store.store import FAILED, OK, FeatureStore
-from eupe.views import ViewSpec, decode_image, render
+from eupe.views import ViewSpec, open_image, render
 
 from store_helpers import cache_json, cache_json_rc, cli_subprocess, run_extract, teacher_arrays, tiny_args
 
@@ -48,7 +48,7 @@ def test_cached_targets_equal_the_online_teacher_on_the_replayed_view(tiny_store
     teacher = create_teacher("dinov3_hplus", test_scale=True)
     reader = ShardReader(store.shard_index())
     for row in (0, 5, 11):
-        image = decode_image(reader.read(row))
+        image = open_image(reader.read(row))
         for k in range(2):
             view = ViewSpec.from_array(group.views(row)[k])
             with torch.no_grad():
@@ -273,7 +273,7 @@ def test_summary_and_patch_widths_may_differ(tmp_path, photo_shards):
     group = FeatureStore.open(out).teacher("pecore_g")
     teacher = create_teacher("pecore_g", test_scale=True)
     assert (group.summary_dim, group.dim) == (teacher.summary_dim, teacher.dim) and group.summary_dim != group.dim
-    image = decode_image(ShardReader(FeatureStore.open(out).shard_index()).read(1))
+    image = open_image(ShardReader(FeatureStore.open(out).shard_index()).read(1))
     with torch.no_grad():
         fresh = teacher(render(image, ViewSpec.from_array(group.views(1)[0]), 56)[None])
     cached = group.targets(1, 56, 0)

@@ -207,3 +207,16 @@ def test_stats_record_the_chunks_they_cover(tmp_path, photo_shards):
     assert load_stats(FeatureStore.open(out).teacher("dinov3_hplus"), 64) is None  # stale: store grew
     group = zarr.open_group(out, mode="r")["teachers/dinov3_hplus/r64/stats"]
     assert "complete" in group.attrs and group["patch_mean"].shape == (64,)
+
+
+def test_oversized_source_images_are_recorded_not_decoded(tmp_path, jpeg):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (10000, 10000)).save(buffer, format="PNG")  # ~12 KB on disk, 100 megapixels
+    assert len(buffer.getvalue()) < 50_000
+    shard = _tar(tmp_path / "bomb.tar", [("ok.jpg", jpeg), ("huge.png", buffer.getvalue())])
+    out = str(tmp_path / "bomb.zarr")
+    assert run_extract(*tiny_args(shard, out)) == 0  # default limit: 64 megapixels
+    failed = {f["key"]: f["reason"] for f in cache_json(["info", "--json", out])["teachers"]["dinov3_hplus"]["failed_inputs"]}
+    assert list(failed) == ["huge"] and "100,000,000 pixels" in failed["huge"] and "limit" in failed["huge"]
