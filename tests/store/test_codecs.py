@@ -365,3 +365,65 @@ def test_zstd_crc32c_detects_a_flipped_byte():
     with pytest.raises(ValueError, match="checksum"):
         group["codes"][0:2]
     group["codes"][2:4]  # other chunks still read
+
+
+# -- torch paths: the same formulas on tensors ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CODECS))
+def test_torch_decode_is_bit_exact_with_numpy(name, feats, encoded):
+    codec = get_codec(name)
+    parts = {k: torch.from_numpy(v) for k, v in encoded[name].items()}
+    y = codec.decode_torch(parts)
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
+    np.testing.assert_array_equal(y.numpy(), codec.decode(encoded[name]))
+    one = codec.decode_torch({k: v[1] for k, v in parts.items()})  # one view, as a batch row
+    np.testing.assert_array_equal(one.numpy(), codec.decode(encoded[name])[1])
+
+
+@pytest.mark.parametrize("name", list(CODECS))
+def test_torch_encode_matches_numpy(name, feats, encoded):
+    """Codes equal except where a float32 sum order (view mean, rms) moves a value across a rounding edge."""
+    codec = get_codec(name)
+    parts = codec.encode_torch(torch.from_numpy(feats))
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in parts.items()} == \
+        {k: (getattr(torch, str(v.dtype)), v.shape) for k, v in encoded[name].items()}
+    for key, value in encoded[name].items():
+        got = parts[key].numpy()
+        if value.dtype == np.int8:
+            assert (got != value).mean() < 1e-3, key
+        else:
+            np.testing.assert_allclose(got.astype(np.float32), value.astype(np.float32), rtol=1e-3, atol=0)
+    y_torch, y_np = codec.decode_torch(parts).numpy(), codec.decode(encoded[name])
+    assert token_cosine(y_np, y_torch).min() > 0.9999
+
+
+@pytest.mark.parametrize("name", list(CODECS))
+def test_torch_vectors_match_numpy(name, feats):
+    codec = get_codec(name)
+    x = feats[:, 0].reshape(1, 3, -1)  # [images, views, D]
+    parts = codec.encode_vector(x)
+    tparts = codec.encode_vector_torch(torch.from_numpy(x))
+    for key, value in parts.items():
+        np.testing.assert_array_equal(tparts[key].numpy(), value)
+    y = codec.decode_vector_torch({k: torch.from_numpy(v[0]) for k, v in parts.items()})
+    np.testing.assert_array_equal(y.numpy(), codec.decode_vector(parts)[0])
+
+
+@pytest.mark.parametrize("n", [1, 3, 16, 37])
+def test_haar_butterflies_numpy_and_torch_agree_bit_for_bit(n):
+    x = np.random.default_rng(n).normal(size=(2, n, 5)).astype(np.float32)
+    forward = haar_forward(x.copy(), -2, 4)
+    np.testing.assert_array_equal(haar_forward(torch.from_numpy(x.copy()), -2, 4).numpy(), forward)
+    np.testing.assert_array_equal(haar_inverse(torch.from_numpy(forward.copy()), -2, 4).numpy(),
+                                  haar_inverse(forward.copy(), -2, 4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(CODECS))
+def test_cuda_decode_and_encode_match_cpu(name, feats, encoded):
+    codec = get_codec(name)
+    parts = {k: torch.from_numpy(v).cuda() for k, v in encoded[name].items()}
+    np.testing.assert_array_equal(codec.decode_torch(parts).cpu().numpy(), codec.decode(encoded[name]))
+    gpu = codec.encode_torch(torch.from_numpy(feats).cuda())
+    assert token_cosine(codec.decode(encoded[name]), codec.decode_torch(gpu).cpu().numpy()).min() > 0.9999
