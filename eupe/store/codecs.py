@@ -8,7 +8,7 @@ store pre-creates ``[N, K, *suffix]`` arrays, and :meth:`Codec.decode` works on 
 index/slice of the components (one view, one image, a batch).  No pickles, no hidden state:
 the decoded value depends only on the components and the codec's parameters (``to_dict``).
 :meth:`Codec.decode` is the single decode call shared by the cache ``verify`` and the trainer.
-Every component's suffix starts with the token axis, so one summary vector per view can be
+Every component's suffix starts with the token axis (or is a per-view row ``(1, D)``), so one summary vector per view can be
 stored without its ``T = 1`` axis: :meth:`Codec.encode_vector` / :meth:`Codec.decode_vector` /
 :meth:`Codec.vector_components` do exactly that (re-inserting the axis with ``p[..., None, :]``
 would be wrong for 1-D components such as ``scale [T]``).
@@ -21,46 +21,56 @@ Families and formulas (``f16``/``f32`` = float16/float32; ``q`` integer codes)
 
 ``int8``, ``int6``, ``int4`` -- :class:`TokenIntCodec` (``bits`` b, ``L = 2**(b-1) - 1``)
     Plain per-token absmax quantisation, one code per int8 byte (zstd entropy-codes them).
+    Encode: ``scale`` in float32, ``codes = clip(rint(x * (1 / scale)), -L, L)`` (0 where scale 0).
     components: ``codes int8 [T, D]`` in ``[-L, L]``, ``scale f32 [T]``;
     ``x[t, c] = codes[t, c] * scale[t]``  with  ``scale[t] = max_c |x[t, c]| / L``.
 
-``compact``, ``tiny`` -- :class:`HaarCodec` (step ``alpha``, Haar ``levels``)
-    Token-normalised, spatially Haar-transformed uniform quantisation, entropy-coded by zstd:
+``compact``, ``tiny`` -- :class:`HaarCodec` (step ``alpha``, Haar ``levels``; format version 2)
+    Channel- and token-normalised, spatially Haar-transformed uniform quantisation, entropy-coded
+    by zstd.  The trainer's loss compares per-coordinate normalised targets ``(x - mean) / std``,
+    so the error is made white in a per-channel normalised space, not in raw space:
 
-    1. ``scale[t] = f16(rms_c x[t, c])`` and ``u = x / scale[:, None]``: every token gets rms 1, so
-       every token ends with the same *relative* error (per-token cosine is what is kept, and the
-       worst token is almost as good as the mean one);
-    2. the ``T`` tokens are laid out on their ``h x w`` patch grid (row-major, :func:`grid_shape`)
+    1. ``mean[c] = f16(mean_t x[t, c])`` and ``chscale[c] = f16(rms_t (x[t, c] - mean[c]))`` over
+       the view's tokens; ``r = (x - mean) / chscale``: every channel of the view gets rms 1, so a
+       few channels 100x larger than the rest (teachers without a final norm) take no precision
+       from the others;
+    2. ``scale[t] = f16(rms_c r[t, c])`` and ``u = r / scale[:, None]``: every token gets rms 1;
+    3. the ``T`` tokens are laid out on their ``h x w`` patch grid (row-major, :func:`grid_shape`)
        and transformed along both grid axes, per channel, with the orthonormal multi-level Haar
        matrices ``Hh = haar_matrix(h, levels)``, ``Hw = haar_matrix(w, levels)``:
-       ``Y = Hh @ u @ Hw.T``.  Neighbouring patch tokens are correlated, so the energy lands in
-       few coefficients; the coarsest one is ``sqrt(T)`` x the view's mean token (with 4 levels
-       on a 16x16 grid), i.e. subtracting a per-view channel mean is built in;
-    3. ``q = round(Y / alpha)``: one uniform step ``alpha`` (in units of the token rms) for every
-       coefficient, stored as two int8 bytes ``q = codes + 256 * codes_hi``.  ``codes_hi`` is
-       almost all zeros (zstd stores it in a few bytes); it carries the few large coarse
-       coefficients exactly, so nothing is ever clipped, outlier channels included.
+       ``Y = Hh @ u @ Hw.T`` (neighbouring patch tokens are correlated: the energy lands in few
+       coefficients);
+    4. ``q = round(Y / alpha)``, stored as two int8 bytes ``q = codes + 256 * codes_hi``
+       (``codes_hi`` is almost all zeros; nothing is clipped below |q| = 32767).
 
-    components: ``scale f16 [T]``, ``codes int8 [T, D]``, ``codes_hi int8 [T, D]``; decode::
+    components: ``mean f16 [1, D]``, ``chscale f16 [1, D]``, ``scale f16 [T]``,
+    ``codes int8 [T, D]``, ``codes_hi int8 [T, D]``; decode::
 
         q[a, b, c] = codes[a*w + b, c] + 256 * codes_hi[a*w + b, c]
-        x[i*w + j, c] = scale[i*w + j] * alpha * sum_ab Hh[a, i] * Hw[b, j] * q[a, b, c]
+        x[i*w + j, c] = (alpha * sum_ab Hh[a, i] * Hw[b, j] * q[a, b, c]) * scale[i*w + j] * chscale[c] + mean[c]
 
-    i.e. ``x = scale * alpha * (Hh.T @ q @ Hw)`` per channel (computed with in-place butterflies,
-    :func:`haar_inverse`, no BLAS).  The quantisation error is white with variance at most
-    ``alpha**2 / 12`` per normalised value, so the per-token cosine is about ``1 - alpha**2 / 24``
-    whatever the data (:attr:`HaarCodec.tolerance` is ``1 - alpha**2 / 20``).  ``compact``
-    (alpha 0.14) and ``tiny`` (alpha 0.44) are the improved modes; ``int8``/``int6``/``int4``
-    stay the plain per-token baselines their names promise.
+    (float32, in this order; the inverse Haar with butterflies, :func:`haar_inverse`, no BLAS).
+    A single-token view (``T = 1``: the summary vector) has no grid and no token axis to take
+    channel statistics over: it is stored as float16 ``values [1, D]`` exactly as ``fp16`` (it is
+    1/(T+1) of the values).  The quantisation error is white with variance ``alpha**2 / 12`` per
+    channel-normalised value, so the normalised per-token cosine is about ``1 - alpha**2 / 24``.
+    ``compact`` (alpha 0.16) keeps normalised cosine >= 0.999 on the real teachers here
+    (``bench/cache.py``); ``tiny`` (alpha 0.44) is the small mode; ``int8``/``int6``/``int4``
+    stay the plain per-token baselines their names promise (and lose the normalised space when a
+    few channels dominate: per-token absmax spends the whole code range on them).
 
-Design notes (``bench/codecs_lab.py``, DINOv2-S final-LayerNorm tokens, 224 px, 165 views):
-at equal cosine, dividing by a per-channel std costs +6 % bytes and a seeded block-Hadamard
-channel rotation +2 % (uniform absolute error across channels is exactly what per-token cosine
-rewards, and zstd's Huffman stage already adapts to the code histogram), so neither is used;
-outlier channels cannot overflow anything because large codes go to ``codes_hi``.  The spatial
-Haar transform saves 10 % (vs. per-view centring only); a separate per-view mean array adds
-nothing once the Haar DC coefficient holds it; std-based steps beat absmax scales; storing
-``q`` as int16 would cost +28 % over the int8 pair; dead-zone rounding saves only 1.5 %.
+Every formula is written once over a tiny array backend and runs on numpy (:meth:`Codec.encode`,
+:meth:`Codec.decode`) or on torch tensors on any device (:meth:`Codec.encode_torch`,
+:meth:`Codec.decode_torch`: quantise on the teacher's GPU, decode on the trainer's).  Decoding is
+elementwise float32 arithmetic in a fixed order, so numpy and torch decode bit for bit alike;
+encoding agrees except where a float32 reduction order moves a value across a rounding edge.
+
+Design notes (``bench/codecs_lab.py``, DINOv2-S final-LayerNorm tokens, 224 px): a seeded
+block-Hadamard channel rotation saves nothing once zstd's Huffman stage adapts to the code
+histogram; the spatial Haar transform saves ~10 % (vs. per-view centring only); storing ``q`` as
+int16 would cost +28 % over the int8 pair; dead-zone rounding saves only 1.5 %.  Format version 1
+(per-token scale only) was ~17 % smaller at the same step but lost normalised cosine (DINOv2-S
+0.99839 normalised vs 0.99923 raw) and collapsed with outlier channels (0.936 normalised).
 
 Storage: :func:`zarr_compressors` is the exact zarr 3 codec chain of the store
 (``compressors=[ZstdCodec(level=3), Crc32cCodec()]``; a flipped byte fails the crc32c check on
