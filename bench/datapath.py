@@ -14,7 +14,7 @@ The peer is one bf16 safetensors blob per sample in an uncompressed tar (as Thei
 features): seek to the member, read it, ``safetensors`` load, bf16 -> float32 in torch.
 Features are synthetic ViT-like tokens (per-channel offsets + a spatially smooth field + noise,
 three channels x20), so B/value is indicative only: ``bench/cache.py`` has the real teachers.
-Medians over ``--reads`` random views.  Run::
+Medians of thread CPU time over ``--reads`` random views.  Run::
 
     .venv/bin/python bench/datapath.py [--tokens 256,1024] [--dim 1536] [--views 48]
 """
@@ -61,14 +61,18 @@ def vit_like(views: int, tokens: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def median_ms(fn: Callable[[int], object], count: int, reads: int, seed: int = 0) -> float:
-    """Median milliseconds of ``fn(i)`` over ``reads`` random indices in ``range(count)``."""
+    """Median CPU milliseconds of this thread for ``fn(i)`` over ``reads`` random indices in ``range(count)``.
+
+    Thread CPU time (``time.thread_time``), not wall time: the cost a core pays, unaffected by other
+    processes sharing the machine (cache and memory-bandwidth contention still show).
+    """
     rng = np.random.default_rng(seed)
     fn(0)  # warm-up
     times = []
     for i in rng.integers(0, count, reads):
-        start = time.perf_counter()
+        start = time.thread_time()
         fn(int(i))
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
     return 1000 * statistics.median(times)
 
 
@@ -162,7 +166,7 @@ def peer_row(tmp: Path, x: np.ndarray, reads: int) -> dict:
 
 def print_rows(tokens: int, dim: int, rows: list[dict]) -> None:
     peer = rows[-1]["decode_torch_ms"]
-    print(f"\n### T={tokens} tokens, D={dim}: per view, one CPU thread, median ms")
+    print(f"\n### T={tokens} tokens, D={dim}: per view, one CPU thread, median CPU ms")
     print("| codec | B/value | encode+zstd numpy ms | encode torch ms | read+unzstd ms (vs peer) | "
           "read+decode numpy ms | read+decode torch ms (vs peer) |")
     print("|---|---|---|---|---|---|---|")
