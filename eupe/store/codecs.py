@@ -535,25 +535,44 @@ def haar_forward(x: Array, axis: int, levels: int) -> Array:
     return x
 
 
-def haar_inverse(y: Array, axis: int, levels: int) -> Array:
-    """``haar_matrix(n, levels).T @ y`` along ``axis`` (negative), in place, with butterflies (no BLAS).
+def _into(op: str, a: Array, b: Array, out: Array) -> None:
+    """``out[...] = a op b`` without a temporary (numpy ufunc or torch ``out=``)."""
+    if hasattr(out, "clone"):
+        import torch
 
-    Each level reads its ``k`` averages and ``k`` differences, forms ``(a + d) * r`` and
-    ``(a - d) * r`` in two temporaries and writes them interleaved: no copy of the segment.
+        (torch.add if op == "+" else torch.sub)(a, b, out=out)
+    else:
+        (np.add if op == "+" else np.subtract)(a, b, out=out)
+
+
+def haar_inverse(y: Array, axis: int, levels: int) -> Array:
+    """``haar_matrix(n, levels).T @ y`` along ``axis`` (negative), with butterflies (no BLAS).
+
+    Returns the result, which is ``y`` or a buffer of the same shape (use the return value; ``y``
+    is overwritten).  Ping-pong between two buffers: each level scales its ``k`` averages ``a`` and
+    ``k`` differences ``d`` by ``r = sqrt(1/2)`` in place, then writes ``r a + r d`` and
+    ``r a - r d`` interleaved straight into the other buffer, whose entries past ``m`` still hold
+    the untouched finer coefficients.  ``y`` is a float32 numpy array or torch tensor: same operations, same bits.
     """
     trailing = -1 - axis
-    for m in reversed(_level_sizes(y.shape[axis], levels)):
+    sizes = list(reversed(_level_sizes(y.shape[axis], levels)))
+    if not sizes:
+        return y
+    src, dst = y, _clone(y)
+    for m in sizes:
         k, half = m // 2, (m + 1) // 2
-        avg, dif = y[_ix(slice(0, k), trailing)], y[_ix(slice(half, half + k), trailing)]
-        carry = _clone(y[_ix(slice(k, k + 1), trailing)]) if m % 2 else None
-        even, odd = avg + dif, avg - dif
-        even *= _R
-        odd *= _R
-        y[_ix(slice(0, 2 * k, 2), trailing)] = even
-        y[_ix(slice(1, 2 * k, 2), trailing)] = odd
-        if carry is not None:
-            y[_ix(slice(m - 1, m), trailing)] = carry
-    return y
+        avg, dif = src[_ix(slice(0, k), trailing)], src[_ix(slice(half, half + k), trailing)]
+        if m % 2:  # odd: the entry between averages and differences passes through unscaled
+            avg *= _R
+            dif *= _R
+            dst[_ix(slice(m - 1, m), trailing)] = src[_ix(slice(k, k + 1), trailing)]
+        else:
+            head = src[_ix(slice(0, m), trailing)]
+            head *= _R
+        _into("+", avg, dif, dst[_ix(slice(0, 2 * k, 2), trailing)])
+        _into("-", avg, dif, dst[_ix(slice(1, 2 * k, 2), trailing)])
+        src, dst = dst, src
+    return src
 
 
 def _haar2d(y: Array, t: int, inverse: bool, levels: int) -> Array:
@@ -561,9 +580,9 @@ def _haar2d(y: Array, t: int, inverse: bool, levels: int) -> Array:
     h, w = grid_shape(t)
     g = y.reshape(*y.shape[:-2], h, w, y.shape[-1])  # [..., T, D] -> [..., h, w, D]
     if inverse:
-        haar_inverse(haar_inverse(g, -2, levels), -3, levels)
+        g = haar_inverse(haar_inverse(g, -2, levels), -3, levels)
     else:
-        haar_forward(haar_forward(g, -3, levels), -2, levels)
+        g = haar_forward(haar_forward(g, -3, levels), -2, levels)
     return g.reshape(y.shape)
 
 
