@@ -132,6 +132,11 @@ def fidelity_part(args) -> None:
         raw, forward_ms = teacher_features(name, args.views, args.batch_size)
         results[name] = [codec_fidelity(c, raw) for c in args.codecs.split(",")]
         print_fidelity(name, raw, forward_ms, results[name])
+        if name == TEACHER:  # a teacher without a final norm (PE-lang): a few channels 100x the rest
+            outliers = raw.copy()
+            outliers[..., [7, 100, 300]] *= 100.0
+            print_fidelity(f"{name} with channels 7, 100, 300 x100 (outlier test, not a real teacher)",
+                           outliers, forward_ms, [codec_fidelity(c, outliers) for c in args.codecs.split(",")])
     choose_default(results)
 
 
