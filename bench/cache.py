@@ -125,7 +125,7 @@ def choose_default(results: dict[str, list[dict]]) -> None:
     print(f"default codec: {min(total, key=total.get) if total else 'none'}")
 
 
-def fidelity_part(args) -> None:
+def fidelity_part(args: argparse.Namespace) -> None:
     print(f"machine: {describe()}")
     results = {}
     for name in REAL_TEACHERS:
@@ -219,7 +219,7 @@ def main() -> None:
         store_part(args)
 
 
-def store_part(args) -> None:
+def store_part(args: argparse.Namespace) -> None:
     from eupe.store.extract import ExtractConfig, open_or_create_store  # part 2 only: the store API may move
     from eupe.store.store import FeatureStore
 

@@ -5,7 +5,8 @@ codec, on one CPU thread (as a writer thread or a DataLoader worker):
 
 * ``B/value``: stored bytes per feature value (zstd level 3, as the store compresses);
 * ``encode+zstd``: numpy encode of one view plus zstd of every component (extraction on CPU),
-  and ``encode torch``: the same formulas with torch on CPU (``Codec.encode_torch``);
+  and ``encode torch``: the same formulas with torch on CPU (``Codec.encode_torch``), no zstd
+  (on a GPU this runs on the teacher's device and only zstd stays on the CPU);
 * ``read+unzstd``: one random view's compressed components read from a file with ``os.pread`` and
   decompressed: the CPU work left when the step decodes on the GPU (``Codec.decode_torch``);
 * ``read+decode numpy`` / ``read+decode torch``: the same plus the CPU decode to float32.
@@ -167,7 +168,7 @@ def peer_row(tmp: Path, x: np.ndarray, reads: int) -> dict:
 def print_rows(tokens: int, dim: int, rows: list[dict]) -> None:
     peer = rows[-1]["decode_torch_ms"]
     print(f"\n### T={tokens} tokens, D={dim}: per view, one CPU thread, median CPU ms")
-    print("| codec | B/value | encode+zstd numpy ms | encode torch ms | read+unzstd ms (vs peer) | "
+    print("| codec | B/value | encode+zstd numpy ms | encode torch ms (no zstd) | read+unzstd ms (vs peer) | "
           "read+decode numpy ms | read+decode torch ms (vs peer) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
