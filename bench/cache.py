@@ -1,12 +1,24 @@
-"""Feature-store benchmark on real ViT features (dinov2s_imgfocus over views of the bundled photos).
+"""Feature-store benchmark on real teacher features (views of the bundled photos).
 
-For each codec: stored bytes per feature value and per-token cosine to the raw float32 teacher
-output (through the real extractor and store), extraction throughput vs teacher-forward-only
-throughput, and the time to read + decode one sample's cached targets vs decoding and rendering
-its JPEG. Run:  .venv/bin/python bench/cache.py  [--views 5] [--codecs fp16,int8,...]
+Part 1 (always), for every real teacher here (dinov2s_imgfocus, effnet_lite0) and every codec:
+stored bytes per value (zarr zstd-3 + crc32c), per-token cosine to the raw float32 teacher output
+in raw space and in the normalized space the loss sees ((x - mean) / std per coordinate, stats of
+the raw features), the smooth-L1 floor (beta 1) the codec puts under the loss, and the CPU cost of
+encode + zstd per view (one thread) against the teacher's forward time per view; then the default
+codec: the smallest one keeping normalized cosine >= 0.999 (patch and summary) on every teacher.
+
+Part 2 (``--store``): through the real extractor and store for dinov2s_imgfocus: extraction
+throughput vs teacher-forward-only throughput, and the time to read + decode one sample's cached
+targets vs decoding and rendering its JPEG.
+
+Run:  .venv/bin/python bench/cache.py  [--views 4] [--codecs fp16,int8,...] [--store]
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # numpy codec timings on one core, as a writer thread
 
 import argparse
 import statistics
@@ -24,16 +36,114 @@ from machine import describe  # noqa: E402
 from eupe.assets import bundled_photos, imagenet_photos, write_photo_shards  # noqa: E402
 from eupe.data import ShardReader  # noqa: E402
 from eupe.models import create_teacher  # noqa: E402
-from eupe.store.codecs import token_cosine  # noqa: E402
+from eupe.store.codecs import CODECS, fidelity, get_codec, stored_nbytes, token_cosine  # noqa: E402
 from eupe.models import run_teacher  # noqa: E402
-from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store  # noqa: E402
-from eupe.store.store import FeatureStore  # noqa: E402
-from eupe.views import ViewSpec, decode_image, render, render_views, sample_views  # noqa: E402
+from eupe.views import ViewPolicy, ViewSpec, decode_image, render, render_views, sample_views  # noqa: E402
 
 TEACHER = "dinov2s_imgfocus"
+REAL_TEACHERS = ("dinov2s_imgfocus", "effnet_lite0")
+MIN_NORM_COSINE = 0.999
 
 
-def raw_outputs(store: FeatureStore, teacher, res: int, batch: int) -> tuple[np.ndarray, float]:
+# -- part 1: codec fidelity on every real teacher ------------------------------------------------
+
+
+def teacher_features(name: str, views: int, batch: int) -> tuple[np.ndarray, float]:
+    """Raw fp32 teacher outputs [V, 1+T, D] (summary first) on ``views`` views per photo; forward ms/view."""
+    teacher = create_teacher(name)
+    side = teacher.spec.resolution
+    pixels = []
+    for photo in bundled_photos() + imagenet_photos():
+        image = decode_image(photo.path.read_bytes())
+        specs = sample_views(ViewPolicy(), 0, photo.key, image.shape[1], image.shape[2], views)
+        pixels.append(render_views(image, specs, side))
+    pixels = torch.cat(pixels)  # [V, 3, side, side]
+    run_teacher(teacher, pixels[:batch], batch, torch.device("cpu"))  # warm-up
+    start = time.process_time()  # CPU time of every thread: what the forward costs, whatever the load
+    summary, patch = run_teacher(teacher, pixels, batch, torch.device("cpu"))
+    forward_ms = 1000 * (time.process_time() - start) / len(pixels)
+    return np.concatenate([summary[:, None], patch], axis=1), forward_ms  # [V, 1+T, D]
+
+
+def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64)  # [..., D] -> [n, D]
+    return flat.mean(0), np.maximum(flat.std(0), 1e-6)
+
+
+def _zstd_all(parts: dict) -> int:
+    from numcodecs import Zstd
+
+    zstd = Zstd(level=3)
+    return sum(len(zstd.encode(np.ascontiguousarray(p))) for p in parts.values())
+
+
+def codec_fidelity(codec_name: str, raw: np.ndarray) -> dict:
+    """Bytes, raw/normalized fidelity of patch and summary tokens, encode+zstd and decode ms/view."""
+    codec, summary, patch = get_codec(codec_name), raw[:, 0], raw[:, 1:]
+    start = time.thread_time()  # CPU time of this (single) thread
+    parts, vparts = codec.encode(patch), codec.encode_vector(summary)
+    _zstd_all(parts), _zstd_all(vparts)
+    encode_ms = 1000 * (time.thread_time() - start) / len(raw)
+    start = time.thread_time()
+    for i in range(len(raw)):  # one view at a time, as a DataLoader worker does
+        codec.decode({k: v[i] for k, v in parts.items()}), codec.decode_vector({k: v[i] for k, v in vparts.items()})
+    decode_ms = 1000 * (time.thread_time() - start) / len(raw)
+    nbytes = stored_nbytes(parts, chunks_views=4) + stored_nbytes(vparts, chunks_views=4)
+    return {"codec": codec_name, "bytes_per_value": nbytes / raw.size, "encode_ms": encode_ms, "decode_ms": decode_ms,
+            "patch": fidelity(patch, codec.decode(parts), *_stats(patch)),
+            "summary": fidelity(summary, codec.decode_vector(vparts), *_stats(summary))}
+
+
+def passes(row: dict) -> bool:
+    return min(row["patch"]["norm_cosine"], row["summary"]["norm_cosine"]) >= MIN_NORM_COSINE
+
+
+def print_fidelity(name: str, raw: np.ndarray, forward_ms: float, rows: list[dict]) -> None:
+    v, t, d = raw.shape
+    print(f"\n### {name}: {v} views, {t - 1} patch tokens + summary, D={d}; teacher forward "
+          f"{forward_ms:.1f} CPU ms/view (all {torch.get_num_threads()} threads); codec columns: CPU ms of one thread")
+    print("| codec | B/value | patch cos raw | patch cos norm (min) | smooth-L1 floor | summary cos raw | "
+          "summary cos norm | encode+zstd CPU ms/view (vs forward) | decode CPU ms/view |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        p, s = r["patch"], r["summary"]
+        print(f"| {r['codec']} | {r['bytes_per_value']:.3f} | {p['raw_cosine']:.5f} | {p['norm_cosine']:.5f} "
+              f"({p['norm_cosine_min']:.4f}) | {p['smooth_l1']:.5f} | {s['raw_cosine']:.5f} | {s['norm_cosine']:.5f} | "
+              f"{r['encode_ms']:.2f} ({100 * r['encode_ms'] / forward_ms:.0f}%) | {r['decode_ms']:.2f} |")
+
+
+def choose_default(results: dict[str, list[dict]]) -> None:
+    """Print the smallest codec (total B/value over teachers) keeping normalized cosine >= 0.999 everywhere."""
+    names = [r["codec"] for r in next(iter(results.values()))]
+    ok = [n for n in names if all(passes(r) for rows in results.values() for r in rows if r["codec"] == n)]
+    total = {n: sum(r["bytes_per_value"] for rows in results.values() for r in rows if r["codec"] == n) for n in ok}
+    print(f"\ncodecs with normalized cosine >= {MIN_NORM_COSINE} (patch and summary) on every teacher: "
+          + ", ".join(f"{n} ({total[n]:.3f} B/value summed over teachers)" for n in ok))
+    for teacher, rows in results.items():
+        best = min((r for r in rows if r["codec"] in ok), key=lambda r: r["bytes_per_value"], default=None)
+        print(f"  smallest on {teacher}: {best['codec'] if best else 'none'}")
+    print(f"default codec: {min(total, key=total.get) if total else 'none'}")
+
+
+def fidelity_part(args: argparse.Namespace) -> None:
+    print(f"machine: {describe()}")
+    results = {}
+    for name in REAL_TEACHERS:
+        raw, forward_ms = teacher_features(name, args.views, args.batch_size)
+        results[name] = [codec_fidelity(c, raw) for c in args.codecs.split(",")]
+        print_fidelity(name, raw, forward_ms, results[name])
+        if name == TEACHER:  # a teacher without a final norm (PE-lang): a few channels 100x the rest
+            outliers = raw.copy()
+            outliers[..., [7, 100, 300]] *= 100.0
+            print_fidelity(f"{name} with channels 7, 100, 300 x100 (outlier test, not a real teacher)",
+                           outliers, forward_ms, [codec_fidelity(c, outliers) for c in args.codecs.split(",")])
+    choose_default(results)
+
+
+# -- part 2: the real extractor and store -----------------------------------------------------------
+
+
+def raw_outputs(store: "FeatureStore", teacher, res: int, batch: int) -> tuple[np.ndarray, float]:
     """Raw fp32 outputs [N, K, 1+T, D] on the store's views, and forward-only views/s."""
     reader, k = ShardReader(store.shard_index()), store.params.views_per_image
     pixels = []
@@ -50,7 +160,9 @@ def raw_outputs(store: FeatureStore, teacher, res: int, batch: int) -> tuple[np.
     return tokens.reshape(len(store.keys), k, *tokens.shape[1:]), rate
 
 
-def codec_row(cfg: ExtractConfig, teacher, raw: np.ndarray, forward_rate: float) -> dict:
+def codec_row(cfg: "ExtractConfig", teacher, raw: np.ndarray, forward_rate: float) -> dict:
+    from eupe.store.extract import extract_teacher, open_or_create_store
+
     store = open_or_create_store(cfg, progress=False)
     summary = extract_teacher(cfg, store, teacher)
     group = store.teacher(TEACHER)
@@ -77,7 +189,7 @@ def read_ms(group, res: int, repeats: int = 60) -> float:
     return 1000 * statistics.median(times)
 
 
-def jpeg_ms(store: FeatureStore, res: int, repeats: int = 60) -> float:
+def jpeg_ms(store: "FeatureStore", res: int, repeats: int = 60) -> float:
     """Median ms to decode a sample's JPEG and render one of its views."""
     reader = ShardReader(store.shard_index())
     group = store.teacher(TEACHER)
@@ -94,13 +206,23 @@ def jpeg_ms(store: FeatureStore, res: int, repeats: int = 60) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--views", type=int, default=5, help="views per image")
-    parser.add_argument("--codecs", default="fp16,int8,int6,int4,compact,tiny")
+    parser.add_argument("--views", type=int, default=4, help="views per image")
+    parser.add_argument("--codecs", default=",".join(CODECS.names()))
+    parser.add_argument("--store", action="store_true", help="also run part 2 (extractor and store)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-side", type=int, default=512, help="downscale photos to this longer side")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(os.cpu_count() or 1)  # the teacher forward uses every core
+    fidelity_part(args)
+    if args.store:
+        store_part(args)
+
+
+def store_part(args: argparse.Namespace) -> None:
+    from eupe.store.extract import ExtractConfig, open_or_create_store  # part 2 only: the store API may move
+    from eupe.store.store import FeatureStore
+
     teacher = create_teacher(TEACHER)
     with tempfile.TemporaryDirectory() as tmp:
         photos = bundled_photos() + imagenet_photos()
@@ -121,7 +243,7 @@ def main() -> None:
 
 def print_table(rows: list[dict], raw: np.ndarray, forward_rate: float, jpeg: float, args) -> None:
     n, k, t, d = raw.shape
-    print(f"machine: {describe()}")
+    print(f"\nmachine: {describe()}")
     print(f"teacher {TEACHER} at 224 px: {n} photos x {k} views = {n * k} views, {t} tokens (CLS + 256 patches) x {d}; "
           f"extraction with batch {args.batch_size}, {args.workers} DataLoader worker(s)")
     print(f"teacher forward only: {forward_rate:.1f} views/s; JPEG decode + render one view: {jpeg:.2f} ms (median)")
