@@ -41,7 +41,8 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--resolution", "resolutions", default="native", show_default=True, callback=_int_list,
               help="Teacher input side(s): 'native' or a list such as 256,384,512 (every view at each).")
 @click.option("--codec", default="compact", show_default=True,
-              help="fp16, int8, int6, int4, compact (0.46 B/value, cosine 0.999) or tiny (0.27, 0.994); see README.")
+              help="fp16, int8, int6, int4, compact (0.53 B/value, normalized cosine 0.9992) or tiny "
+                   "(0.35, 0.993); see README.")
 @click.option("--weights", default=None, help="Local weights file (or proxy run directory) for the teacher.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Views per teacher forward.")
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(0), help="DataLoader workers that read and render images.")
@@ -190,7 +191,9 @@ def _verify_text(result: dict) -> str:
             c = r["check"]
             lines.append("  teacher check: " + (c.get("error") or
                          f"{c['views']} views, token cosine mean {c['mean_cosine']:.5f} min {c['min_cosine']:.5f} "
-                         f"(threshold {c['threshold']}) -> {'pass' if c['passed'] else 'FAIL'}"))
+                         f"(threshold {c['threshold']}) -> {'pass' if c['passed'] else 'FAIL'}; normalized patch "
+                         f"cosine {c['norm_cosine']:.5f} (min {c['norm_cosine_min']:.5f}), smooth-L1 floor "
+                         f"{c['smooth_l1_floor']:.2e} ({c['normalized_with']})"))
     lines.append("store OK" if result["ok"] else "store has problems")
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ import torch
 from eupe.data.shards import ShardReader
 from eupe.models import create_teacher, run_teacher
 from eupe.store import manifest
+from eupe.store.codecs import fidelity
 from eupe.store.layout import OK, READ_ERROR, StoreError
 from eupe.store.stats import load_stats
 from eupe.store.store import FeatureStore
@@ -108,7 +109,7 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
                 f"({teacher.fingerprint[:16]} vs {group.attrs['weights_sha256'][:16]})"}
     picks = _pick_views(group, n, seed)
     reader = ShardReader(group.store.shard_index())
-    cosines = []
+    cosines, pairs = [], []
     for row, k, res in picks:
         cached = group.targets(row, res, k)
         view = ViewSpec.from_array(group.views(row)[k])
@@ -117,8 +118,28 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
         # summary [Ds] and patch [T, D] tokens may differ in width: one cosine per token, pooled
         cosines.append(np.concatenate([_token_cosine(cached["summary"][None], summary),
                                        _token_cosine(cached["patch"].reshape(-1, group.dim), patch[0])]))
+        pairs.append((res, patch[0], cached["patch"].reshape(-1, group.dim)))
     reader.close()
-    return _check_summary(cosines, group.codec.min_cosine)
+    return {**_check_summary(cosines, group.codec.min_cosine), **_normalized(group, pairs)}
+
+
+def _normalized(group: TeacherGroup, pairs: list[tuple[int, np.ndarray, np.ndarray]]) -> dict:
+    """Patch fidelity where the loss looks: per-coordinate normalized cosine and the smooth-L1 floor.
+
+    Normalized with the store's statistics of each resolution, or, where the store has none, with
+    the statistics of the fresh tokens checked here (said in ``normalized_with``)."""
+    if not pairs:
+        return {}
+    fresh = np.concatenate([p[1] for p in pairs])
+    cached = np.concatenate([p[2] for p in pairs])
+    stored = [load_stats(group, res) for res in sorted({p[0] for p in pairs})]
+    if len(stored) == 1 and stored[0] is not None:
+        mean, std, source = stored[0]["patch_mean"], stored[0]["patch_std"], "store statistics"
+    else:
+        mean, std, source = fresh.mean(0), fresh.std(0) + 1e-6, "the checked views' own statistics"
+    result = fidelity(fresh, cached, mean, np.maximum(std, 1e-6))
+    return {"norm_cosine": result["norm_cosine"], "norm_cosine_min": result["norm_cosine_min"],
+            "smooth_l1_floor": result["smooth_l1"], "normalized_with": source}
 
 
 def _pick_views(group: TeacherGroup, n: int, seed: int) -> list[tuple[int, int, int]]:

@@ -158,6 +158,8 @@ def test_verify_passes_then_detects_a_corrupted_chunk(tmp_path, photo_shards):
     assert report[0] == 0 and report[1]["ok"]
     check = report[1]["teachers"]["dinov3_hplus"]["check"]
     assert check["views"] == 4 and check["mean_cosine"] >= 0.9999
+    # where the loss looks: normalized-space fidelity and the smooth-L1 floor are reported too (fp16 here)
+    assert check["norm_cosine"] >= 0.999 and 0 <= check["smooth_l1_floor"] < 1e-4
     chunk = tmp_path / "v.zarr" / "teachers" / "dinov3_hplus" / "r64" / "patch" / "values" / "c" / "3" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
