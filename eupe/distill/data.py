@@ -12,7 +12,7 @@ the student, read + decode + normalize the cached targets, or render the teacher
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader
-from eupe.store.store import OK, FeatureStore
-from eupe.store.teacher_group import TeacherGroup
+from eupe.models.features import Features
+from eupe.store import OK, FeatureStore, TeacherGroup
 from eupe.views import ViewSpec, decode_image, render
 
 Sample = tuple[int, int, int, int]  # (row, view, student_res, teacher_res; 0 = each teacher's stored one)
@@ -94,50 +94,86 @@ class StepBatches(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.plan.accumulation
 
 
-class DistillDataset(Dataset):
-    """Renders the student's view and loads each teacher's targets (or its input pixels)."""
+@dataclass
+class Batch:
+    """One micro-batch: the student's pixels and, per teacher, cached targets or the teacher's input."""
 
-    def __init__(self, store_path: str, teachers: Sequence[str], stats: dict[str, dict[int, dict]]) -> None:
+    pixels: torch.Tensor  # [B, 3, s, s] the student's view, in [0, 1]
+    rows: torch.Tensor  # [B] store rows
+    views: torch.Tensor  # [B] stored view index of each row
+    targets: dict[str, Features] = field(default_factory=dict)  # teacher -> normalized cached targets
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher -> [B, 3, t, t] (not cached)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def to(self, device: torch.device) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.pixels), move(self.rows), move(self.views),
+                     {n: {k: move(v) for k, v in f.items()} for n, f in self.targets.items()},
+                     {n: move(v) for n, v in self.inputs.items()})
+
+
+class DistillDataset(Dataset):
+    """Renders the student's view and loads each teacher's targets (or its input pixels).
+
+    ``store`` is used in this process; DataLoader workers reopen the store lazily from its path.
+    """
+
+    def __init__(self, store_path: str, teachers: Sequence[str], stats: dict[str, dict[int, dict]],
+                 store: FeatureStore | None = None) -> None:
         self.store_path = store_path
         self.teachers = list(teachers)
         self.stats = stats  # teacher -> res -> {"summary_mean", ...} float32 tensors
-        self._store: FeatureStore | None = None
+        self._store: FeatureStore | None = store
         self._reader: ShardReader | None = None
         self._groups: dict[str, TeacherGroup] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)  # workers reopen the store from its path
+        state.update(_store=None, _reader=None, _groups={})
+        return state
 
     def _open(self) -> FeatureStore:
         if self._store is None:  # opened lazily, once per worker process
             self._store = FeatureStore.open(self.store_path)
+        if self._reader is None:
             self._reader = ShardReader(self._store.shard_index())
             # kept for the worker's life: they cache array handles and shard indexes
             self._groups = {t: self._store.teacher(t) for t in self.teachers}
         return self._store
 
-    def __getitems__(self, samples: list[Sample]) -> dict:
+    def __getitems__(self, samples: list[Sample]) -> Batch:
         self._open()
-        first = self._groups[self.teachers[0]]
-        items = [self._item(self._groups, first, *sample) for sample in samples]
-        return collate(items)
+        return collate([self._item(*sample) for sample in samples])
 
-    def __getitem__(self, sample: Sample) -> dict:
+    def __getitem__(self, sample: Sample) -> Batch:
         return self.__getitems__([sample])
 
     def __len__(self) -> int:
         return self._open().num_images
 
-    def _item(self, groups, first, row: int, k: int, s_res: int, t_res: int) -> dict:
-        image = decode_image(self._reader.read(row))
-        view = ViewSpec.from_array(first.views(row)[k])
-        item = {"pixels": render(image, view, s_res), "row": row, "view": k}
-        for name, group in groups.items():
+    def _view(self, row: int, k: int) -> tuple[torch.Tensor, ViewSpec]:
+        first = self._groups[self.teachers[0]]
+        return decode_image(self._reader.read(row)), ViewSpec.from_array(first.views(row)[k])
+
+    def teacher_inputs(self, samples: Sequence[tuple[int, int]], res: int) -> torch.Tensor:
+        """[B, 3, res, res] teacher inputs of (row, view) samples, rendered like the cached ones."""
+        self._open()
+        return torch.stack([render(*self._view(row, k), res) for row, k in samples])
+
+    def _item(self, row: int, k: int, s_res: int, t_res: int) -> dict:
+        image, view = self._view(row, k)
+        item = {"pixels": render(image, view, s_res), "row": row, "view": k, "targets": {}, "inputs": {}}
+        for name, group in self._groups.items():
             res = t_res or group.resolutions[0]
             if res in group.resolutions:
                 targets = group.targets(row, res, k)
-                item[f"target/{name}"] = normalize(
+                item["targets"][name] = normalize(
                     {key: torch.from_numpy(np.ascontiguousarray(v)) for key, v in targets.items()},
                     self.stats[name][res])
             else:
-                item[f"input/{name}"] = render(image, view, res)
+                item["inputs"][name] = render(image, view, res)
         return item
 
 
@@ -146,15 +182,16 @@ def normalize(features: dict[str, torch.Tensor], stats: dict[str, torch.Tensor])
     return {kind: (features[kind] - stats[f"{kind}_mean"]) / stats[f"{kind}_std"] for kind in ("summary", "patch")}
 
 
-def collate(items: list[dict]) -> dict:
-    batch: dict = {"pixels": torch.stack([i["pixels"] for i in items]),
-                   "row": torch.tensor([i["row"] for i in items]), "view": torch.tensor([i["view"] for i in items])}
-    for key in items[0]:
-        if key.startswith("target/"):
-            batch[key] = {kind: torch.stack([i[key][kind] for i in items]) for kind in ("summary", "patch")}
-        elif key.startswith("input/"):
-            batch[key] = torch.stack([i[key] for i in items])
-    return batch
+def collate(items: list[dict]) -> Batch:
+    """Stack per-sample dicts into a Batch (every sample of a micro-batch has the same scales)."""
+    first = items[0]
+    return Batch(
+        pixels=torch.stack([i["pixels"] for i in items]),
+        rows=torch.tensor([i["row"] for i in items]), views=torch.tensor([i["view"] for i in items]),
+        targets={name: {kind: torch.stack([i["targets"][name][kind] for i in items]) for kind in ("summary", "patch")}
+                 for name in first["targets"]},
+        inputs={name: torch.stack([i["inputs"][name] for i in items]) for name in first["inputs"]},
+    )
 
 
 def make_loader(dataset: DistillDataset, plan: Plan, rank: int, start: int, stop: int, workers: int) -> DataLoader:
@@ -163,7 +200,7 @@ def make_loader(dataset: DistillDataset, plan: Plan, rank: int, start: int, stop
                       persistent_workers=False)
 
 
-def _already_collated(batch: dict) -> dict:
+def _already_collated(batch: Batch) -> Batch:
     return batch  # __getitems__ returns a collated batch
 
 

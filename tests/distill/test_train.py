@@ -20,7 +20,7 @@ from eupe.distill.data import DistillDataset
 from eupe.distill.targets import OnlineTeacher, teacher_stats
 from eupe.models import create_teacher
 from eupe.models.checkpoint import load_student
-from eupe.store.store import FeatureStore
+from eupe.store import FeatureStore
 from eupe.train.cli import main as train_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
@@ -86,10 +86,10 @@ def test_cached_and_online_targets_agree_on_the_same_view(chain):
     store = FeatureStore.open(chain["proxy_store"])
     stats = {"proxy": teacher_stats(chain["proxy_store"], "proxy")}
     dataset = DistillDataset(chain["proxy_store"], ["proxy"], stats)
-    cached = dataset.__getitems__([(row, k, 64, 64) for row, k in ((0, 0), (5, 1), (11, 1))])["target/proxy"]
+    cached = dataset.__getitems__([(row, k, 64, 64) for row, k in ((0, 0), (5, 1), (11, 1))]).targets["proxy"]
     missing = dataset.__getitems__([(row, k, 64, 96) for row, k in ((0, 0), (5, 1), (11, 1))])
     teacher = OnlineTeacher(create_teacher("proxy", weights=chain["root"] / "stage1"), stats["proxy"])
-    assert store.teacher("proxy").resolutions == [64] and "input/proxy" in missing
+    assert store.teacher("proxy").resolutions == [64] and set(missing.inputs) == {"proxy"} and not missing.targets
     from eupe.views import ViewSpec, decode_image, render
     from eupe.data import ShardReader
 
