@@ -111,6 +111,9 @@ def _problems(cfg: TrainConfig, world_size: int):
             yield f"{key} must be positive, got {getattr(cfg, key)}"
     if cfg.max_steps is not None and cfg.max_steps <= 0:
         yield f"max_steps must be positive (or null), got {cfg.max_steps}"
+    if cfg.micro_batch * world_size > cfg.global_batch > 0:
+        yield (f"micro_batch {cfg.micro_batch} x {world_size} process(es) is larger than global_batch "
+               f"{cfg.global_batch}")
     if cfg.micro_batch > 0 and cfg.global_batch % (cfg.micro_batch * world_size):
         yield (f"global_batch {cfg.global_batch} is not a multiple of micro_batch {cfg.micro_batch} x "
                f"{world_size} process(es)")
