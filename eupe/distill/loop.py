@@ -124,13 +124,14 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, say: Callable[[str], None] = print) -> None:
         self.cfg, self.out = cfg, Path(cfg.out)
-        precision = cfg.mixed_precision if torch.cuda.is_available() else "no"
+        cpu = not torch.cuda.is_available()  # also makes torchrun on CPU one gloo process group, not N runs
+        precision = "no" if cpu else cfg.mixed_precision
         self.store = FeatureStore.open(cfg.data.store)
         check_store(cfg, self.store)
         check_complete(cfg, self.store, say)
-        self.plan = _plan(cfg, self.store)
+        self.plan = _plan(cfg, self.store, cpu)
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=self.plan.accumulation,
-                                       log_with="tensorboard", project_dir=str(self.out))
+                                       log_with="tensorboard", project_dir=str(self.out), cpu=cpu)
         self.main = self.accelerator.is_main_process
         self.say = say if self.main else (lambda _text: None)
         if precision != cfg.mixed_precision:
@@ -267,10 +268,10 @@ def _init_heads(cfg: TrainConfig, model: DistillModel, say) -> None:
     say(f"adapter heads initialised from {Path(cfg.init) / HEADS_FILENAME}")
 
 
-def _plan(cfg: TrainConfig, store: FeatureStore) -> Plan:
+def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool) -> Plan:
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=cpu)
     rows = usable_rows(store, cfg.teacher_names())
     if len(rows) == 0:
         raise StoreMismatchError(f"no usable images in {cfg.data.store} (every image failed or is incomplete)")
