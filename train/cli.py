@@ -84,9 +84,27 @@ def _yaml_values(config_file: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eupe-train``."""
-    from eupe.cli_support import run
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or HELP & set(args):
+        return _help(args)
+    from eupe.cli_support import run  # imports torch and timm (through eupe.models): only for real work
 
-    return run(cli, sys.argv[1:] if argv is None else argv, "eupe-train")
+    return run(cli, args, "eupe-train")
+
+
+HELP = {"-h", "--help"}
+
+
+def _help(args: list[str]) -> int:
+    """Help and usage errors answered by click alone, without the heavy imports of cli_support."""
+    try:
+        cli.main(args=args, prog_name="eupe-train", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        return stop.exit_code
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    return 0
 
 
 if __name__ == "__main__":  # `accelerate launch -m eupe.train.cli ...`
