@@ -72,16 +72,16 @@ class TrainConfig:
     micro_batch: int = 64  # ours: per process; gradient accumulation fills global_batch
     head_hidden: int = 3072  # paper: 1536 in Stage 1, 3072 in Stages 2-3
     student_scales: list[int] = field(default_factory=lambda: [256])  # paper: 256 (Stage 3: 256/384/512)
-    teacher_scales: list[int] = field(default_factory=list)  # empty: the store's first resolution
+    teacher_scales: list[int] = field(default_factory=list)  # empty: the store's first resolution (Stage 3, paper: 256/384/512)
     init: Optional[str] = None  # Stage 3: a Stage-2 run directory or student.safetensors
     proxy_test_scale: bool = False  # Stage 1: tiny proxy (tests)
     mixed_precision: str = "bf16"  # ours: bf16 | fp16 | no (CPU runs use "no")
     online_stats_batches: int = 8  # ours: micro-batches that fix an online-only teacher scale's statistics
-    seed: int = 0
+    seed: int = 0  # ours
     out: str = "runs/run"
-    log_every: int = 10
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 2
+    log_every: int = 10  # ours
+    checkpoint_every: int = 1000  # ours
+    keep_checkpoints: int = 2  # ours
     max_steps: Optional[int] = None  # stop early after this many iterations (resumable; tests/trials)
 
     def teacher_names(self) -> list[str]:

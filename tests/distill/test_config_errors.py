@@ -84,3 +84,16 @@ def test_the_shipped_configs_are_valid():
         cfg.init = cfg.init or "runs/stage2"  # tiny_stage3.yaml takes init as an override
         validate(cfg)
         assert math.isfinite(cfg.optim.lr) and cfg.iterations > 0, path
+
+
+def test_every_recipe_value_says_whether_the_paper_fixes_it():
+    keys = ("iterations:", "global_batch:", "micro_batch:", "head_hidden:", "student_scales:", "teacher_scales:",
+            "optim:", "mixed_precision:", "checkpoint_every:", "data:", "proxy:")
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        text = path.read_text()
+        if path.name.startswith("tiny_"):
+            assert "every value here is ours" in text, path
+            continue
+        for line in text.splitlines():
+            if line.startswith(keys):
+                assert "# paper" in line or "# ours" in line or "ours" in line.split("#", 1)[-1], (path, line)
