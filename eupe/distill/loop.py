@@ -214,10 +214,18 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
             for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value.item() / self.plan.accumulation
+                sums[key] = sums.get(key, 0.0) + value.detach() / self.plan.accumulation
         elapsed = time.perf_counter() - t0
-        return {"step": step, **sums, "lr": lr_at(step, cfg), "images_per_s": cfg.global_batch / elapsed,
-                "data_wait_fraction": wait / elapsed, "student_res": s_res, "teacher_res": t_res, **self.counts}
+        return {"step": step, **self._across_ranks(sums), "lr": lr_at(step, cfg),
+                "images_per_s": cfg.global_batch / elapsed, "data_wait_fraction": wait / elapsed,
+                "student_res": s_res, "teacher_res": t_res}
+
+    def _across_ranks(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Loss terms averaged over the ranks (the global batch's), fallback counts summed over them."""
+        terms = self.accelerator.reduce(torch.stack(list(sums.values())).float(), reduction="mean")  # [T]
+        counts = torch.tensor(list(self.counts.values()), device=self.accelerator.device)
+        counts = self.accelerator.reduce(counts, reduction="sum")  # [2]
+        return {**dict(zip(sums, terms.tolist())), **dict(zip(self.counts, (int(c) for c in counts.tolist())))}
 
     def run(self) -> Path:
         """Train from the resumed step to the stop step; write outputs when the schedule is complete."""
