@@ -23,12 +23,21 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class MixturePart:
+    """Some of the store's shards and their share of every global batch (EUPE: e.g. 10% ImageNet-1k)."""
+
+    shards: str = ""  # a pattern naming shards of the store's dataset
+    weight: float = 1.0  # relative share (the parts' weights are normalized to sum to 1)
+
+
+@dataclass
 class DataConfig:
     shards: str = ""  # the webdataset the store was extracted from (same pattern)
     store: str = ""  # the feature store
     num_workers: int = 2  # ours
     check_keys: bool = True  # re-index the shards and compare their keys with the store's
     allow_incomplete: bool = False  # train on a store whose extraction has not finished (warns)
+    mixture: list[MixturePart] = field(default_factory=list)  # empty: every usable image, uniformly
 
 
 @dataclass
@@ -118,6 +127,9 @@ def _problems(cfg: TrainConfig, world_size: int):
         yield (f"global_batch {cfg.global_batch} is not a multiple of micro_batch {cfg.micro_batch} x "
                f"{world_size} process(es)")
     yield from _optim_problems(cfg.optim)
+    for i, part in enumerate(cfg.data.mixture):
+        if not part.shards or not math.isfinite(part.weight) or part.weight <= 0:
+            yield f"data.mixture.{i} needs a shard pattern and a positive weight, got {part.shards!r}, {part.weight}"
     if cfg.data.num_workers < 0:
         yield f"data.num_workers must be 0 or more, got {cfg.data.num_workers}"
     if cfg.mixed_precision not in ("bf16", "fp16", "no"):

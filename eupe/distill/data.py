@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from eupe.data.shards import ShardReader
+from eupe.config import ConfigError
+from eupe.data.shards import ShardReader, expand_shards
 from eupe.models.features import Features
 from eupe.store import OK, FeatureStore, TeacherGroup
 from eupe.views import ViewSpec, decode_image, render
@@ -44,6 +45,8 @@ class Plan:
     world_size: int
     student_scales: tuple[int, ...]
     teacher_scales: tuple[int, ...]  # empty: every teacher at its (first) stored resolution
+    parts: tuple[np.ndarray, ...] = ()  # data mixture: each part's usable rows (empty: all rows, uniform)
+    weights: tuple[float, ...] = ()  # each part's share of every global batch (sums to 1)
 
     @property
     def accumulation(self) -> int:
@@ -73,11 +76,56 @@ class Plan:
 
     def micro_batches(self, step: int, rank: int) -> list[list[Sample]]:
         s_res, t_res = self.scales(step)
+        mixed = self.step_samples(step) if self.parts else None
         batches = []
         for micro in range(self.accumulation):
-            start = step * self.global_batch + (micro * self.world_size + rank) * self.micro_batch
-            batches.append([(*self.sample(p), s_res, t_res) for p in range(start, start + self.micro_batch)])
+            first = (micro * self.world_size + rank) * self.micro_batch  # position inside the global batch
+            positions = range(first, first + self.micro_batch)
+            samples = [mixed[i] for i in positions] if mixed else [self.sample(step * self.global_batch + i)
+                                                                  for i in positions]
+            batches.append([(*sample, s_res, t_res) for sample in samples])
         return batches
+
+    def first_samples(self, n: int) -> list[tuple[int, int]]:
+        """The first ``n`` (row, view) samples of the schedule (steps in order, all ranks)."""
+        if not self.parts:
+            return [self.sample(p) for p in range(n)]
+        out: list[tuple[int, int]] = []
+        step = 0
+        while len(out) < n:
+            out += self.step_samples(step)
+            step += 1
+        return out[:n]
+
+    def _part_permutation(self, part: int, epoch: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_part_cache", {})
+        if (part, epoch) not in cache:
+            if len(cache) > 2 * len(self.parts):  # a step touches at most two epochs of a part
+                cache.clear()
+            cache[(part, epoch)] = _rng("part", self.seed, part, epoch).permutation(self.parts[part])
+        return cache[(part, epoch)]
+
+    def _part_count(self, part: int, step: int) -> int:
+        """Samples part ``part`` contributed to steps 0..step-1: floor of cumulative shares, summing to step x B."""
+        total = step * self.global_batch
+        edge = lambda k: total if k == len(self.weights) else int(total * sum(self.weights[:k]))  # noqa: E731
+        return edge(part + 1) - edge(part)
+
+    def step_samples(self, step: int) -> list[tuple[int, int]]:
+        """The global batch of a mixture step: each part's next rows (its own epochs), then shuffled.
+
+        Part k has taken ``_part_count(k, step)`` samples before this step, so the batch is a pure
+        function of (seed, step) and the long-run shares equal the weights to within one sample.
+        """
+        samples = []
+        for k, rows in enumerate(self.parts):
+            start, stop = self._part_count(k, step), self._part_count(k, step + 1)
+            for position in range(start, stop):
+                epoch, offset = divmod(position, len(rows))
+                row = int(self._part_permutation(k, epoch)[offset])
+                samples.append((row, int(_rng("view", self.seed, k, epoch, row).integers(self.views_per_image))))
+        order = _rng("mix", self.seed, step).permutation(len(samples))
+        return [samples[i] for i in order]
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -213,3 +261,23 @@ def usable_rows(store: FeatureStore, teachers: Sequence[str]) -> np.ndarray:
         done = np.repeat(group.done_flags(), store.params.images_per_chunk)[: store.num_images]
         ok &= done
     return np.flatnonzero(ok)
+
+
+def mixture_parts(store: FeatureStore, patterns: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Usable rows of each shard pattern (each must name shards of the store's dataset)."""
+    shards = list(store.dataset["shards"])
+    shard_of_row = np.asarray(store.group["images/shard"][:])  # [N] index into the store's shards
+    parts = []
+    for i, pattern in enumerate(patterns):
+        try:
+            wanted = expand_shards(pattern)
+        except ValueError as err:
+            raise ConfigError(f"data.mixture.{i}.shards: {err}") from None
+        unknown = [s for s in wanted if s not in shards]
+        if unknown:
+            raise ConfigError(f"data.mixture.{i}.shards: {unknown[0]} is not one of the store's {len(shards)} shards")
+        part = rows[np.isin(shard_of_row[rows], [shards.index(s) for s in wanted])]
+        if len(part) == 0:
+            raise ConfigError(f"data.mixture.{i}.shards {pattern!r} holds no usable image")
+        parts.append(part)
+    return tuple(parts)

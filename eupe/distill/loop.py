@@ -27,7 +27,7 @@ from tqdm import tqdm
 from eupe import config as config_io
 from eupe.config import ConfigError
 from eupe.distill.config import TrainConfig
-from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, usable_rows
+from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, stored_stats)
@@ -171,7 +171,7 @@ class Trainer:
 
     def _online_stats(self) -> None:
         """Each online-only teacher scale gets statistics of its own, fixed by the main process once."""
-        samples = [self.plan.sample(p) for p in range(self.cfg.online_stats_batches * self.cfg.micro_batch)]
+        samples = self.plan.first_samples(self.cfg.online_stats_batches * self.cfg.micro_batch)
         for name, teacher in self.online.items():
             for res in sorted(set(self.cfg.teacher_scales) - set(teacher.stats)):
                 path = self.out / RUN_STATS / f"{name}_r{res}.npz"
@@ -283,8 +283,11 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool) -> Plan:
     rows = usable_rows(store, cfg.teacher_names())
     if len(rows) == 0:
         raise StoreMismatchError(f"no usable images in {cfg.data.store} (every image failed or is incomplete)")
+    mixture = cfg.data.mixture
+    parts = mixture_parts(store, [m.shards for m in mixture], rows) if mixture else ()
+    weights = tuple(m.weight / sum(p.weight for p in mixture) for m in mixture)
     return Plan(rows, store.params.views_per_image, cfg.seed, cfg.global_batch, cfg.micro_batch,
-                state.num_processes, tuple(cfg.student_scales), tuple(cfg.teacher_scales))
+                state.num_processes, tuple(cfg.student_scales), tuple(cfg.teacher_scales), parts, weights)
 
 
 def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:

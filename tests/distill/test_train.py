@@ -278,3 +278,29 @@ def test_only_the_main_process_logs_under_torchrun(chain, photo_shards, tmp_path
     assert [r["step"] for r in _losses(run)] == list(range(6))  # one row per step, not one per rank
     reference = _losses(chain["root"] / "stage2")[:6]  # 2 ranks x 4 = 1 rank x 2 micro-batches of 4
     np.testing.assert_allclose([r["total"] for r in _losses(run)], [r["total"] for r in reference], rtol=1e-4)
+
+
+def test_mixture_through_the_trainer_resumes_exactly(chain, tmp_path, photo_shards):
+    pattern = photo_shards.replace("{000000..000002}", "000000")
+    rest = photo_shards.replace("{000000..000002}", "{000001..000002}")
+    mix = ["data.mixture=[{shards: '" + pattern + "', weight: 3}, {shards: '" + rest + "', weight: 1}]"]
+    run, whole = tmp_path / "resumed", tmp_path / "whole"
+    _train(2, "tiny_stage2.yaml", f"out={whole}", "iterations=12", *mix, *chain["proxy"])
+    _train(2, "tiny_stage2.yaml", f"out={run}", "iterations=12", "max_steps=6", "checkpoint_every=3", *mix,
+           *chain["proxy"])
+    _train(2, "tiny_stage2.yaml", f"out={run}", "iterations=12", "checkpoint_every=3", *mix, *chain["proxy"])
+    np.testing.assert_allclose([r["total"] for r in _losses(run)], [r["total"] for r in _losses(whole)], rtol=1e-5)
+    uniform = tmp_path / "uniform"
+    _train(2, "tiny_stage2.yaml", f"out={uniform}", "iterations=12", *chain["proxy"])
+    assert [r["total"] for r in _losses(uniform)] != [r["total"] for r in _losses(whole)]
+
+
+def test_a_mixture_part_outside_the_store_is_refused(chain, tmp_path, capsys):
+    other = str(tmp_path / "elsewhere-000000.tar")
+    args = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'r'}", *chain["proxy"],
+            "data.mixture=[{shards: '" + other + "', weight: 1}]"]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"data.mixture.0.shards: {other} is not one of the store's 3 shards" in err
+    assert train_main([*args[:-1], "data.mixture=[{shards: x, weight: -1}]"]) == 2
+    assert "data.mixture.0 needs a shard pattern and a positive weight" in capsys.readouterr().err
