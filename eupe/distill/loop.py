@@ -33,7 +33,7 @@ from eupe.distill.targets import (Stats, check_complete, check_store, ensure_sto
                                   online_stats, online_teachers, save_run_stats, stored_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
-from eupe.models.checkpoint import STUDENT_FILENAME, load_student, save_student
+from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_student_file, save_student
 from eupe.models.features import Features
 from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
 from eupe.models.teachers import proxy_spec
@@ -130,6 +130,7 @@ class Trainer:
         check_store(cfg, self.store)
         check_complete(cfg, self.store, say)
         self.plan = _plan(cfg, self.store, cpu)
+        self.init_heads = _init_heads_state(cfg)  # Stage 3: checked before anything is written
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=self.plan.accumulation,
                                        log_with="tensorboard", project_dir=str(self.out), cpu=cpu)
         self.main = self.accelerator.is_main_process
@@ -158,7 +159,9 @@ class Trainer:
         cfg = self.cfg
         dims = {t: self.store.teacher(t).dim for t in self.teachers}
         model = DistillModel(build_student(cfg), dims, cfg.head_hidden)
-        _init_heads(cfg, model, self.say)
+        if self.init_heads is not None:
+            model.heads.load_state_dict(self.init_heads)
+            self.say(f"adapter heads initialised from {Path(cfg.init) / HEADS_FILENAME}")
         optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                       betas=tuple(cfg.optim.betas))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -268,12 +271,13 @@ def reuse_line(cfg: TrainConfig, plan: Plan) -> str:
             f"images / ({len(plan.rows)} usable images x {plan.views_per_image} views))")
 
 
-def _init_heads(cfg: TrainConfig, model: DistillModel, say) -> None:
-    """Stage 3 continues the Stage-2 adapter heads when the init run has them."""
-    if cfg.stage != 3 or not cfg.init or not (Path(cfg.init) / HEADS_FILENAME).is_file():
-        return
-    model.heads.load_state_dict(load_tensors(Path(cfg.init) / HEADS_FILENAME))
-    say(f"adapter heads initialised from {Path(cfg.init) / HEADS_FILENAME}")
+def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
+    """Stage 3 continues the Stage-2 adapter heads when the init run has them (init must hold a student)."""
+    if cfg.stage != 3 or not cfg.init:
+        return None
+    resolve_student_file(cfg.init)  # FileNotFoundError naming the file, before any write
+    heads = Path(cfg.init) / HEADS_FILENAME
+    return load_tensors(heads) if heads.is_file() else None
 
 
 def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool) -> Plan:

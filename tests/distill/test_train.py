@@ -248,7 +248,10 @@ def test_an_unsafe_init_checkpoint_is_refused(chain, tmp_path, capsys):
                        f"init={init}", *chain["proxy"]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{init / 'heads.pt'} is not a plain tensor checkpoint" in err[0]
-    assert "weights_only" not in err[0]
+    assert "weights_only" not in err[0] and not (tmp_path / "r").exists()
+    assert train_main(["--stage", "3", "--config", str(CONFIGS / "tiny_stage3.yaml"), f"out={tmp_path / 'm'}",
+                       f"init={tmp_path / 'missing'}", *chain["proxy"]]) == 2
+    assert "student weights" in capsys.readouterr().err and not (tmp_path / "m").exists()
 
 
 def test_the_loss_config_reaches_the_training_loop(chain, tmp_path):
