@@ -36,7 +36,6 @@ from eupe.assets import Photo, bundled_photos, imagenet_photos, write_photo_shar
 from eupe.distill.config import DataConfig, OptimConfig, TrainConfig  # noqa: E402
 from eupe.distill.heads import DistillModel  # noqa: E402
 from eupe.distill.loop import LOSS_LOG, build_student, lr_at, param_groups, train  # noqa: E402
-from eupe.distill.losses import distill_loss  # noqa: E402
 from eupe.models import create_teacher, teacher_spec  # noqa: E402
 from eupe.models.config import StudentConfig, TeacherConfig  # noqa: E402
 from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store  # noqa: E402
@@ -127,6 +126,7 @@ def student_only(cfg: TrainConfig, teacher_dim: int, teacher_grid: int, warmup: 
     pixels = torch.rand(micro, 3, res, res, generator=gen).to(device)
     targets = {TEACHER: {"summary": torch.randn(micro, teacher_dim, generator=gen).to(device),
                          "patch": torch.randn(micro, teacher_grid, teacher_grid, teacher_dim, generator=gen).to(device)}}
+    loss = cfg.loss.build(cfg.patch_weights())  # the loop's own loss object
     times = []
     for step in range(cfg.iterations):
         for group in optimizer.param_groups:
@@ -134,7 +134,7 @@ def student_only(cfg: TrainConfig, teacher_dim: int, teacher_grid: int, warmup: 
         t0 = time.perf_counter()
         for _ in range(accumulation):
             with accelerator.accumulate(model):
-                losses = distill_loss(model(pixels), targets, cfg.patch_weights())
+                losses = loss(model(pixels), targets)
                 accelerator.backward(losses["total"])
                 if accelerator.sync_gradients and cfg.optim.grad_clip > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)

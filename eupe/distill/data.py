@@ -12,16 +12,17 @@ the student, read + decode + normalize the cached targets, or render the teacher
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from eupe.data.shards import ShardReader
-from eupe.store.store import OK, FeatureStore
-from eupe.store.teacher_group import TeacherGroup
+from eupe.config import ConfigError
+from eupe.data.shards import ShardReader, expand_shards
+from eupe.models.features import Features
+from eupe.store import OK, FeatureStore, TeacherGroup
 from eupe.views import ViewSpec, decode_image, render
 
 Sample = tuple[int, int, int, int]  # (row, view, student_res, teacher_res; 0 = each teacher's stored one)
@@ -44,6 +45,8 @@ class Plan:
     world_size: int
     student_scales: tuple[int, ...]
     teacher_scales: tuple[int, ...]  # empty: every teacher at its (first) stored resolution
+    parts: tuple[np.ndarray, ...] = ()  # data mixture: each part's usable rows (empty: all rows, uniform)
+    weights: tuple[float, ...] = ()  # each part's share of every global batch (sums to 1)
 
     @property
     def accumulation(self) -> int:
@@ -73,11 +76,56 @@ class Plan:
 
     def micro_batches(self, step: int, rank: int) -> list[list[Sample]]:
         s_res, t_res = self.scales(step)
+        mixed = self.step_samples(step) if self.parts else None
         batches = []
         for micro in range(self.accumulation):
-            start = step * self.global_batch + (micro * self.world_size + rank) * self.micro_batch
-            batches.append([(*self.sample(p), s_res, t_res) for p in range(start, start + self.micro_batch)])
+            first = (micro * self.world_size + rank) * self.micro_batch  # position inside the global batch
+            positions = range(first, first + self.micro_batch)
+            samples = [mixed[i] for i in positions] if mixed else [self.sample(step * self.global_batch + i)
+                                                                  for i in positions]
+            batches.append([(*sample, s_res, t_res) for sample in samples])
         return batches
+
+    def first_samples(self, n: int) -> list[tuple[int, int]]:
+        """The first ``n`` (row, view) samples of the schedule (steps in order, all ranks)."""
+        if not self.parts:
+            return [self.sample(p) for p in range(n)]
+        out: list[tuple[int, int]] = []
+        step = 0
+        while len(out) < n:
+            out += self.step_samples(step)
+            step += 1
+        return out[:n]
+
+    def _part_permutation(self, part: int, epoch: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_part_cache", {})
+        if (part, epoch) not in cache:
+            if len(cache) > 2 * len(self.parts):  # a step touches at most two epochs of a part
+                cache.clear()
+            cache[(part, epoch)] = _rng("part", self.seed, part, epoch).permutation(self.parts[part])
+        return cache[(part, epoch)]
+
+    def _part_count(self, part: int, step: int) -> int:
+        """Samples part ``part`` contributed to steps 0..step-1: floor of cumulative shares, summing to step x B."""
+        total = step * self.global_batch
+        edge = lambda k: total if k == len(self.weights) else int(total * sum(self.weights[:k]))  # noqa: E731
+        return edge(part + 1) - edge(part)
+
+    def step_samples(self, step: int) -> list[tuple[int, int]]:
+        """The global batch of a mixture step: each part's next rows (its own epochs), then shuffled.
+
+        Part k has taken ``_part_count(k, step)`` samples before this step, so the batch is a pure
+        function of (seed, step) and the long-run shares equal the weights to within one sample.
+        """
+        samples = []
+        for k, rows in enumerate(self.parts):
+            start, stop = self._part_count(k, step), self._part_count(k, step + 1)
+            for position in range(start, stop):
+                epoch, offset = divmod(position, len(rows))
+                row = int(self._part_permutation(k, epoch)[offset])
+                samples.append((row, int(_rng("view", self.seed, k, epoch, row).integers(self.views_per_image))))
+        order = _rng("mix", self.seed, step).permutation(len(samples))
+        return [samples[i] for i in order]
 
 
 class StepBatches(torch.utils.data.Sampler):
@@ -94,50 +142,86 @@ class StepBatches(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.plan.accumulation
 
 
-class DistillDataset(Dataset):
-    """Renders the student's view and loads each teacher's targets (or its input pixels)."""
+@dataclass
+class Batch:
+    """One micro-batch: the student's pixels and, per teacher, cached targets or the teacher's input."""
 
-    def __init__(self, store_path: str, teachers: Sequence[str], stats: dict[str, dict[int, dict]]) -> None:
+    pixels: torch.Tensor  # [B, 3, s, s] the student's view, in [0, 1]
+    rows: torch.Tensor  # [B] store rows
+    views: torch.Tensor  # [B] stored view index of each row
+    targets: dict[str, Features] = field(default_factory=dict)  # teacher -> normalized cached targets
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher -> [B, 3, t, t] (not cached)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def to(self, device: torch.device) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.pixels), move(self.rows), move(self.views),
+                     {n: {k: move(v) for k, v in f.items()} for n, f in self.targets.items()},
+                     {n: move(v) for n, v in self.inputs.items()})
+
+
+class DistillDataset(Dataset):
+    """Renders the student's view and loads each teacher's targets (or its input pixels).
+
+    ``store`` is used in this process; DataLoader workers reopen the store lazily from its path.
+    """
+
+    def __init__(self, store_path: str, teachers: Sequence[str], stats: dict[str, dict[int, dict]],
+                 store: FeatureStore | None = None) -> None:
         self.store_path = store_path
         self.teachers = list(teachers)
         self.stats = stats  # teacher -> res -> {"summary_mean", ...} float32 tensors
-        self._store: FeatureStore | None = None
+        self._store: FeatureStore | None = store
         self._reader: ShardReader | None = None
         self._groups: dict[str, TeacherGroup] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)  # workers reopen the store from its path
+        state.update(_store=None, _reader=None, _groups={})
+        return state
 
     def _open(self) -> FeatureStore:
         if self._store is None:  # opened lazily, once per worker process
             self._store = FeatureStore.open(self.store_path)
+        if self._reader is None:
             self._reader = ShardReader(self._store.shard_index())
             # kept for the worker's life: they cache array handles and shard indexes
             self._groups = {t: self._store.teacher(t) for t in self.teachers}
         return self._store
 
-    def __getitems__(self, samples: list[Sample]) -> dict:
+    def __getitems__(self, samples: list[Sample]) -> Batch:
         self._open()
-        first = self._groups[self.teachers[0]]
-        items = [self._item(self._groups, first, *sample) for sample in samples]
-        return collate(items)
+        return collate([self._item(*sample) for sample in samples])
 
-    def __getitem__(self, sample: Sample) -> dict:
+    def __getitem__(self, sample: Sample) -> Batch:
         return self.__getitems__([sample])
 
     def __len__(self) -> int:
         return self._open().num_images
 
-    def _item(self, groups, first, row: int, k: int, s_res: int, t_res: int) -> dict:
-        image = decode_image(self._reader.read(row))
-        view = ViewSpec.from_array(first.views(row)[k])
-        item = {"pixels": render(image, view, s_res), "row": row, "view": k}
-        for name, group in groups.items():
+    def _view(self, row: int, k: int) -> tuple[torch.Tensor, ViewSpec]:
+        first = self._groups[self.teachers[0]]
+        return decode_image(self._reader.read(row)), ViewSpec.from_array(first.views(row)[k])
+
+    def teacher_inputs(self, samples: Sequence[tuple[int, int]], res: int) -> torch.Tensor:
+        """[B, 3, res, res] teacher inputs of (row, view) samples, rendered like the cached ones."""
+        self._open()
+        return torch.stack([render(*self._view(row, k), res) for row, k in samples])
+
+    def _item(self, row: int, k: int, s_res: int, t_res: int) -> dict:
+        image, view = self._view(row, k)
+        item = {"pixels": render(image, view, s_res), "row": row, "view": k, "targets": {}, "inputs": {}}
+        for name, group in self._groups.items():
             res = t_res or group.resolutions[0]
             if res in group.resolutions:
                 targets = group.targets(row, res, k)
-                item[f"target/{name}"] = normalize(
+                item["targets"][name] = normalize(
                     {key: torch.from_numpy(np.ascontiguousarray(v)) for key, v in targets.items()},
                     self.stats[name][res])
             else:
-                item[f"input/{name}"] = render(image, view, res)
+                item["inputs"][name] = render(image, view, res)
         return item
 
 
@@ -146,15 +230,16 @@ def normalize(features: dict[str, torch.Tensor], stats: dict[str, torch.Tensor])
     return {kind: (features[kind] - stats[f"{kind}_mean"]) / stats[f"{kind}_std"] for kind in ("summary", "patch")}
 
 
-def collate(items: list[dict]) -> dict:
-    batch: dict = {"pixels": torch.stack([i["pixels"] for i in items]),
-                   "row": torch.tensor([i["row"] for i in items]), "view": torch.tensor([i["view"] for i in items])}
-    for key in items[0]:
-        if key.startswith("target/"):
-            batch[key] = {kind: torch.stack([i[key][kind] for i in items]) for kind in ("summary", "patch")}
-        elif key.startswith("input/"):
-            batch[key] = torch.stack([i[key] for i in items])
-    return batch
+def collate(items: list[dict]) -> Batch:
+    """Stack per-sample dicts into a Batch (every sample of a micro-batch has the same scales)."""
+    first = items[0]
+    return Batch(
+        pixels=torch.stack([i["pixels"] for i in items]),
+        rows=torch.tensor([i["row"] for i in items]), views=torch.tensor([i["view"] for i in items]),
+        targets={name: {kind: torch.stack([i["targets"][name][kind] for i in items]) for kind in ("summary", "patch")}
+                 for name in first["targets"]},
+        inputs={name: torch.stack([i["inputs"][name] for i in items]) for name in first["inputs"]},
+    )
 
 
 def make_loader(dataset: DistillDataset, plan: Plan, rank: int, start: int, stop: int, workers: int) -> DataLoader:
@@ -163,7 +248,7 @@ def make_loader(dataset: DistillDataset, plan: Plan, rank: int, start: int, stop
                       persistent_workers=False)
 
 
-def _already_collated(batch: dict) -> dict:
+def _already_collated(batch: Batch) -> Batch:
     return batch  # __getitems__ returns a collated batch
 
 
@@ -176,3 +261,23 @@ def usable_rows(store: FeatureStore, teachers: Sequence[str]) -> np.ndarray:
         done = np.repeat(group.done_flags(), store.params.images_per_chunk)[: store.num_images]
         ok &= done
     return np.flatnonzero(ok)
+
+
+def mixture_parts(store: FeatureStore, patterns: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Usable rows of each shard pattern (each must name shards of the store's dataset)."""
+    shards = list(store.dataset["shards"])
+    shard_of_row = np.asarray(store.group["images/shard"][:])  # [N] index into the store's shards
+    parts = []
+    for i, pattern in enumerate(patterns):
+        try:
+            wanted = expand_shards(pattern)
+        except ValueError as err:
+            raise ConfigError(f"data.mixture.{i}.shards: {err}") from None
+        unknown = [s for s in wanted if s not in shards]
+        if unknown:
+            raise ConfigError(f"data.mixture.{i}.shards: {unknown[0]} is not one of the store's {len(shards)} shards")
+        part = rows[np.isin(shard_of_row[rows], [shards.index(s) for s in wanted])]
+        if len(part) == 0:
+            raise ConfigError(f"data.mixture.{i}.shards {pattern!r} holds no usable image")
+        parts.append(part)
+    return tuple(parts)

@@ -1,6 +1,7 @@
 """The training loop shared by Stages 1-3, on Accelerate.
 
-Short by design: build (model, targets, data plan), then for each step run the micro-batches
+Short by design: a ``Trainer`` opens the store once, checks it, fixes the normalization
+statistics and builds (model, loss, targets, data plan); then for each step run the micro-batches
 under ``accelerator.accumulate``, clip, step, set the learning rate from a pure function of the
 step, log, and checkpoint. A run directory holds the resolved config, ``losses.jsonl`` (one line
 per step), TensorBoard logs, ``checkpoints/step_*`` (``save_state`` + step), and at the end
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
@@ -22,19 +25,31 @@ from accelerate.utils import set_seed
 from tqdm import tqdm
 
 from eupe import config as config_io
+from eupe.config import ConfigError
 from eupe.distill.config import TrainConfig
-from eupe.distill.data import DistillDataset, Plan, make_loader, usable_rows
+from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
-from eupe.distill.losses import distill_loss
-from eupe.distill.targets import OnlineTeacher, check_store, online_teachers, teacher_stats
+from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
+                                  online_stats, online_teachers, save_run_stats, stored_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
-from eupe.models.checkpoint import STUDENT_FILENAME, load_student, save_student
+from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_student_file, save_student
+from eupe.models.features import Features
 from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
 from eupe.models.teachers import proxy_spec
-from eupe.store.store import FeatureStore
+from eupe.store import FeatureStore, StoreMismatchError
 
 LOSS_LOG = "losses.jsonl"
+RUN_STATS = "stats"  # run directory: statistics of teacher scales the store lacks
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A plain tensor checkpoint (torch.load with weights_only); anything else is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{path} is not a plain tensor checkpoint (it holds other pickled Python objects, "
+                          "which are never loaded); pass the heads.pt a training run wrote") from None
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -53,10 +68,10 @@ def build_student(cfg: TrainConfig) -> Encoder:
         return Encoder(proxy_spec(teacher_spec("proxy"), cfg.proxy), backbone, "training")
     if cfg.stage == 3:
         if not cfg.init:
-            raise ValueError("stage 3 starts from a Stage-2 run: set init=RUN_DIR (or its student.safetensors)")
+            raise ConfigError("stage 3 starts from a Stage-2 run: set init=RUN_DIR (or its student.safetensors)")
         student = load_student(cfg.init)
         if student.spec.name != cfg.student.name:
-            raise ValueError(f"init {cfg.init} holds a {student.spec.name!r} student, config says {cfg.student.name!r}")
+            raise ConfigError(f"init {cfg.init} holds a {student.spec.name!r} student, config says {cfg.student.name!r}")
         return student
     return create_student(cfg.student.name, cfg.student.weights, cfg.student.test_scale)
 
@@ -104,76 +119,179 @@ class LossLog:
                 handle.write(json.dumps(record) + "\n")
 
 
-def _targets(batch: dict, online: dict[str, OnlineTeacher], teachers: list[str], t_res: int, counts: dict) -> dict:
-    out = {}
-    for name in teachers:
-        if f"target/{name}" in batch:
-            out[name] = batch[f"target/{name}"]
-            counts["cache_hits"] += len(batch["pixels"])
-        else:
-            out[name] = online[name](batch[f"input/{name}"], t_res)
-            counts["online_fallbacks"] += len(batch["pixels"])
-    return out
+class Trainer:
+    """One run: the store (opened once), the model, optimizer, loss, data plan and online teachers."""
+
+    def __init__(self, cfg: TrainConfig, say: Callable[[str], None] = print) -> None:
+        self.cfg, self.out = cfg, Path(cfg.out)
+        cpu = not torch.cuda.is_available()  # also makes torchrun on CPU one gloo process group, not N runs
+        precision = "no" if cpu else cfg.mixed_precision
+        self.store = FeatureStore.open(cfg.data.store)
+        check_store(cfg, self.store)
+        check_complete(cfg, self.store, say)
+        self.plan = _plan(cfg, self.store, cpu)
+        self.init_heads = _init_heads_state(cfg)  # Stage 3: checked before anything is written
+        self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=self.plan.accumulation,
+                                       log_with="tensorboard", project_dir=str(self.out), cpu=cpu)
+        self.main = self.accelerator.is_main_process
+        self.say = say if self.main else (lambda _text: None)
+        if precision != cfg.mixed_precision:
+            self.say(f"no CUDA device: training in fp32 instead of {cfg.mixed_precision}")
+        self.say(reuse_line(cfg, self.plan))
+        set_seed(cfg.seed)
+        if self.main:
+            config_io.save_resolved(cfg, self.out)
+        self.teachers = cfg.teacher_names()
+        self.stats = self._store_stats()
+        self.loss = cfg.loss.build(cfg.patch_weights())
+        self.counts = {"cache_hits": 0, "online_fallbacks": 0}
+
+    def _store_stats(self) -> dict[str, dict[int, Stats]]:
+        """Stored scales' statistics: computed once by the main process when absent, the others wait."""
+        if self.main:
+            for name in self.teachers:
+                ensure_store_stats(self.store, name, self.say)
+        self.accelerator.wait_for_everyone()
+        return {name: stored_stats(self.store, name) for name in self.teachers}
+
+    def setup(self) -> None:
+        """Model, optimizer, online teachers (with their scales' statistics), checkpoint state."""
+        cfg = self.cfg
+        dims = {t: self.store.teacher(t).dim for t in self.teachers}
+        model = DistillModel(build_student(cfg), dims, cfg.head_hidden)
+        if self.init_heads is not None:
+            model.heads.load_state_dict(self.init_heads)
+            self.say(f"adapter heads initialised from {Path(cfg.init) / HEADS_FILENAME}")
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                      betas=tuple(cfg.optim.betas))
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.dataset = DistillDataset(cfg.data.store, self.teachers, self.stats, store=self.store)
+        self.online = online_teachers(cfg, self.store, self.stats, self.accelerator.device)
+        self._online_stats()
+        self.checkpoints = Checkpoints(self.out / "checkpoints", cfg.keep_checkpoints)
+        self.start = _resume(self.accelerator, self.checkpoints, self.say)
+        self.stop = min(cfg.iterations, cfg.max_steps if cfg.max_steps is not None else cfg.iterations)
+
+    def _online_stats(self) -> None:
+        """Each online-only teacher scale gets statistics of its own, fixed by the main process once."""
+        samples = self.plan.first_samples(self.cfg.online_stats_batches * self.cfg.micro_batch)
+        for name, teacher in self.online.items():
+            for res in sorted(set(self.cfg.teacher_scales) - set(teacher.stats)):
+                path = self.out / RUN_STATS / f"{name}_r{res}.npz"
+                if self.main and not path.is_file():
+                    self.say(f"computing normalization statistics for {name} r{res} from the online teacher "
+                             f"over {len(samples)} views; saved in {path}")
+                    save_run_stats(path, online_stats(teacher, self.dataset, samples, res, self.cfg.micro_batch,
+                                                      self.accelerator.device))
+                self.accelerator.wait_for_everyone()
+                teacher.stats[res] = load_run_stats(path)
+
+    def targets(self, batch: Batch, t_res: int) -> dict[str, Features]:
+        """Cached targets where the batch has them, else the online teacher's at ``t_res``."""
+        out = {}
+        for name in self.teachers:
+            if name in batch.targets:
+                out[name] = batch.targets[name]
+                self.counts["cache_hits"] += len(batch)
+            else:
+                out[name] = self.online[name](batch.inputs[name], t_res)
+                self.counts["online_fallbacks"] += len(batch)
+        return out
+
+    def step(self, step: int, batches: Iterator[Batch]) -> dict:
+        """One optimizer step over the plan's micro-batches; returns the step's log record."""
+        acc, cfg = self.accelerator, self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        t0, wait, sums = time.perf_counter(), 0.0, {}
+        s_res, t_res = self.plan.scales(step)
+        for _ in range(self.plan.accumulation):
+            t_wait = time.perf_counter()
+            batch = next(batches).to(acc.device)
+            wait += time.perf_counter() - t_wait
+            with acc.accumulate(self.model):
+                losses = self.loss(self.model(batch.pixels), self.targets(batch, t_res))
+                acc.backward(losses["total"])
+                if acc.sync_gradients and cfg.optim.grad_clip > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.detach() / self.plan.accumulation
+        elapsed = time.perf_counter() - t0
+        return {"step": step, **self._across_ranks(sums), "lr": lr_at(step, cfg),
+                "images_per_s": cfg.global_batch / elapsed, "data_wait_fraction": wait / elapsed,
+                "student_res": s_res, "teacher_res": t_res}
+
+    def _across_ranks(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Loss terms averaged over the ranks (the global batch's), fallback counts summed over them."""
+        terms = self.accelerator.reduce(torch.stack(list(sums.values())).float(), reduction="mean")  # [T]
+        counts = torch.tensor(list(self.counts.values()), device=self.accelerator.device)
+        counts = self.accelerator.reduce(counts, reduction="sum")  # [2]
+        return {**dict(zip(sums, terms.tolist())), **dict(zip(self.counts, (int(c) for c in counts.tolist())))}
+
+    def run(self) -> Path:
+        """Train from the resumed step to the stop step; write outputs when the schedule is complete."""
+        cfg, acc = self.cfg, self.accelerator
+        batches = iter(make_loader(self.dataset, self.plan, acc.process_index, self.start, self.stop,
+                                   cfg.data.num_workers))
+        acc.init_trackers("tensorboard")
+        log = LossLog(self.out / LOSS_LOG, self.start, self.main)
+        bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
+        for step in range(self.start, self.stop):
+            record = self.step(step, batches)
+            log.write(record)
+            if step % cfg.log_every == 0 or step == self.stop - 1:
+                acc.log({k: v for k, v in record.items() if k != "step"}, step=step)
+            bar.set_postfix(loss=f"{record['total']:.4f}", wait=f"{record['data_wait_fraction']:.0%}")
+            bar.update(1)
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == self.stop:
+                self.checkpoints.save(acc, step + 1)
+        bar.close()
+        acc.end_training()
+        if self.main and self.stop == cfg.iterations:
+            _save_outputs(cfg, acc.unwrap_model(self.model), self.out, self.store)
+        return self.out
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: ({kk: vv.to(device, non_blocking=True) for kk, vv in v.items()} if isinstance(v, dict)
-                else v.to(device, non_blocking=True)) for k, v in batch.items()}
-
-
-def train(cfg: TrainConfig, say=print) -> Path:
+def train(cfg: TrainConfig, say: Callable[[str], None] = print) -> Path:
     """Run (or resume) a training run; returns the run directory."""
-    out = Path(cfg.out)
-    precision = cfg.mixed_precision if torch.cuda.is_available() else "no"
-    if precision != cfg.mixed_precision:
-        say(f"no CUDA device: training in fp32 instead of {cfg.mixed_precision}")
-    store = FeatureStore.open(cfg.data.store)
-    check_store(cfg, store)
-    plan = _plan(cfg, store)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=plan.accumulation,
-                              log_with="tensorboard", project_dir=str(out))
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        config_io.save_resolved(cfg, out)
-    stats = {t: teacher_stats(cfg.data.store, t, say) for t in cfg.teacher_names()}
-    teachers = cfg.teacher_names()
-    dims = {t: store.teacher(t).dim for t in teachers}
-    model = DistillModel(build_student(cfg), dims, cfg.head_hidden)
-    _init_heads(cfg, model, say)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    online = online_teachers(cfg, store, stats, accelerator.device)
-    checkpoints = Checkpoints(out / "checkpoints", cfg.keep_checkpoints)
-    start = _resume(accelerator, checkpoints, say)
-    stop = min(cfg.iterations, cfg.max_steps if cfg.max_steps is not None else cfg.iterations)
-    loader = make_loader(DistillDataset(cfg.data.store, teachers, stats), plan, accelerator.process_index,
-                         start, stop, cfg.data.num_workers)
-    accelerator.init_trackers("tensorboard")
-    log = LossLog(out / LOSS_LOG, start, accelerator.is_main_process)
-    _run(cfg, accelerator, model, optimizer, iter(loader), plan, online, teachers, checkpoints, log, start, stop)
-    accelerator.end_training()
-    if accelerator.is_main_process and stop == cfg.iterations:
-        _save_outputs(cfg, accelerator.unwrap_model(model), out, store)
+    trainer = Trainer(cfg, say)
+    trainer.setup()
+    out = trainer.run()
+    trainer.say(f"run directory: {out}")  # main process only
     return out
 
 
-def _init_heads(cfg: TrainConfig, model: DistillModel, say) -> None:
-    """Stage 3 continues the Stage-2 adapter heads when the init run has them."""
-    if cfg.stage != 3 or not cfg.init or not (Path(cfg.init) / HEADS_FILENAME).is_file():
-        return
-    model.heads.load_state_dict(torch.load(Path(cfg.init) / HEADS_FILENAME, map_location="cpu", weights_only=True))
-    say(f"adapter heads initialised from {Path(cfg.init) / HEADS_FILENAME}")
+def reuse_line(cfg: TrainConfig, plan: Plan) -> str:
+    """How often the schedule reads each stored view, on average."""
+    stored = len(plan.rows) * plan.views_per_image
+    reuse = cfg.iterations * cfg.global_batch / stored
+    return (f"expected reuse per stored view: {reuse:.1f} reads ({cfg.iterations} iterations x {cfg.global_batch} "
+            f"images / ({len(plan.rows)} usable images x {plan.views_per_image} views))")
 
 
-def _plan(cfg: TrainConfig, store: FeatureStore) -> Plan:
+def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
+    """Stage 3 continues the Stage-2 adapter heads when the init run has them (init must hold a student)."""
+    if cfg.stage != 3 or not cfg.init:
+        return None
+    resolve_student_file(cfg.init)  # FileNotFoundError naming the file, before any write
+    heads = Path(cfg.init) / HEADS_FILENAME
+    return load_tensors(heads) if heads.is_file() else None
+
+
+def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool) -> Plan:
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=cpu)
     rows = usable_rows(store, cfg.teacher_names())
     if len(rows) == 0:
-        raise ValueError(f"no usable images in {cfg.data.store} (every image failed or is incomplete)")
+        raise StoreMismatchError(f"no usable images in {cfg.data.store} (every image failed or is incomplete)")
+    mixture = cfg.data.mixture
+    parts = mixture_parts(store, [m.shards for m in mixture], rows) if mixture else ()
+    weights = tuple(m.weight / sum(p.weight for p in mixture) for m in mixture)
     return Plan(rows, store.params.views_per_image, cfg.seed, cfg.global_batch, cfg.micro_batch,
-                state.num_processes, tuple(cfg.student_scales), tuple(cfg.teacher_scales))
+                state.num_processes, tuple(cfg.student_scales), tuple(cfg.teacher_scales), parts, weights)
 
 
 def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:
@@ -184,42 +302,6 @@ def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:
     accelerator.load_state(str(path))
     say(f"resuming from {path} (step {step})")
     return step
-
-
-def _run(cfg, accelerator, model, optimizer, batches, plan, online, teachers, checkpoints, log, start, stop) -> None:
-    counts = {"cache_hits": 0, "online_fallbacks": 0}
-    bar = tqdm(total=stop, initial=start, desc=f"stage {cfg.stage}", unit="step",
-               disable=not accelerator.is_main_process)
-    for step in range(start, stop):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        t0, wait, sums = time.perf_counter(), 0.0, {}
-        s_res, t_res = plan.scales(step)
-        for _ in range(plan.accumulation):
-            t_wait = time.perf_counter()
-            batch = _to(next(batches), accelerator.device)
-            wait += time.perf_counter() - t_wait
-            with accelerator.accumulate(model):
-                losses = distill_loss(model(batch["pixels"]), _targets(batch, online, teachers, t_res, counts),
-                                      cfg.patch_weights())
-                accelerator.backward(losses["total"])
-                if accelerator.sync_gradients and cfg.optim.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad()
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value.item() / plan.accumulation
-        elapsed = time.perf_counter() - t0
-        record = {"step": step, **sums, "lr": lr_at(step, cfg), "images_per_s": cfg.global_batch / elapsed,
-                  "data_wait_fraction": wait / elapsed, "student_res": s_res, "teacher_res": t_res, **counts}
-        log.write(record)
-        if step % cfg.log_every == 0 or step == stop - 1:
-            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
-        bar.set_postfix(loss=f"{sums['total']:.4f}", wait=f"{record['data_wait_fraction']:.0%}")
-        bar.update(1)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == stop:
-            checkpoints.save(accelerator, step + 1)
-    bar.close()
 
 
 def _save_outputs(cfg: TrainConfig, model: DistillModel, out: Path, store: FeatureStore) -> None:

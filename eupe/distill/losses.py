@@ -2,7 +2,9 @@
 
 Per teacher (as in EUPE): cosine distance on the summary token, and on the patch tokens a
 mix of cosine distance (0.9) and smooth-L1 (0.1), after bringing the student and teacher
-patch grids to one size by bicubic upsampling of the smaller one. Targets are expected to
+patch grids to one size by bicubic upsampling of the smaller one. ``DistillLoss`` is the
+configured object (weights from ``LossConfig``, built by ``LossConfig.build``); ``distill_loss``
+is the same computation with the paper's defaults. Targets are expected to
 be normalized (per-coordinate mean/std) by the caller. Everything is computed in float32,
 also when the inputs are bf16 or the call happens under autocast.
 """
@@ -13,11 +15,10 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from eupe.distill.config import LossConfig
 from eupe.models.features import Features
-
-PATCH_COS_WEIGHT = 0.9
-PATCH_SMOOTH_L1_WEIGHT = 0.1
 
 
 def _resize_grid(patch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -70,17 +71,46 @@ def _patch_weights(
     return {name: float(weights.get(name, 1.0)) for name in teachers}
 
 
-def teacher_losses(pred: Features, target: Features, patch_weight: float = 1.0) -> dict[str, torch.Tensor]:
+def teacher_losses(pred: Features, target: Features, patch_weight: float = 1.0,
+                   cfg: LossConfig | None = None) -> dict[str, torch.Tensor]:
     """One teacher's terms: summary_cos, patch_cos, patch_smooth_l1 and their weighted sum, loss."""
+    cfg = cfg or LossConfig()
     pred_patch, target_patch = match_grids(pred["patch"].float(), target["patch"].float())
     terms = {
         "summary_cos": cosine_loss(pred["summary"], target["summary"]),
         "patch_cos": cosine_loss(pred_patch, target_patch),
-        "patch_smooth_l1": F.smooth_l1_loss(pred_patch, target_patch),
+        "patch_smooth_l1": F.smooth_l1_loss(pred_patch, target_patch, beta=cfg.smooth_l1_beta),
     }
-    patch = PATCH_COS_WEIGHT * terms["patch_cos"] + PATCH_SMOOTH_L1_WEIGHT * terms["patch_smooth_l1"]
-    terms["loss"] = terms["summary_cos"] + patch_weight * patch
+    patch = cfg.patch_cos_weight * terms["patch_cos"] + cfg.patch_smooth_l1_weight * terms["patch_smooth_l1"]
+    terms["loss"] = cfg.summary_weight * terms["summary_cos"] + cfg.patch_weight * patch_weight * patch
     return terms
+
+
+class DistillLoss(nn.Module):
+    """All teachers' loss terms, keyed ``"{teacher}/{term}"``, plus ``"total"`` (sum of the ``/loss``).
+
+    ``pred`` comes from ``DistillModel`` (student grid), ``target`` from the teachers (their grid).
+    ``patch_weights`` scales each teacher's patch term (default 1). Mismatched teachers raise ValueError.
+    """
+
+    def __init__(self, cfg: LossConfig | None = None, patch_weights: Mapping[str, float] | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or LossConfig()
+        self.patch_weights = dict(patch_weights or {})
+
+    def forward(self, pred: Mapping[str, Features], target: Mapping[str, Features]) -> dict[str, torch.Tensor]:
+        _check_keys(pred, target)
+        if not target:
+            raise ValueError("distill_loss needs at least one teacher")
+        weights = _patch_weights(target, self.patch_weights)
+        first = next(iter(pred.values()))["summary"]
+        out: dict[str, torch.Tensor] = {}
+        with torch.autocast(device_type=first.device.type, enabled=False):
+            for name in target:
+                for term, value in teacher_losses(pred[name], target[name], weights[name], self.cfg).items():
+                    out[f"{name}/{term}"] = value
+            out["total"] = torch.stack([out[f"{name}/loss"] for name in target]).sum()
+        return out
 
 
 def distill_loss(
@@ -88,20 +118,5 @@ def distill_loss(
     target: Mapping[str, Features],
     patch_weights: Mapping[str, float] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All teachers' loss terms, keyed ``"{teacher}/{term}"``, plus ``"total"`` (sum of the ``/loss``).
-
-    ``pred`` comes from ``DistillModel`` (student grid), ``target`` from the teachers (their grid).
-    ``patch_weights`` scales each teacher's patch term (default 1). Mismatched teachers raise ValueError.
-    """
-    _check_keys(pred, target)
-    if not target:
-        raise ValueError("distill_loss needs at least one teacher")
-    weights = _patch_weights(target, patch_weights)
-    first = next(iter(pred.values()))["summary"]
-    out: dict[str, torch.Tensor] = {}
-    with torch.autocast(device_type=first.device.type, enabled=False):
-        for name in target:
-            for term, value in teacher_losses(pred[name], target[name], weights[name]).items():
-                out[f"{name}/{term}"] = value
-        out["total"] = torch.stack([out[f"{name}/loss"] for name in target]).sum()
-    return out
+    """``DistillLoss`` with the paper's weights (``LossConfig()``) applied once."""
+    return DistillLoss(LossConfig(), patch_weights)(pred, target)

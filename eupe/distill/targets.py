@@ -1,27 +1,33 @@
 """Targets behind one interface: cached in the store, or computed online by the teacher.
 
 The trainer checks that the store matches its config and dataset (teachers, weights
-fingerprints, view policy, image keys) and refuses it naming every difference. Targets are
-normalized with the teacher's frozen per-coordinate statistics from ``eupe-cache stats``
-(computed first when absent). When a (view, scale) is not in the store, the data loader hands
-the rendered teacher input to ``OnlineTeacher``, which returns the same normalized targets.
+fingerprints, view policy, image keys) and refuses it naming every difference, and refuses an
+incomplete store unless ``data.allow_incomplete``. Targets are normalized with frozen
+per-coordinate statistics of their own (teacher, scale): for a stored scale those of
+``eupe-cache stats`` (computed once by the main process when absent or stale); for a scale the
+store lacks, statistics of the online teacher over the first micro-batches of the run, saved
+in the run directory (``stats/{teacher}_r{scale}.npz``) and reloaded on resume. When a
+(view, scale) is not in the store, the data loader hands the rendered teacher input to
+``OnlineTeacher``, which returns targets normalized the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import zarr
 
 from eupe.data.shards import expand_shards, index_shards
 from eupe.distill.config import TrainConfig
-from eupe.distill.data import normalize
+from eupe.distill.data import DistillDataset, normalize
 from eupe.models import Encoder, create_teacher, teacher_weights_path
 from eupe.models.weights import file_sha256
-from eupe.store.stats import compute_stats, load_stats, save_stats
-from eupe.store.store import FeatureStore, StoreMismatchError
+from eupe.store import (FeatureStore, RunningMoments, StoreMismatchError, TeacherGroup, compute_stats, load_stats,
+                        save_stats)
 from eupe.views import ViewPolicy
 
 Stats = dict[str, torch.Tensor]
@@ -74,25 +80,64 @@ def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
                                  + "\n  ".join(problems))
 
 
-def teacher_stats(store_path: str, name: str, say: Callable[[str], None] = print) -> dict[int, Stats]:
-    """Frozen normalization statistics per stored resolution, computed and saved when absent."""
-    group = FeatureStore.open(store_path).teacher(name)
+def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, int]:
+    """Per teacher, how many images lie in chunks whose extraction is not done yet."""
     out = {}
-    for res in group.resolutions:
-        stats = load_stats(group, res)
-        if stats is None:
-            say(f"computing normalization statistics for {name} r{res} (not in the store yet; "
-                "`eupe-cache stats` does this ahead of time)")
-            writable = FeatureStore.open(store_path, mode="a").teacher(name)
-            save_stats(writable, res, compute_stats(writable, res))
-            stats = load_stats(writable, res)
-        out[res] = {k: torch.from_numpy(np.maximum(v, 1e-6) if k.endswith("_std") else v).float()
-                    for k, v in stats.items()}
+    for name in teachers:
+        done = store.teacher(name).done_flags()
+        out[name] = sum(len(store.chunk_rows(int(c))) for c in np.flatnonzero(~np.asarray(done, bool)))
     return out
 
 
+def check_complete(cfg: TrainConfig, store: FeatureStore, say: Callable[[str], None]) -> None:
+    """Refuse a store whose extraction is unfinished, unless data.allow_incomplete (then warn)."""
+    missing = {name: n for name, n in missing_images(store, cfg.teacher_names()).items() if n}
+    if not missing:
+        return
+    text = ", ".join(f"{n} of {store.num_images} images of {name!r}" for name, n in missing.items())
+    if not cfg.data.allow_incomplete:
+        raise StoreMismatchError(f"feature store {cfg.data.store} is incomplete ({text} not extracted yet): "
+                                 "finish `eupe-cache extract`, or set data.allow_incomplete=true")
+    say(f"warning: training on an incomplete store: {text} not extracted yet (data.allow_incomplete=true)")
+
+
+def _tensors(stats: dict[str, np.ndarray]) -> Stats:
+    return {k: torch.from_numpy(np.maximum(v, 1e-6) if k.endswith("_std") else v).float() for k, v in stats.items()}
+
+
+def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None] = print) -> None:
+    """Compute and save the statistics of every stored scale that lacks them (or whose are stale)."""
+    group = store.teacher(name)
+    writable: TeacherGroup | None = None
+    for res in group.resolutions:
+        if load_stats(group, res) is None:
+            say(f"computing normalization statistics for {name} r{res} (absent or stale in the store; "
+                "`eupe-cache stats` does this ahead of time)")
+            writable = writable or FeatureStore(zarr.open_group(store.group.store.with_read_only(False),
+                                                                 mode="r+")).teacher(name)  # same store, writable
+            save_stats(writable, res, compute_stats(writable, res))
+
+
+def stored_stats(store: FeatureStore, name: str) -> dict[int, Stats]:
+    """Frozen statistics per stored scale (``ensure_store_stats`` must have run)."""
+    group, out = store.teacher(name), {}
+    for res in group.resolutions:
+        stats = load_stats(group, res)
+        if stats is None:
+            raise StoreMismatchError(f"normalization statistics of {name} r{res} are missing in the store")
+        out[res] = _tensors(stats)
+    return out
+
+
+def teacher_stats(store: str | FeatureStore, name: str, say: Callable[[str], None] = print) -> dict[int, Stats]:
+    """Frozen normalization statistics per stored resolution, computed and saved when absent."""
+    store = FeatureStore.open(store) if not isinstance(store, FeatureStore) else store
+    ensure_store_stats(store, name, say)
+    return stored_stats(store, name)
+
+
 def nearest_stats(stats: dict[int, Stats], res: int) -> Stats:
-    """Statistics of the stored resolution closest to ``res`` (for online targets)."""
+    """Statistics of the stored resolution closest to ``res`` (evaluation only; training uses its own)."""
     return stats[min(stats, key=lambda r: abs(r - res))]
 
 
@@ -107,13 +152,45 @@ class OnlineTeacher:
     _device_stats: dict = field(default_factory=dict)
 
     @torch.no_grad()
-    def __call__(self, pixels: torch.Tensor, res: int) -> dict[str, torch.Tensor]:
-        self.calls += 1
-        self.samples += len(pixels)
+    def raw(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Un-normalized float32 outputs on [B, 3, t, t] pixels."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=pixels.is_cuda):  # as the cache was extracted
             out = self.encoder(pixels)
-        stats = {k: v.to(pixels.device) for k, v in nearest_stats(self.stats, res).items()}
-        return normalize({k: v.float() for k, v in out.items()}, stats)
+        return {k: v.float() for k, v in out.items()}
+
+    def __call__(self, pixels: torch.Tensor, res: int) -> dict[str, torch.Tensor]:
+        """Targets at scale ``res``, normalized with that scale's own frozen statistics."""
+        self.calls += 1
+        self.samples += len(pixels)
+        if res not in self.stats:
+            raise KeyError(f"no normalization statistics for teacher scale {res} (have {sorted(self.stats)})")
+        stats = {k: v.to(pixels.device) for k, v in self.stats[res].items()}
+        return normalize(self.raw(pixels), stats)
+
+
+def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Sequence[tuple[int, int]], res: int,
+                 micro_batch: int, device: torch.device) -> dict[str, np.ndarray]:
+    """Float64 per-coordinate mean/std of the online teacher at ``res`` over (row, view) samples."""
+    moments = {"summary": RunningMoments(teacher.encoder.dim), "patch": RunningMoments(teacher.encoder.dim)}
+    for start in range(0, len(samples), micro_batch):
+        out = teacher.raw(dataset.teacher_inputs(samples[start:start + micro_batch], res).to(device))
+        for kind, m in moments.items():
+            m.update(out[kind].cpu().numpy())  # [B, D] or [B, h, w, D] -> rows of D
+    return {f"{kind}_{what}": getattr(m, what) for kind, m in moments.items() for what in ("mean", "std")}
+
+
+def save_run_stats(path: Path, stats: dict[str, np.ndarray]) -> None:
+    """Write statistics as a plain .npz (no pickles), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **stats)
+    tmp.replace(path)
+
+
+def load_run_stats(path: Path) -> Stats:
+    with np.load(path, allow_pickle=False) as data:
+        return _tensors({k: np.asarray(data[k]) for k in data.files})
 
 
 def online_teachers(cfg: TrainConfig, store: FeatureStore, stats: dict[str, dict[int, Stats]],

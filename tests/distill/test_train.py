@@ -20,7 +20,7 @@ from eupe.distill.data import DistillDataset
 from eupe.distill.targets import OnlineTeacher, teacher_stats
 from eupe.models import create_teacher
 from eupe.models.checkpoint import load_student
-from eupe.store.store import FeatureStore
+from eupe.store import FeatureStore
 from eupe.train.cli import main as train_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
@@ -86,10 +86,10 @@ def test_cached_and_online_targets_agree_on_the_same_view(chain):
     store = FeatureStore.open(chain["proxy_store"])
     stats = {"proxy": teacher_stats(chain["proxy_store"], "proxy")}
     dataset = DistillDataset(chain["proxy_store"], ["proxy"], stats)
-    cached = dataset.__getitems__([(row, k, 64, 64) for row, k in ((0, 0), (5, 1), (11, 1))])["target/proxy"]
+    cached = dataset.__getitems__([(row, k, 64, 64) for row, k in ((0, 0), (5, 1), (11, 1))]).targets["proxy"]
     missing = dataset.__getitems__([(row, k, 64, 96) for row, k in ((0, 0), (5, 1), (11, 1))])
     teacher = OnlineTeacher(create_teacher("proxy", weights=chain["root"] / "stage1"), stats["proxy"])
-    assert store.teacher("proxy").resolutions == [64] and "input/proxy" in missing
+    assert store.teacher("proxy").resolutions == [64] and set(missing.inputs) == {"proxy"} and not missing.targets
     from eupe.views import ViewSpec, decode_image, render
     from eupe.data import ShardReader
 
@@ -178,3 +178,132 @@ def test_eval_agreement_command(chain, photo_shards, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["views"] == 6 and 0.2 < result["patch_cos"] <= 1.0
+
+
+# --- store checks, statistics, logging (issues 8 and 9) -----------------------------------------
+
+class Evil:
+    """Not a tensor: a checkpoint holding it must be refused, not unpickled."""
+
+
+def test_an_incomplete_store_is_refused_unless_allowed(chain, photo_shards, tmp_path, capsys):
+    half = str(tmp_path / "half.zarr")  # rank 0 of 2: chunks 0 and 2 of 3 done, 4 of 12 images missing
+    _extract(photo_shards, half, "--teacher", "proxy", "--weights", str(chain["root"] / "stage1"), "--codec", "fp16",
+             "--rank", "0", "--world-size", "2")
+    capsys.readouterr()
+    args = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"data.store={half}", *chain["common"],
+            f"teachers.0.weights={chain['root'] / 'stage1'}"]
+    assert train_main([*args, f"out={tmp_path / 'refused'}"]) == 2
+    err = capsys.readouterr().err
+    assert "is incomplete (4 of 12 images of 'proxy' not extracted yet)" in err and "data.allow_incomplete=true" in err
+    assert not (tmp_path / "refused").exists()
+    assert train_main([*args, f"out={tmp_path / 'allowed'}", "data.allow_incomplete=true", "max_steps=2"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: training on an incomplete store: 4 of 12 images of 'proxy' not extracted yet" in out
+    # 30 iterations x 8 images / (8 usable images x 2 views)
+    assert "expected reuse per stored view: 15.0 reads (30 iterations x 8 images / (8 usable images x 2 views))" in out
+    assert {r["step"] for r in _losses(tmp_path / "allowed")} == {0, 1}
+
+
+def test_a_teacher_scale_is_normalized_alike_cached_or_online(chain):
+    """Statistics the trainer computes online for a scale agree with the store's for the same views."""
+    from eupe.distill.targets import online_stats, stored_stats
+
+    store = FeatureStore.open(chain["proxy_store"])
+    stats = {"proxy": stored_stats(store, "proxy")}
+    dataset = DistillDataset(chain["proxy_store"], ["proxy"], stats, store=store)
+    teacher = OnlineTeacher(create_teacher("proxy", weights=chain["root"] / "stage1"), dict(stats["proxy"]))
+    samples = [(row, k) for row in range(store.num_images) for k in range(store.params.views_per_image)]
+    online = online_stats(teacher, dataset, samples, 64, 8, torch.device("cpu"))
+    for key, cached in stats["proxy"][64].items():
+        scale = stats["proxy"][64][key.replace("_mean", "_std")]
+        assert torch.allclose(torch.from_numpy(online[key]).float(), cached, atol=2e-3 * float(scale.mean()),
+                              rtol=2e-3), key
+    saved = np.load(chain["root"] / "stage3" / "stats" / "proxy_r96.npz")
+    assert not np.allclose(saved["patch_mean"], stats["proxy"][64]["patch_mean"].numpy(), atol=1e-3)  # its own
+    with pytest.raises(KeyError, match="no normalization statistics for teacher scale 128"):
+        teacher(torch.rand(1, 3, 128, 128), 128)  # never borrowed from the nearest stored scale
+
+
+def test_online_scale_statistics_are_saved_once_and_reloaded_on_resume(chain, tmp_path, capsys):
+    run = tmp_path / "stage3"
+    args = [f"out={run}", f"init={chain['root'] / 'stage2'}", *chain["proxy"]]
+    _train(3, "tiny_stage3.yaml", "max_steps=12", *args)
+    assert "computing normalization statistics for proxy r96 from the online teacher" in capsys.readouterr().out
+    saved = (run / "stats" / "proxy_r96.npz").read_bytes()
+    _train(3, "tiny_stage3.yaml", *args)
+    assert "computing normalization statistics" not in capsys.readouterr().out
+    assert (run / "stats" / "proxy_r96.npz").read_bytes() == saved
+    np.testing.assert_allclose([r["total"] for r in _losses(run)],
+                               [r["total"] for r in _losses(chain["root"] / "stage3")], rtol=1e-5)
+
+
+def test_an_unsafe_init_checkpoint_is_refused(chain, tmp_path, capsys):
+    import shutil
+
+    init = tmp_path / "init"
+    shutil.copytree(chain["root"] / "stage2", init)
+    torch.save({"summary.0.weight": Evil()}, init / "heads.pt")
+    assert train_main(["--stage", "3", "--config", str(CONFIGS / "tiny_stage3.yaml"), f"out={tmp_path / 'r'}",
+                       f"init={init}", *chain["proxy"]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{init / 'heads.pt'} is not a plain tensor checkpoint" in err[0]
+    assert "weights_only" not in err[0] and not (tmp_path / "r").exists()
+    assert train_main(["--stage", "3", "--config", str(CONFIGS / "tiny_stage3.yaml"), f"out={tmp_path / 'm'}",
+                       f"init={tmp_path / 'missing'}", *chain["proxy"]]) == 2
+    assert "student weights" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_the_loss_config_reaches_the_training_loop(chain, tmp_path):
+    run = tmp_path / "summary_only"
+    _train(2, "tiny_stage2.yaml", f"out={run}", "max_steps=2", "loss.patch_weight=0", "loss.summary_weight=2",
+           *chain["proxy"])
+    for record in _losses(run):
+        assert record["total"] == pytest.approx(2 * record["proxy/summary_cos"], rel=1e-6)
+        assert record["proxy/patch_cos"] > 0
+
+
+def test_only_the_main_process_logs_under_torchrun(chain, photo_shards, tmp_path):
+    import subprocess
+    import sys
+
+    fresh = str(tmp_path / "fresh.zarr")  # no statistics yet: rank 0 computes them once, rank 1 waits
+    _extract(photo_shards, fresh, "--teacher", "proxy", "--weights", str(chain["root"] / "stage1"), "--codec", "fp16")
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "eupe.train.cli",
+           "--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={run}", f"data.store={fresh}",
+           f"teachers.0.weights={chain['root'] / 'stage1'}", *chain["common"], "max_steps=6"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                                  "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run directory:") == 1 and done.stdout.count("expected reuse") == 1
+    assert done.stdout.count("computing normalization statistics for proxy r64") == 1
+    assert [r["step"] for r in _losses(run)] == list(range(6))  # one row per step, not one per rank
+    reference = _losses(chain["root"] / "stage2")[:6]  # 2 ranks x 4 = 1 rank x 2 micro-batches of 4
+    np.testing.assert_allclose([r["total"] for r in _losses(run)], [r["total"] for r in reference], rtol=1e-4)
+
+
+def test_mixture_through_the_trainer_resumes_exactly(chain, tmp_path, photo_shards):
+    pattern = photo_shards.replace("{000000..000002}", "000000")
+    rest = photo_shards.replace("{000000..000002}", "{000001..000002}")
+    mix = ["data.mixture=[{shards: '" + pattern + "', weight: 3}, {shards: '" + rest + "', weight: 1}]"]
+    run, whole = tmp_path / "resumed", tmp_path / "whole"
+    _train(2, "tiny_stage2.yaml", f"out={whole}", "iterations=12", *mix, *chain["proxy"])
+    _train(2, "tiny_stage2.yaml", f"out={run}", "iterations=12", "max_steps=6", "checkpoint_every=3", *mix,
+           *chain["proxy"])
+    _train(2, "tiny_stage2.yaml", f"out={run}", "iterations=12", "checkpoint_every=3", *mix, *chain["proxy"])
+    np.testing.assert_allclose([r["total"] for r in _losses(run)], [r["total"] for r in _losses(whole)], rtol=1e-5)
+    uniform = tmp_path / "uniform"
+    _train(2, "tiny_stage2.yaml", f"out={uniform}", "iterations=12", *chain["proxy"])
+    assert [r["total"] for r in _losses(uniform)] != [r["total"] for r in _losses(whole)]
+
+
+def test_a_mixture_part_outside_the_store_is_refused(chain, tmp_path, capsys):
+    other = str(tmp_path / "elsewhere-000000.tar")
+    args = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'r'}", *chain["proxy"],
+            "data.mixture=[{shards: '" + other + "', weight: 1}]"]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"data.mixture.0.shards: {other} is not one of the store's 3 shards" in err
+    assert train_main([*args[:-1], "data.mixture=[{shards: x, weight: -1}]"]) == 2
+    assert "data.mixture.0 needs a shard pattern and a positive weight" in capsys.readouterr().err
