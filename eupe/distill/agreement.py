@@ -26,7 +26,8 @@ def load_distill_model(run_dir: str | Path) -> DistillModel:
     """A trained student with its adapter heads, from a Stage-2/3 run directory."""
     run_dir = Path(run_dir)
     heads = torch.load(run_dir / HEADS_FILENAME, map_location="cpu", weights_only=True)
-    dims = {key.split(".")[0]: value.shape[0] for key, value in heads.items() if key.endswith("summary.3.weight")}
+    dims = {key.split(".")[0]: (value.shape[0], heads[key.replace("summary.3", "patch.3")].shape[0])
+            for key, value in heads.items() if key.endswith("summary.3.weight")}
     hidden = next(v.shape[0] for k, v in heads.items() if k.endswith("summary.0.weight"))
     model = DistillModel(load_student(run_dir), dims, hidden)
     model.heads.load_state_dict(heads)

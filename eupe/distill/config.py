@@ -35,7 +35,7 @@ class DataConfig:
     shards: str = ""  # the webdataset the store was extracted from (same pattern)
     store: str = ""  # the feature store
     num_workers: int = 2  # ours
-    check_keys: bool = True  # re-index the shards and compare their keys with the store's
+    check_keys: bool = True  # compare the shards with the fingerprints the store recorded (size, head/tail hash)
     allow_incomplete: bool = False  # train on a store whose extraction has not finished (warns)
     mixture: list[MixturePart] = field(default_factory=list)  # empty: every usable image, uniformly
 

@@ -23,7 +23,7 @@ from eupe.config import ConfigError
 from eupe.data.shards import ShardReader, expand_shards
 from eupe.models.features import Features
 from eupe.store import OK, FeatureStore, TeacherGroup
-from eupe.views import ViewSpec, decode_image, render
+from eupe.views import ViewSpec, open_image, render
 
 Sample = tuple[int, int, int, int]  # (row, view, student_res, teacher_res; 0 = each teacher's stored one)
 
@@ -203,7 +203,7 @@ class DistillDataset(Dataset):
 
     def _view(self, row: int, k: int) -> tuple[torch.Tensor, ViewSpec]:
         first = self._groups[self.teachers[0]]
-        return decode_image(self._reader.read(row)), ViewSpec.from_array(first.views(row)[k])
+        return open_image(self._reader.read(row), None), ViewSpec.from_array(first.views(row)[k])
 
     def teacher_inputs(self, samples: Sequence[tuple[int, int]], res: int) -> torch.Tensor:
         """[B, 3, res, res] teacher inputs of (row, view) samples, rendered like the cached ones."""

@@ -34,25 +34,35 @@ class AdapterHead(nn.Sequential):
         )
 
 
-def _check_teacher_dims(teacher_dims: Mapping[str, int]) -> None:
+TeacherDims = int | tuple[int, int]  # one width, or (summary width, patch width)
+
+
+def _kind_dims(dim: TeacherDims) -> dict[str, int]:
+    """{"summary": Ds, "patch": D}: PE-core's summary (its projected embedding) is narrower than its patches."""
+    summary, patch = (dim, dim) if isinstance(dim, int) else dim
+    return {"summary": int(summary), "patch": int(patch)}
+
+
+def _check_teacher_dims(teacher_dims: Mapping[str, TeacherDims]) -> None:
     if not teacher_dims:
         raise ValueError("DistillModel needs at least one teacher")
     for name, dim in teacher_dims.items():
         if not name or "." in name:
             raise ValueError(f"teacher name {name!r} must be non-empty and contain no '.'")
-        if int(dim) <= 0:
+        if min(_kind_dims(dim).values()) <= 0:
             raise ValueError(f"teacher {name!r}: dimension must be positive, got {dim}")
 
 
 class DistillModel(nn.Module):
     """A student plus, per teacher, one head for the summary token and one for patch tokens."""
 
-    def __init__(self, student: Encoder, teacher_dims: Mapping[str, int], hidden: int) -> None:
+    def __init__(self, student: Encoder, teacher_dims: Mapping[str, TeacherDims], hidden: int) -> None:
         super().__init__()
         _check_teacher_dims(teacher_dims)
         self.student = student
         self.heads = nn.ModuleDict({
-            name: nn.ModuleDict({kind: AdapterHead(student.dim, hidden, int(dim)) for kind in TOKEN_KINDS})
+            name: nn.ModuleDict({kind: AdapterHead(student.dim, hidden, width)
+                                 for kind, width in _kind_dims(dim).items()})
             for name, dim in teacher_dims.items()
         })
 

@@ -157,7 +157,7 @@ class Trainer:
     def setup(self) -> None:
         """Model, optimizer, online teachers (with their scales' statistics), checkpoint state."""
         cfg = self.cfg
-        dims = {t: self.store.teacher(t).dim for t in self.teachers}
+        dims = {t: (self.store.teacher(t).summary_dim, self.store.teacher(t).dim) for t in self.teachers}
         model = DistillModel(build_student(cfg), dims, cfg.head_hidden)
         if self.init_heads is not None:
             model.heads.load_state_dict(self.init_heads)

@@ -19,9 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import zarr
 
-from eupe.data.shards import expand_shards, index_shards
+from eupe.data.shards import expand_shards
 from eupe.distill.config import TrainConfig
 from eupe.distill.data import DistillDataset, normalize
 from eupe.models import Encoder, create_teacher, teacher_weights_path
@@ -67,10 +66,8 @@ def _key_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
     if shards != store.dataset["shards"]:
         return [f"dataset shards differ: store has {len(store.dataset['shards'])} ({store.dataset['shards'][0]} ...), "
                 f"config has {len(shards)} ({shards[0]} ...)"]
-    index = index_shards(shards).head(store.dataset["limit"])
-    if index.keys_sha256() != store.dataset["keys_sha256"]:
-        return [f"dataset keys differ from the store's ({len(index)} images now, {store.num_images} in the store)"]
-    return []
+    # the shards' sizes and head/tail hashes recorded at extraction: O(shards) small reads, no re-indexing
+    return store.shard_problems()
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
@@ -113,8 +110,7 @@ def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None
         if load_stats(group, res) is None:
             say(f"computing normalization statistics for {name} r{res} (absent or stale in the store; "
                 "`eupe-cache stats` does this ahead of time)")
-            writable = writable or FeatureStore(zarr.open_group(store.group.store.with_read_only(False),
-                                                                 mode="r+")).teacher(name)  # same store, writable
+            writable = writable or store.writable().teacher(name)  # same store, writable
             save_stats(writable, res, compute_stats(writable, res))
 
 
@@ -171,7 +167,7 @@ class OnlineTeacher:
 def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Sequence[tuple[int, int]], res: int,
                  micro_batch: int, device: torch.device) -> dict[str, np.ndarray]:
     """Float64 per-coordinate mean/std of the online teacher at ``res`` over (row, view) samples."""
-    moments = {"summary": RunningMoments(teacher.encoder.dim), "patch": RunningMoments(teacher.encoder.dim)}
+    moments = {"summary": RunningMoments(teacher.encoder.summary_dim), "patch": RunningMoments(teacher.encoder.dim)}
     for start in range(0, len(samples), micro_batch):
         out = teacher.raw(dataset.teacher_inputs(samples[start:start + micro_batch], res).to(device))
         for kind, m in moments.items():

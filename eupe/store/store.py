@@ -144,6 +144,10 @@ class FeatureStore:
             _create_local(Path(path), index, params, limit)
         return cls.open(path, mode="a")
 
+    def writable(self) -> "FeatureStore":
+        """The same store opened for writing (statistics), checked again like any open."""
+        return FeatureStore(zarr.open_group(self.group.store.with_read_only(False), mode="r+"), self.where)
+
     # -- identity ---------------------------------------------------------------------------
 
     def _check_fingerprint(self) -> None:

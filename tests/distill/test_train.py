@@ -90,11 +90,11 @@ def test_cached_and_online_targets_agree_on_the_same_view(chain):
     missing = dataset.__getitems__([(row, k, 64, 96) for row, k in ((0, 0), (5, 1), (11, 1))])
     teacher = OnlineTeacher(create_teacher("proxy", weights=chain["root"] / "stage1"), stats["proxy"])
     assert store.teacher("proxy").resolutions == [64] and set(missing.inputs) == {"proxy"} and not missing.targets
-    from eupe.views import ViewSpec, decode_image, render
+    from eupe.views import ViewSpec, open_image, render
     from eupe.data import ShardReader
 
     reader = ShardReader(store.shard_index())
-    pixels = torch.stack([render(decode_image(reader.read(row)), ViewSpec.from_array(store.teacher("proxy").views(row)[k]), 64)
+    pixels = torch.stack([render(open_image(reader.read(row)), ViewSpec.from_array(store.teacher("proxy").views(row)[k]), 64)
                           for row, k in ((0, 0), (5, 1), (11, 1))])
     online = teacher(pixels, 64)
     for kind in ("summary", "patch"):
