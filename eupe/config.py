@@ -83,22 +83,40 @@ def _clean_message(err: OmegaConfBaseException) -> str:
     return "; ".join(lines[:3])
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file's top-level mapping; a missing, unreadable or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    return loaded or {}
+
+
+def load_with_values(schema: type[T], path: str | Path | None = None,
+                     overrides: Iterable[str] = ()) -> tuple[T, dict]:
+    """The config and the file's own values. An error names the file, or the override, at fault."""
+    values = read_yaml(path) if path is not None else {}
+    try:
+        build(schema, values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    overrides = list(overrides)
+    for i, item in enumerate(overrides):
+        try:
+            build(schema, values, overrides[: i + 1])
+        except ConfigError as err:
+            raise ConfigError(f"override {item!r}: {err}") from None
+    return build(schema, values, overrides), values
+
+
 def load(schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
     """Load a YAML file (optional) strictly over the schema's defaults, then apply overrides."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at top level")
-        values = loaded or {}
-        try:
-            return build(schema, values, overrides)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
-    return build(schema, values, overrides)
+    return load_with_values(schema, path, overrides)[0]
 
 
 def to_dict(config: Any) -> dict:

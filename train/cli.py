@@ -7,8 +7,6 @@ command, so ``eupe-train --help`` answers at once. The config is validated befor
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import click
@@ -49,62 +47,16 @@ def cli(stage: int, config_file: str | None, overrides: tuple[str, ...]) -> int:
 def load_config(config_file: str | None, overrides: Sequence[str]) -> tuple["TrainConfig", dict]:
     """The config and the YAML file's values; an error names the file or the override at fault."""
     from eupe import config as config_io
-    from eupe.config import ConfigError
     from eupe.distill.config import TrainConfig
 
-    values = _yaml_values(config_file) if config_file else {}
-    try:
-        config_io.build(TrainConfig, values)
-    except ConfigError as err:
-        raise ConfigError(f"{config_file}: {err}") from None
-    for i, item in enumerate(overrides):
-        try:
-            config_io.build(TrainConfig, values, overrides[: i + 1])
-        except ConfigError as err:
-            raise ConfigError(f"override {item!r}: {err}") from None
-    return config_io.build(TrainConfig, values, overrides), values
-
-
-def _yaml_values(config_file: str) -> dict:
-    import yaml
-
-    from eupe.config import ConfigError
-
-    path = Path(config_file)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-    if values is not None and not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at top level")
-    return values or {}
+    return config_io.load_with_values(TrainConfig, config_file, overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eupe-train``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or HELP & set(args):
-        return _help(args)
-    from eupe.cli_support import run  # imports torch and timm (through eupe.models): only for real work
+    from eupe.cli_support import run  # light: error classes are looked up, not imported
 
-    return run(cli, args, "eupe-train")
-
-
-HELP = {"-h", "--help"}
-
-
-def _help(args: list[str]) -> int:
-    """Help and usage errors answered by click alone, without the heavy imports of cli_support."""
-    try:
-        cli.main(args=args, prog_name="eupe-train", standalone_mode=False)
-    except click.exceptions.Exit as stop:
-        return stop.exit_code
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code
-    return 0
+    return run(cli, argv, "eupe-train")
 
 
 if __name__ == "__main__":  # `accelerate launch -m eupe.train.cli ...`
