@@ -14,7 +14,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,11 +25,15 @@ from eupe.models import Encoder, create_teacher, run_teacher
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
-    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError,
+    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError, is_url,
 )
 from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_DIM, ImageDecodeError, ViewPolicy, decode_image, render_views, sample_views, views_to_array
+
+
+REMOTE_WAIT_ENV = "EUPE_REMOTE_WAIT_S"  # how long ranks > 0 wait for rank 0 to create a remote store
+REMOTE_WAIT_S = 600.0
 
 
 @dataclass
@@ -88,10 +92,38 @@ class ExtractSummary:
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
     """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
     shards = expand_shards(cfg.data)
+    if is_url(cfg.out) and cfg.rank != 0:
+        wait_for_rank0(f"the store {cfg.out}", lambda: _remote_state(cfg.out) == "store")
     store = FeatureStore.open_or_create(cfg.out, cfg.params(), shards, cfg.limit,
                                         index=lambda: index_shards(shards, progress=progress))
     store.check_shards()  # a resume over shards that changed would mix two datasets
     return store
+
+
+def wait_for_rank0(what: str, ready: Callable[[], bool]) -> None:
+    """On object storage only rank 0 creates the store and each teacher group (there is no atomic
+    rename nor exclusive create to settle a race); other ranks wait here until it has."""
+    limit = float(os.environ.get(REMOTE_WAIT_ENV, REMOTE_WAIT_S))
+    deadline = time.monotonic() + limit
+    while not ready():
+        if time.monotonic() > deadline:
+            raise StoreError(f"waited {limit:.0f} s for rank 0 to create {what}: on object storage rank 0 creates "
+                             f"the store and its teachers; start rank 0 (or raise ${REMOTE_WAIT_ENV})")
+        time.sleep(0.5)
+
+
+def _remote_state(url: str) -> str:
+    from eupe.store.store import _state
+
+    return _state(url)
+
+
+def _remote_teacher_ready(store: FeatureStore, name: str) -> bool:
+    """The teacher group exists and its fingerprint (written last at creation) is there."""
+    try:
+        return bool(dict(store.group[f"teachers/{name}"].attrs).get("identity_sha256"))  # "" until the end
+    except KeyError:
+        return False
 
 
 def check_request(cfg: ExtractConfig, teachers: list[Encoder]) -> None:
@@ -213,6 +245,8 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
     """
     codec = get_codec(cfg.codec)
     resolutions = list(cfg.resolutions) or [teacher.spec.resolution]
+    if is_url(cfg.out) and cfg.rank != 0:
+        wait_for_rank0(f"teacher {teacher.spec.name} in {cfg.out}", lambda: _remote_teacher_ready(store, teacher.spec.name))
     group = store.open_or_create_teacher(teacher_identity(teacher, resolutions, codec), codec)
     claim = claim_rank(group.claims_dir, cfg.rank, cfg.world_size)
     try:

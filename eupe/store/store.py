@@ -246,11 +246,17 @@ class FeatureStore:
 
     def open_or_create_teacher(self, identity: TeacherIdentity, codec) -> TeacherGroup:
         """The teacher's group, created atomically when absent, checked against ``identity``."""
-        if identity.name not in self.teacher_names():
+        if identity.name not in self.teacher_names() or self._interrupted_remote_teacher(identity.name):
             TeacherGroup.create(self, identity, codec)
         group = self.teacher(identity.name)
         group.check_identity(identity)
         return group
+
+    def _interrupted_remote_teacher(self, name: str) -> bool:
+        """A remote teacher group whose creation was killed before its fingerprint (written last)."""
+        if self.local_root is not None:
+            return False  # local groups are staged and renamed: an unfinished one is never visible
+        return not dict(self.group[f"{TEACHERS}/{name}"].attrs).get("identity_sha256")  # "" until the end
 
     @property
     def local_root(self) -> Path | None:
@@ -355,6 +361,7 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
              "dataset": dataset, "images_manifest": records}
     document = identity_document(attrs, images)
     images.attrs["identity"] = document  # a copy, to name what changed if attributes are edited
+    failpoint("store-fingerprint")
     group.attrs.put({**attrs, "identity_sha256": sha256_of(document)})
 
 
