@@ -38,6 +38,7 @@ import os
 import shutil
 import socket
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -95,6 +96,8 @@ class FeatureStore:
         self._keys: np.ndarray | None = None
         self._teachers: dict[str, TeacherGroup] = {}
         self._check_fingerprint()
+        if is_url(where):
+            _REMOTE_STORES[id(group.store)] = group.store
 
     # -- opening and creation ---------------------------------------------------------------
 
@@ -295,6 +298,28 @@ def identity_document(attrs: dict, images: zarr.Group) -> dict:
         meta.pop("attributes", None)
         document[f"images/{name}"] = meta
     return document
+
+
+# -- object storage after fork -----------------------------------------------------------------
+
+_REMOTE_STORES: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()  # id -> zarr store of a remote FeatureStore
+
+
+def _fresh_clients_after_fork() -> None:
+    """A forked child (DataLoader worker) cannot use its parent's async S3/GCS client (it is bound to
+    the parent's event loop): give every open remote store a new filesystem object. No I/O here; the
+    client is made on first use. fsspec clears its instance cache when the pid changes."""
+    import fsspec
+
+    for zstore in list(_REMOTE_STORES.values()):
+        fs = getattr(zstore, "fs", None)
+        if fs is not None:
+            protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+            object.__setattr__(zstore, "fs", fsspec.filesystem(protocol, **fs.storage_options))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_clients_after_fork)
 
 
 def _check_format(attrs: dict, where: str) -> None:

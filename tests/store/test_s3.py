@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 import pytest
 
 pytest.importorskip("moto.server", reason="pip install -e '.[test]' (moto[server]) for the S3 tests")
@@ -170,3 +171,27 @@ def test_a_rank_without_rank0_stops_with_one_line(s3, photo_shards, capsys, monk
     err = capsys.readouterr().err
     assert "Error: waited 1 s for rank 0 to create the store" in err and "Traceback" not in err
     assert not _fs().exists(url[len("s3://"):])  # nothing was written
+
+
+class _Targets(torch.utils.data.Dataset):
+    """Reads through a store opened in the parent process, as the trainer's dataset does."""
+
+    def __init__(self, url: str) -> None:
+        self.group = FeatureStore.open(url).teacher(TEACHER)
+        self.group.targets(0, 64, 0)  # the parent's client is in use before the fork
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.group.targets(i * 3, 64, i % 2)["patch"]
+
+
+def test_dataloader_workers_forked_from_an_open_remote_store_read_it(remote):
+    """A forked worker gets a fresh S3 client (the parent's is bound to the parent's event loop)."""
+    dataset = _Targets(remote)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=1, multiprocessing_context="fork",
+                                         timeout=60)
+    got = list(loader)
+    for i, patch in enumerate(got):
+        np.testing.assert_array_equal(patch.numpy(), dataset[i])
