@@ -341,6 +341,7 @@ def _state(path: str | Path) -> str:
         try:
             attrs = dict(zarr.open_group(str(path), mode="r").attrs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            _refuse_remote_objects(str(path))
             return "absent"
         if attrs.get("format") != STORE_FORMAT:
             raise StoreMismatchError(f"{path} holds a zarr group that is not an eupe feature store; choose another --out")
@@ -359,6 +360,20 @@ def _state(path: str | Path) -> str:
             f"--out {root} is not empty and is not an eupe feature store (it holds {len(entries)} entries, e.g. "
             f"{', '.join(entries[:3])}); nothing was written. Choose a new or empty directory")
     return "empty"
+
+
+def _refuse_remote_objects(url: str) -> None:
+    """Creating a remote store overwrites its prefix: refuse one that already holds objects."""
+    from zarr.core.sync import sync
+    from zarr.storage import FsspecStore
+
+    try:
+        empty = sync(FsspecStore.from_url(url, read_only=True).is_empty(""))
+    except FileNotFoundError:
+        return
+    if not empty:
+        raise StoreMismatchError(f"--out {url} already holds objects and is not an eupe feature store; nothing was "
+                                 "written. Choose a new or empty prefix")
 
 
 def _read_json(path: Path) -> dict:

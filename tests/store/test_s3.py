@@ -195,3 +195,13 @@ def test_dataloader_workers_forked_from_an_open_remote_store_read_it(remote):
     got = list(loader)
     for i, patch in enumerate(got):
         np.testing.assert_array_equal(patch.numpy(), dataset[i])
+
+
+def test_a_prefix_holding_other_objects_is_never_written(s3, photo_shards, capsys):
+    fs = _fs()
+    fs.pipe_file(f"{BUCKET}/mine/notes.txt", b"my own data")
+    assert run_extract(*tiny_args(photo_shards, f"s3://{BUCKET}/mine")) == 2
+    err = capsys.readouterr().err
+    assert "Error: --out s3://eupe-test/mine already holds objects" in err and "Traceback" not in err
+    assert fs.ls(f"{BUCKET}/mine", detail=False) == [f"{BUCKET}/mine/notes.txt"]
+    assert fs.cat_file(f"{BUCKET}/mine/notes.txt") == b"my own data"
