@@ -25,7 +25,7 @@ from eupe.models import Encoder, create_teacher, run_teacher
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
-    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError, is_url,
+    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, STORE_FORMAT, StoreError, StoreWriteError, is_url,
 )
 from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
@@ -93,7 +93,7 @@ def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureSt
     """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
     shards = expand_shards(cfg.data)
     if is_url(cfg.out) and cfg.rank != 0:
-        wait_for_rank0(f"the store {cfg.out}", lambda: _remote_state(cfg.out) == "store")
+        wait_for_rank0(f"the store {cfg.out}", lambda: _remote_store_made(cfg.out))
     store = FeatureStore.open_or_create(cfg.out, cfg.params(), shards, cfg.limit,
                                         index=lambda: index_shards(shards, progress=progress))
     store.check_shards()  # a resume over shards that changed would mix two datasets
@@ -112,10 +112,18 @@ def wait_for_rank0(what: str, ready: Callable[[], bool]) -> None:
         time.sleep(0.5)
 
 
-def _remote_state(url: str) -> str:
-    from eupe.store.store import _state
+def _remote_store_made(url: str) -> bool:
+    """Rank 0 has finished creating the store (or the URL holds a zarr group that is not a store, which
+    opening then refuses). Objects without a root yet are rank 0 at work, not a reason to refuse."""
+    import zarr
 
-    return _state(url)
+    from eupe.store.store import remote_options
+
+    try:
+        attrs = dict(zarr.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return attrs.get("format") != STORE_FORMAT or not attrs.get("creating")
 
 
 def _remote_teacher_ready(store: FeatureStore, name: str) -> bool:

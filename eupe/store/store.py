@@ -108,7 +108,7 @@ class FeatureStore:
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():
             raise FileNotFoundError(f"no feature store at {where} (no zarr.json there)")
         try:
-            group = zarr.open_group(where, mode=mode)
+            group = zarr.open_group(where, mode=mode, storage_options=remote_options(where))
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             raise FileNotFoundError(f"no feature store at {where}") from None
         except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
@@ -300,6 +300,16 @@ def identity_document(attrs: dict, images: zarr.Group) -> dict:
     return document
 
 
+# -- object storage -----------------------------------------------------------------------------
+
+
+def remote_options(path: str | Path) -> dict | None:
+    """fsspec options of every remote store: no cached directory listings, since other ranks and
+    processes add groups and objects while this one runs (a stale listing would hide a teacher
+    group that exists). Credentials and endpoints come from the environment (README)."""
+    return {"use_listings_cache": False} if is_url(path) else None
+
+
 # -- object storage after fork -----------------------------------------------------------------
 
 _REMOTE_STORES: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()  # id -> zarr store of a remote FeatureStore
@@ -339,7 +349,7 @@ def _state(path: str | Path) -> str:
     """'absent', 'empty', 'store' (complete or ours but interrupted) or refuse anything else."""
     if is_url(path):
         try:
-            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+            attrs = dict(zarr.open_group(str(path), mode="r", storage_options=remote_options(path)).attrs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             _refuse_remote_objects(str(path))
             return "absent"
@@ -368,7 +378,7 @@ def _refuse_remote_objects(url: str) -> None:
     from zarr.storage import FsspecStore
 
     try:
-        empty = sync(FsspecStore.from_url(url, read_only=True).is_empty(""))
+        empty = sync(FsspecStore.from_url(url, storage_options=remote_options(url), read_only=True).is_empty(""))
     except FileNotFoundError:
         return
     if not empty:
@@ -443,5 +453,6 @@ def _alive(pid: int) -> bool:
 
 def _create_remote(url: str, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
     """Object stores have no rename: the root is marked 'creating' in its first write, cleared last."""
-    group = zarr.open_group(url, mode="w", attributes={"format": STORE_FORMAT, "creating": True})
+    group = zarr.open_group(url, mode="w", attributes={"format": STORE_FORMAT, "creating": True},
+                            storage_options=remote_options(url))
     _write_images(group, index, params, limit)
