@@ -14,7 +14,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from eupe.models import Encoder, create_teacher, run_teacher
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
-    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError,
+    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, STORE_FORMAT, StoreError, StoreWriteError, is_url,
 )
 from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
@@ -33,6 +33,10 @@ from eupe.views import (
     DEFAULT_MAX_PIXELS, VIEW_DIM, ImageDecodeError, SourceImage, ViewPolicy, open_image, render_views, sample_views,
     views_to_array,
 )
+
+
+REMOTE_WAIT_ENV = "EUPE_REMOTE_WAIT_S"  # how long ranks > 0 wait for rank 0 to create a remote store
+REMOTE_WAIT_S = 600.0
 
 
 @dataclass
@@ -92,10 +96,46 @@ class ExtractSummary:
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
     """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
     shards = expand_shards(cfg.data)
+    if is_url(cfg.out) and cfg.rank != 0:
+        wait_for_rank0(f"the store {cfg.out}", lambda: _remote_store_made(cfg.out))
     store = FeatureStore.open_or_create(cfg.out, cfg.params(), shards, cfg.limit,
                                         index=lambda: index_shards(shards, progress=progress))
     store.check_shards()  # a resume over shards that changed would mix two datasets
     return store
+
+
+def wait_for_rank0(what: str, ready: Callable[[], bool]) -> None:
+    """On object storage only rank 0 creates the store and each teacher group (there is no atomic
+    rename nor exclusive create to settle a race); other ranks wait here until it has."""
+    limit = float(os.environ.get(REMOTE_WAIT_ENV, REMOTE_WAIT_S))
+    deadline = time.monotonic() + limit
+    while not ready():
+        if time.monotonic() > deadline:
+            raise StoreError(f"waited {limit:.0f} s for rank 0 to create {what}: on object storage rank 0 creates "
+                             f"the store and its teachers; start rank 0 (or raise ${REMOTE_WAIT_ENV})")
+        time.sleep(0.5)
+
+
+def _remote_store_made(url: str) -> bool:
+    """Rank 0 has finished creating the store (or the URL holds a zarr group that is not a store, which
+    opening then refuses). Objects without a root yet are rank 0 at work, not a reason to refuse."""
+    import zarr
+
+    from eupe.store.store import remote_options
+
+    try:
+        attrs = dict(zarr.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return attrs.get("format") != STORE_FORMAT or not attrs.get("creating")
+
+
+def _remote_teacher_ready(store: FeatureStore, name: str) -> bool:
+    """The teacher group exists and its fingerprint (written last at creation) is there."""
+    try:
+        return bool(dict(store.group[f"teachers/{name}"].attrs).get("identity_sha256"))  # "" until the end
+    except KeyError:
+        return False
 
 
 def check_request(cfg: ExtractConfig, teachers: list[Encoder]) -> None:
@@ -224,6 +264,8 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
     """
     codec = get_codec(cfg.codec)
     resolutions = list(cfg.resolutions) or [teacher.spec.resolution]
+    if is_url(cfg.out) and cfg.rank != 0:
+        wait_for_rank0(f"teacher {teacher.spec.name} in {cfg.out}", lambda: _remote_teacher_ready(store, teacher.spec.name))
     group = store.open_or_create_teacher(teacher_identity(teacher, resolutions, codec), codec)
     claim = claim_rank(group.claims_dir, cfg.rank, cfg.world_size)
     try:

@@ -104,7 +104,9 @@ FAILPOINT_ENV = "EUPE_FAILPOINT"
 def failpoint(name: str) -> None:
     """Fault injection (bench/faults.py, tests): SIGKILL this process when $EUPE_FAILPOINT == name.
 
-    Named points: store-staged, teacher-staged, chunk-data, chunk-done, stats-arrays.
+    Named points: store-fingerprint, store-staged, teacher-fingerprint, teacher-staged, chunk-data,
+    chunk-done, stats-arrays (the *-fingerprint points come before a new store's or teacher's
+    fingerprint is written, the last step of creating it, also on object storage).
     """
     if os.environ.get(FAILPOINT_ENV) == name:
         import signal

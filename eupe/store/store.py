@@ -38,6 +38,7 @@ import os
 import shutil
 import socket
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -98,6 +99,8 @@ class FeatureStore:
         self._keys: np.ndarray | None = None
         self._teachers: dict[str, TeacherGroup] = {}
         self._check_fingerprint()
+        if is_url(where):
+            _REMOTE_STORES[id(group.store)] = group.store
 
     # -- opening and creation ---------------------------------------------------------------
 
@@ -108,7 +111,7 @@ class FeatureStore:
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():
             raise FileNotFoundError(f"no feature store at {where} (no zarr.json there)")
         try:
-            group = zarr.open_group(where, mode=mode)
+            group = zarr.open_group(where, mode=mode, storage_options=remote_options(where))
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             raise FileNotFoundError(f"no feature store at {where}") from None
         except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
@@ -253,11 +256,17 @@ class FeatureStore:
 
     def open_or_create_teacher(self, identity: TeacherIdentity, codec) -> TeacherGroup:
         """The teacher's group, created atomically when absent, checked against ``identity``."""
-        if identity.name not in self.teacher_names():
+        if identity.name not in self.teacher_names() or self._interrupted_remote_teacher(identity.name):
             TeacherGroup.create(self, identity, codec)
         group = self.teacher(identity.name)
         group.check_identity(identity)
         return group
+
+    def _interrupted_remote_teacher(self, name: str) -> bool:
+        """A remote teacher group whose creation was killed before its fingerprint (written last)."""
+        if self.local_root is not None:
+            return False  # local groups are staged and renamed: an unfinished one is never visible
+        return not dict(self.group[f"{TEACHERS}/{name}"].attrs).get("identity_sha256")  # "" until the end
 
     @property
     def local_root(self) -> Path | None:
@@ -298,6 +307,38 @@ def identity_document(attrs: dict, images: zarr.Group) -> dict:
     return document
 
 
+# -- object storage -----------------------------------------------------------------------------
+
+
+def remote_options(path: str | Path) -> dict | None:
+    """fsspec options of every remote store: no cached directory listings, since other ranks and
+    processes add groups and objects while this one runs (a stale listing would hide a teacher
+    group that exists). Credentials and endpoints come from the environment (README)."""
+    return {"use_listings_cache": False} if is_url(path) else None
+
+
+# -- object storage after fork -----------------------------------------------------------------
+
+_REMOTE_STORES: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()  # id -> zarr store of a remote FeatureStore
+
+
+def _fresh_clients_after_fork() -> None:
+    """A forked child (DataLoader worker) cannot use its parent's async S3/GCS client (it is bound to
+    the parent's event loop): give every open remote store a new filesystem object. No I/O here; the
+    client is made on first use. fsspec clears its instance cache when the pid changes."""
+    import fsspec
+
+    for zstore in list(_REMOTE_STORES.values()):
+        fs = getattr(zstore, "fs", None)
+        if fs is not None:
+            protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+            object.__setattr__(zstore, "fs", fsspec.filesystem(protocol, **fs.storage_options))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_clients_after_fork)
+
+
 def _check_format(attrs: dict, where: str) -> None:
     if attrs.get("format") != STORE_FORMAT:
         raise StoreMismatchError(f"{where} is not an eupe feature store (no '{STORE_FORMAT}' attribute)")
@@ -315,8 +356,9 @@ def _state(path: str | Path) -> str:
     """'absent', 'empty', 'store' (complete or ours but interrupted) or refuse anything else."""
     if is_url(path):
         try:
-            attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+            attrs = dict(zarr.open_group(str(path), mode="r", storage_options=remote_options(path)).attrs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            _refuse_remote_objects(str(path))
             return "absent"
         if attrs.get("format") != STORE_FORMAT:
             raise StoreMismatchError(f"{path} holds a zarr group that is not an eupe feature store; choose another --out")
@@ -335,6 +377,20 @@ def _state(path: str | Path) -> str:
             f"--out {root} is not empty and is not an eupe feature store (it holds {len(entries)} entries, e.g. "
             f"{', '.join(entries[:3])}); nothing was written. Choose a new or empty directory")
     return "empty"
+
+
+def _refuse_remote_objects(url: str) -> None:
+    """Creating a remote store overwrites its prefix: refuse one that already holds objects."""
+    from zarr.core.sync import sync
+    from zarr.storage import FsspecStore
+
+    try:
+        empty = sync(FsspecStore.from_url(url, storage_options=remote_options(url), read_only=True).is_empty(""))
+    except FileNotFoundError:
+        return
+    if not empty:
+        raise StoreMismatchError(f"--out {url} already holds objects and is not an eupe feature store; nothing was "
+                                 "written. Choose a new or empty prefix")
 
 
 def _read_json(path: Path) -> dict:
@@ -362,6 +418,7 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
              "dataset": dataset, "images_manifest": records}
     document = identity_document(attrs, images)
     images.attrs["identity"] = document  # a copy, to name what changed if attributes are edited
+    failpoint("store-fingerprint")
     group.attrs.put({**attrs, "identity_sha256": sha256_of(document)})
 
 
@@ -403,5 +460,6 @@ def _alive(pid: int) -> bool:
 
 def _create_remote(url: str, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
     """Object stores have no rename: the root is marked 'creating' in its first write, cleared last."""
-    group = zarr.open_group(url, mode="w", attributes={"format": STORE_FORMAT, "creating": True})
+    group = zarr.open_group(url, mode="w", attributes={"format": STORE_FORMAT, "creating": True},
+                            storage_options=remote_options(url))
     _write_images(group, index, params, limit)

@@ -95,9 +95,10 @@ class TeacherGroup:
         self.store = store  # the FeatureStore it belongs to
         self.group = group
         self.attrs = dict(group.attrs)
-        if "identity_sha256" not in self.attrs:
-            raise StoreIntegrityError(f"teacher group {group.path} has no identity fingerprint: it was not "
-                                      "created by this version of eupe, or its attributes were edited")
+        if not self.attrs.get("identity_sha256"):  # "" while a remote group is being created
+            raise StoreIntegrityError(f"teacher group {group.path} has no identity fingerprint: its creation was "
+                                      "interrupted (re-run the extract command), it was not created by this "
+                                      "version of eupe, or its attributes were edited")
         self.codec = Codec.from_dict(self.attrs["codec"])
         self.resolutions = [int(r) for r in self.attrs["resolutions"]]
         self.grids = {r: tuple(g) for r, g in zip(self.resolutions, self.attrs["grids"])}
@@ -400,6 +401,7 @@ def _create_arrays(group: zarr.Group, store: Any, identity: TeacherIdentity, cod
     group.attrs.update({**identity.to_attrs(), "chunk_arrays": names, "identity_sha256": ""})
     document = identity_document(group, store.fingerprint, dict(group.attrs), names)
     group[MANIFEST].attrs["identity"] = document  # a copy, to name what changed if attributes are edited
+    failpoint("teacher-fingerprint")
     group.attrs["identity_sha256"] = sha256_of(document)  # written last
 
 
