@@ -37,6 +37,7 @@ class DataConfig:
     num_workers: int = 2  # ours
     check_keys: bool = True  # compare the shards with the fingerprints the store recorded (size, head/tail hash)
     allow_incomplete: bool = False  # train on a store whose extraction has not finished (warns)
+    read_only: bool = False  # never write to the store (several trainers on one store): stats must exist
     mixture: list[MixturePart] = field(default_factory=list)  # empty: every usable image, uniformly
 
 

@@ -150,7 +150,7 @@ class Trainer:
         """Stored scales' statistics: computed once by the main process when absent, the others wait."""
         if self.main:
             for name in self.teachers:
-                ensure_store_stats(self.store, name, self.say)
+                ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
         self.accelerator.wait_for_everyone()
         return {name: stored_stats(self.store, name) for name in self.teachers}
 

@@ -102,12 +102,18 @@ def _tensors(stats: dict[str, np.ndarray]) -> Stats:
     return {k: torch.from_numpy(np.maximum(v, 1e-6) if k.endswith("_std") else v).float() for k, v in stats.items()}
 
 
-def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None] = print) -> None:
-    """Compute and save the statistics of every stored scale that lacks them (or whose are stale)."""
+def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None] = print,
+                       read_only: bool = False) -> None:
+    """Compute and save the statistics of every stored scale that lacks them (or whose are stale);
+    with ``read_only`` (several trainers sharing one store) refuse instead of writing."""
     group = store.teacher(name)
     writable: TeacherGroup | None = None
     for res in group.resolutions:
         if load_stats(group, res) is None:
+            if read_only:
+                raise StoreMismatchError(
+                    f"normalization statistics of {name} r{res} are absent or stale in {store.where} and "
+                    f"data.read_only=true forbids writing them: run `eupe-cache stats {store.where}` first")
             say(f"computing normalization statistics for {name} r{res} (absent or stale in the store; "
                 "`eupe-cache stats` does this ahead of time)")
             writable = writable or store.writable().teacher(name)  # same store, writable

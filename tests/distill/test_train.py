@@ -307,3 +307,38 @@ def test_a_mixture_part_outside_the_store_is_refused(chain, tmp_path, capsys):
     assert f"data.mixture.0.shards: {other} is not one of the store's 3 shards" in err
     assert train_main([*args[:-1], "data.mixture=[{shards: x, weight: -1}]"]) == 2
     assert "data.mixture.0 needs a shard pattern and a positive weight" in capsys.readouterr().err
+
+
+def _tree(path: str) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(path).rglob("*") if p.is_file()}
+
+
+def test_several_students_read_one_store_concurrently_without_writing(chain, tmp_path):
+    """The point of caching the proxy once: N trainers share its store read-only (data.read_only=true)."""
+    import os
+    import subprocess
+    import sys
+
+    before = _tree(chain["proxy_store"])
+    code = "import sys; from eupe.train.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, "--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"),
+                               f"out={tmp_path / f'student{i}'}", f"seed={i}", "data.read_only=true", "max_steps=3",
+                               *chain["proxy"]], env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert all(len(_losses(tmp_path / f"student{i}")) == 3 for i in range(2))
+    assert _tree(chain["proxy_store"]) == before  # not one byte written, not one file touched
+
+
+def test_a_read_only_trainer_refuses_to_compute_missing_statistics(chain, tmp_path, capsys):
+    import shutil
+
+    store = tmp_path / "nostats.zarr"
+    shutil.copytree(chain["proxy_store"], store)
+    for stats in store.rglob("stats"):
+        shutil.rmtree(stats)
+    overrides = [o for o in chain["proxy"] if not o.startswith("data.store=")]
+    assert train_main(["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'x'}",
+                       f"data.store={store}", "data.read_only=true", *overrides]) == 2
+    assert "eupe-cache stats" in capsys.readouterr().err
