@@ -134,17 +134,15 @@ def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, bench, be
     """
     exporter = get_exporter(fmt)
     _check_options(exporter, quantize, resolutions)
-    if threads:
-        from eupe.deploy.latency import set_threads
+    from eupe.deploy.latency import machine_line, set_threads  # torch and ExecuTorch: only past the option checks
+    from eupe.deploy.model_card import build_card, write_model_card
 
+    if threads:
         set_threads(threads)
     src, out_dir, res = _source(checkpoint, student, weights), Path(out), list(resolutions)
     _check_resolutions(src, res)
     artifacts, parity = _export(exporter, src, out_dir, res, quantize)
     latency = _bench(exporter, src, out_dir, parity, quantize, bench_repeats) if bench else []
-    from eupe.deploy.latency import machine_line
-    from eupe.deploy.model_card import build_card, write_model_card
-
     md, _ = write_model_card(out_dir, build_card(src.describe(), src.info, artifacts, parity, latency, machine_line()))
     click.echo(f"wrote {md}")
     failed = [row["artifact"] for row in parity if not row["passed"]]
