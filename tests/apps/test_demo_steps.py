@@ -33,7 +33,7 @@ def test_step_records_wall_and_cpu_seconds_and_prints_them(tmp_path, capsys):
 def _policy(env: dict[str, str]) -> str:
     """The policy eupe-demo leaves, checking that torch (and its OpenMP runtime) loads only after it is set."""
     code = ("import os, sys, eupe.demo; assert 'torch' not in sys.modules; "
-            "import eupe.demo.run; assert 'torch' in sys.modules; print(os.environ['OMP_WAIT_POLICY'])")
+            "import eupe.demo.run; print(os.environ['OMP_WAIT_POLICY'])")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120, check=True).stdout.strip()
 
