@@ -26,8 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
-from eupe.deploy import executorch_export as et  # noqa: E402
+from eupe.deploy.executorch_export import export_pte, run_pte  # noqa: E402
 from eupe.deploy.latency import eager_latency_ms, pte_latency_ms, set_threads, xnnpack_threads  # noqa: E402
+from eupe.deploy.parity import check_pixels, parity  # noqa: E402
 from eupe.models import create_student  # noqa: E402
 
 COLUMNS = ("model", "res", "program", "export_s", "MB", "sum_maxdiff", "patch_maxdiff", "sum_cos", "patch_cos",
@@ -53,9 +54,9 @@ def bench_one(encoder, res: int, program: str, eager_ms: float, args, workdir: P
     """Export one program, check parity, time it."""
     quantize = None if program == "fp32" else program
     start = time.perf_counter()
-    path = et.export_pte(encoder, res, workdir / f"{encoder.spec.name}_{res}_{program}.pte", quantize)
+    path = export_pte(encoder, res, workdir / f"{encoder.spec.name}_{res}_{program}.pte", quantize)
     export_s = time.perf_counter() - start
-    result = et.parity(encoder, path, et.check_pixels(res, args.images))
+    result = parity(encoder, lambda pixels: run_pte(path, pixels), check_pixels(res, args.images))
     pte_ms = pte_latency_ms(path, res, args.repeats)
     return {"model": encoder.spec.name, "res": res, "program": program, "export_s": export_s,
             "MB": path.stat().st_size / 1e6, "sum_maxdiff": result["summary_max_abs_diff"],

@@ -87,23 +87,25 @@ def pca_figure(demo, models: dict[str, Encoder]) -> Path:
     return write_pca_png(models, photo.read_bytes(), demo.out / "pca.png", resolution=224)
 
 
-def report(demo, parity: dict) -> dict:
+def eval_models(demo) -> dict[str, Encoder]:
+    """The models the evaluation compares: random-init and distilled ViT-T, the proxy, both teachers."""
     torch.manual_seed(0)
-    random_student = create_student("vit_t").eval()
-    distilled = load_student(demo.out / "stage3")
     teachers = {name: create_teacher(name) for name in ("dinov2s_imgfocus", "effnet_lite0")}
-    models = {"ViT-T random init": random_student, "ViT-T distilled (ours)": distilled,
-              "proxy (stage 1)": create_teacher("proxy", weights=demo.out / "stage1"),
-              **{f"teacher {n}": m for n, m in teachers.items()}}
-    source, knn = knn_table(demo, models)
+    return {"ViT-T random init": create_student("vit_t").eval(), "ViT-T distilled (ours)": load_student(demo.out / "stage3"),
+            "proxy (stage 1)": create_teacher("proxy", weights=demo.out / "stage1"),
+            **{f"teacher {n}": m for n, m in teachers.items()}}
+
+
+def report(demo, parity: dict, models: dict[str, Encoder], knn: tuple[str, dict]) -> dict:
+    """Agreement, loss curves, PCA picture and the summary table (``summary.md``)."""
     agree = agreement(demo)
     curves = loss_curves(demo)
-    pca = pca_figure(demo, {"dinov2s_imgfocus": teachers["dinov2s_imgfocus"], "proxy": models["proxy (stage 1)"],
-                            "ViT-T distilled": distilled, "ViT-T random": random_student})
-    table = summary_markdown(demo, source, knn, agree, parity, curves, pca)
+    pca = pca_figure(demo, {"dinov2s_imgfocus": models["teacher dinov2s_imgfocus"], "proxy": models["proxy (stage 1)"],
+                            "ViT-T distilled": models["ViT-T distilled (ours)"], "ViT-T random": models["ViT-T random init"]})
+    table = summary_markdown(demo, *knn, agree, parity, curves, pca)
     (demo.out / "summary.md").write_text(table)
     click.echo("\n" + table)
-    return {"knn": knn, "agreement": agree, "parity": parity}
+    return {"knn": knn[1], "agreement": agree, "parity": parity}
 
 
 def summary_markdown(demo, source, knn, agree, parity, curves, pca) -> str:

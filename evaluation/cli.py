@@ -1,25 +1,25 @@
 """``eupe-eval knn | pca | agreement``: kNN top-1, PCA pictures, agreement with a teacher.
 
-Thin click wrappers over ``eupe.eval`` and ``eupe.distill.agreement``.
+Thin click wrappers over ``eupe.eval`` and ``eupe.distill.agreement``. torch, timm and the models
+are imported inside the commands, so ``eupe-eval --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import click
-import torch
-from tqdm import tqdm
 
 from eupe.cli_support import run
-from eupe.eval.datasets import FASHION_MNIST, DatasetError, LabelledImages, load_split
-from eupe.eval.knn import DEFAULT_KS, TEMPERATURE, eval_resolution, extract_features, knn_top1_for_ks
-from eupe.eval.models import load_model, split_model_arg
-from eupe.eval.pca import write_pca_png
-from eupe.models.features import Encoder
-from eupe.views import ImageDecodeError
+from eupe.eval.protocol import DEFAULT_KS, FASHION_MNIST, TEMPERATURE
+
+if TYPE_CHECKING:
+    import torch
+
+    from eupe.eval.datasets import LabelledImages
+    from eupe.models.features import Encoder
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,10 +32,14 @@ def cli() -> None:
 
 
 def _device(device: str | None) -> torch.device:
+    import torch
+
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _load(spec: str, weights: str | None, test_scale: bool, device: torch.device) -> Encoder:
+    from eupe.eval.models import load_model
+
     try:
         return load_model(spec, weights, test_scale).to(device)
     except ValueError as err:
@@ -43,6 +47,10 @@ def _load(spec: str, weights: str | None, test_scale: bool, device: torch.device
 
 
 def _features(model: Encoder, part: LabelledImages, what: str, resolution: int | None, batch_size: int) -> torch.Tensor:
+    from tqdm import tqdm
+
+    from eupe.eval.knn import extract_features
+
     with tqdm(total=len(part), desc=f"{model.spec.name} {what}", unit="img", disable=None) as bar:
         return extract_features(model, part.images, resolution, batch_size, bar.update)
 
@@ -82,6 +90,9 @@ def knn(model_spec, weights, data, ks, limit, test_fraction, seed, resolution, b
     summary features, each test image classified by the vote of its k most cosine-similar train
     images weighted by exp(similarity / 0.07).
     """
+    from eupe.eval.datasets import DatasetError, load_split
+    from eupe.eval.knn import eval_resolution, knn_top1_for_ks
+
     try:
         train, test = load_split(data, test_fraction, limit, seed)
     except DatasetError as err:
@@ -122,6 +133,10 @@ def pca(model_specs, image, out, resolution, panel_size, foreground, device, tes
     Each map shows the first three principal components of the model's patch tokens on this
     image as red, green and blue; similar colours mean similar features.
     """
+    from eupe.eval.models import split_model_arg
+    from eupe.eval.pca import write_pca_png
+    from eupe.views import ImageDecodeError
+
     models: dict[str, Encoder] = {}
     for arg in model_specs:
         spec, weights = split_model_arg(arg)

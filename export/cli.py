@@ -1,30 +1,33 @@
-"""``eupe-export``: a trained student (or released EUPE weights) -> timm safetensors, ExecuTorch or ONNX.
+"""``eupe-export``: a trained student (or released EUPE weights) -> one registered export format.
 
-Adapter heads are never exported: students are saved without them. Every export is checked
-against eager PyTorch on held-out real photos (timm reload, the ExecuTorch runtime or
-onnxruntime) and described in ``MODEL_CARD.md`` / ``model_card.json`` next to the artifacts.
-The command exits 1 when a check fails (fp32: max abs diff > 1e-4; int8: mean cosine < 0.99).
+Adapter heads are never exported: students are saved without them. Every artifact is run in its
+own runtime (timm reload, the ExecuTorch runtime, onnxruntime...) on held-out real photos,
+compared with eager PyTorch, and described in ``MODEL_CARD.md`` / ``model_card.json`` next to it.
+The formats are the ones in :mod:`eupe.deploy.exporters`; this command is one loop over the
+chosen exporter. It exits 1 when a check fails (fp32: max abs diff > 1e-4; int8: mean cosine < 0.99).
+torch, timm and the runtimes are imported inside the command, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
-import torch
 
 from eupe.cli_support import run
-from eupe.deploy import executorch_export as et
-from eupe.deploy.latency import machine_line
-from eupe.deploy.model_card import build_card, write_model_card
-from eupe.deploy.source import StudentSource, from_checkpoint, from_released
-from eupe.models.weights import file_sha256
+from eupe.deploy.exporters import EXPORTERS, Exporter, get_exporter, list_exporters, quantize_choices
 
-FORMATS = ("safetensors", "executorch", "onnx")
+if TYPE_CHECKING:
+    from eupe.deploy.source import StudentSource
+
+FORMAT_HELP = "; ".join(f"{name}: {EXPORTERS.get(name).help}" for name in list_exporters()) + "."
+QUANTIZE_HELP = "only " + ", ".join(n for n in list_exporters() if EXPORTERS.get(n).quantize_choices)
 
 
 def _source(checkpoint: str | None, student: str | None, weights: str | None) -> StudentSource:
+    from eupe.deploy.source import from_checkpoint, from_released
+
     if bool(checkpoint) == bool(student):
         raise click.UsageError("give either --checkpoint, or --student with --weights")
     if student:
@@ -36,17 +39,12 @@ def _source(checkpoint: str | None, student: str | None, weights: str | None) ->
     return from_checkpoint(checkpoint)
 
 
-def _artifact(path: Path, fmt: str, resolution: int | None, quantize: str | None, load: str) -> dict[str, Any]:
-    return {"artifact": path.name, "format": fmt, "resolution": resolution or "any",
-            "quantize": quantize or "fp32", "bytes": path.stat().st_size, "sha256": file_sha256(path), "load": load}
+def _artifact(path: Path, exporter: Exporter, resolution: int, quantize: str | None, load: str) -> dict[str, Any]:
+    from eupe.models.weights import file_sha256
 
-
-def _parity_row(path: Path, runtime: str, resolution: int, result: dict[str, float], quantize: str | None,
-                images: int) -> dict[str, Any]:
-    threshold = (f"max abs diff <= {et.FP32_TOLERANCE:g}" if quantize is None
-                 else f"mean cosine >= {et.INT8_MIN_COSINE}")
-    return {"artifact": path.name, "runtime": runtime, "resolution": resolution, "images": images, **result,
-            "threshold": threshold, "passed": et.passes(result, quantize)}
+    return {"artifact": path.name, "format": exporter.name,
+            "resolution": resolution if exporter.per_resolution else "any", "quantize": quantize or "fp32",
+            "bytes": path.stat().st_size, "sha256": file_sha256(path), "load": load}
 
 
 def _report(row: dict[str, Any]) -> None:
@@ -57,67 +55,45 @@ def _report(row: dict[str, Any]) -> None:
                f"{'OK' if row['passed'] else 'FAILED'} ({row['threshold']})")
 
 
-def _export_safetensors(src: StudentSource, out: Path, resolutions: list[int]) -> tuple[list, list]:
-    from eupe.deploy.timm_export import export_safetensors, timm_reload_diff
-
-    path = export_safetensors(src.encoder, out, test_scale=src.test_scale, info=src.info)
-    pixels = et.check_pixels(resolutions[0])
-    diff = timm_reload_diff(src.encoder, path, pixels)
-    load = (f"timm.create_model('{src.encoder.spec.timm_name}', pretrained=True, "
-            f"pretrained_cfg_overlay=dict(file='{path.name}'), **timm_kwargs)")
-    click.echo(f"wrote {path} (timm name {src.encoder.spec.timm_name}); timm reload max|diff| {diff:.3g}")
-    row = {"artifact": path.name, "runtime": "timm", "resolution": resolutions[0], "images": len(pixels),
-           "forward_features_max_abs_diff": diff, "threshold": f"max abs diff <= {et.FP32_TOLERANCE:g}",
-           "passed": diff <= et.FP32_TOLERANCE}
-    return [_artifact(path, "safetensors", None, None, load)], [row]
-
-
-def _export_executorch(src: StudentSource, out: Path, resolutions: list[int], quantize: str | None) -> tuple[list, list]:
+def _export(exporter: Exporter, src: StudentSource, out: Path, resolutions: list[int],
+            quantize: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write, run and check one artifact per resolution (one in all for a size-independent format)."""
     artifacts, parity = [], []
-    for res in resolutions:
-        path = et.export_pte(src.encoder, res, out / f"model_{res}{'_' + quantize if quantize else ''}.pte", quantize)
-        pixels = et.check_pixels(res)
-        row = _parity_row(path, "executorch", res, et.parity(src.encoder, path, pixels), quantize, len(pixels))
+    for res in resolutions if exporter.per_resolution else resolutions[:1]:
+        path = exporter.export(src, out / exporter.filename(res, quantize), res, quantize)
+        click.echo(f"wrote {path}")
+        row = exporter.check(src.encoder, path, res, quantize)
         _report(row)
-        artifacts.append(_artifact(path, "executorch", res, quantize, "executorch.runtime.Runtime.get().load_program(path)"))
+        artifacts.append(_artifact(path, exporter, res, quantize, exporter.how_to_load(src, path)))
         parity.append(row)
     return artifacts, parity
 
 
-def _export_onnx(src: StudentSource, out: Path, resolutions: list[int]) -> tuple[list, list]:
-    from eupe.deploy.onnx_export import export_onnx, onnx_parity
-
-    artifacts, parity = [], []
-    for res in resolutions:
-        path = export_onnx(src.encoder, res, out / f"model_{res}.onnx")
-        pixels = et.check_pixels(res)
-        row = _parity_row(path, "onnxruntime", res, onnx_parity(src.encoder, path, pixels), None, len(pixels))
-        _report(row)
-        artifacts.append(_artifact(path, "onnx", res, None, "onnxruntime.InferenceSession(path)"))
-        parity.append(row)
-    return artifacts, parity
-
-
-def _bench(src: StudentSource, artifacts: list[dict[str, Any]], out: Path, resolutions: list[int],
+def _bench(exporter: Exporter, src: StudentSource, out: Path, parity: list[dict[str, Any]], quantize: str | None,
            repeats: int) -> list[dict[str, Any]]:
-    from eupe.deploy.latency import bench_eager_vs_pte, eager_latency_ms
+    """Eager vs the artifact in its runtime, batch 1, at each checked resolution."""
+    import torch
 
-    ptes = {a["resolution"]: {a["quantize"]: out / a["artifact"]} for a in artifacts if a["format"] == "executorch"}
-    if ptes:
-        rows = bench_eager_vs_pte(src.encoder, ptes, repeats)
-    else:
-        rows = [{"student": src.encoder.spec.name, "resolution": r, "program": "eager",
-                 "eager_ms": eager_latency_ms(src.encoder, r, repeats), "torch_threads": torch.get_num_threads()}
-                for r in resolutions]
-    for row in rows:
+    from eupe.deploy.latency import eager_latency_ms
+
+    rows = []
+    for checked in parity:
+        res, path = checked["resolution"], out / checked["artifact"]
+        row = {"student": src.encoder.spec.name, "resolution": res, "artifact": path.name,
+               "program": quantize or "fp32", "eager_ms": eager_latency_ms(src.encoder, res, repeats)}
+        runtime_ms = exporter.latency_ms(path, res, repeats)
+        if runtime_ms is not None:
+            row.update({f"{exporter.runtime}_ms": runtime_ms, "speedup": row["eager_ms"] / runtime_ms})
+        rows.append({**row, "torch_threads": torch.get_num_threads()})
         click.echo("latency " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     return rows
 
 
-def _check_options(fmt: str, quantize: str | None, resolutions: tuple[int, ...]) -> None:
-    if quantize and fmt != "executorch":
-        raise click.UsageError("--quantize applies to --format executorch only")
-    if fmt != "safetensors" and len(set(resolutions)) != len(resolutions):
+def _check_options(exporter: Exporter, quantize: str | None, resolutions: tuple[int, ...]) -> None:
+    if quantize and quantize not in exporter.quantize_choices:
+        supported = [n for n in list_exporters() if quantize in EXPORTERS.get(n).quantize_choices]
+        raise click.UsageError(f"--quantize {quantize} applies to --format {' or '.join(supported)} only")
+    if exporter.per_resolution and len(set(resolutions)) != len(resolutions):
         raise click.UsageError("--resolution values must differ")
 
 
@@ -136,13 +112,13 @@ def _check_resolutions(src: StudentSource, resolutions: list[int]) -> None:
               "convnext_s, convnext_b) to export released EUPE weights; needs --weights.")
 @click.option("--weights", default=None,
               help="With --student: a local timm-format weights file of released EUPE weights (or 'eupe' for the HF cache).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="safetensors", show_default=True,
-              help="safetensors: timm-loadable weights; executorch: XNNPACK .pte program(s); onnx: ONNX graph(s).")
+@click.option("--format", "fmt", type=click.Choice(list_exporters()), default="safetensors", show_default=True,
+              help=FORMAT_HELP)
 @click.option("--resolution", "resolutions", type=click.IntRange(16), multiple=True, default=(256,), show_default=True,
               help="Input side in pixels of the exported program (repeatable: one program each). Must be a multiple "
                    "of the patch size (16 ViT, 32 ConvNeXt). For safetensors: the side of the reload check only.")
-@click.option("--quantize", type=click.Choice(et.QUANTIZE_CHOICES), default=None,
-              help="executorch only: XNNPACK 8-bit static quantization (convs and linears, per-channel weights), "
+@click.option("--quantize", type=click.Choice(quantize_choices()), default=None,
+              help=f"{QUANTIZE_HELP}: XNNPACK 8-bit static quantization (convs and linears, per-channel weights), "
                    "calibrated on bundled photos.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (created if absent).")
 @click.option("--bench", is_flag=True, help="Also time eager vs the exported program(s), batch 1, and record it in the card.")
@@ -156,20 +132,17 @@ def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, bench, be
     result, the training record from the student file and (with --bench) latencies go into
     MODEL_CARD.md and model_card.json in --out. Exits 1 when the comparison fails.
     """
-    _check_options(fmt, quantize, resolutions)
-    if threads:
-        from eupe.deploy.latency import set_threads
+    exporter = get_exporter(fmt)
+    _check_options(exporter, quantize, resolutions)
+    from eupe.deploy.latency import machine_line, set_threads  # torch and ExecuTorch: only past the option checks
+    from eupe.deploy.model_card import build_card, write_model_card
 
+    if threads:
         set_threads(threads)
     src, out_dir, res = _source(checkpoint, student, weights), Path(out), list(resolutions)
     _check_resolutions(src, res)
-    if fmt == "safetensors":
-        artifacts, parity = _export_safetensors(src, out_dir, res)
-    elif fmt == "executorch":
-        artifacts, parity = _export_executorch(src, out_dir, res, quantize)
-    else:
-        artifacts, parity = _export_onnx(src, out_dir, res)
-    latency = _bench(src, artifacts, out_dir, res, bench_repeats) if bench else []
+    artifacts, parity = _export(exporter, src, out_dir, res, quantize)
+    latency = _bench(exporter, src, out_dir, parity, quantize, bench_repeats) if bench else []
     md, _ = write_model_card(out_dir, build_card(src.describe(), src.info, artifacts, parity, latency, machine_line()))
     click.echo(f"wrote {md}")
     failed = [row["artifact"] for row in parity if not row["passed"]]

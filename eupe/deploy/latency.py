@@ -1,4 +1,4 @@
-"""Latency of a student: eager PyTorch vs its ExecuTorch programs, one image at a time.
+"""Latency of a student: eager PyTorch vs its exported programs, one image at a time.
 
 Timings are medians of wall-clock runs after warm-up, batch 1 (how a phone runs it). Each row
 records the threads used: ``torch.get_num_threads()`` for eager, and the ExecuTorch XNNPACK
@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,6 @@ import torch
 
 from eupe.deploy.executorch_export import load_pte, xnnpack_threads
 from eupe.models.features import Encoder
-
-DEFAULT_RESOLUTIONS = (256, 384, 512)
 
 
 def median_latency_ms(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> float:
@@ -53,30 +51,6 @@ def pte_latency_ms(path: str | Path, resolution: int, repeats: int = 10) -> floa
     method = load_pte(path)
     inputs = (torch.rand(1, 3, resolution, resolution),)
     return median_latency_ms(lambda: method.execute(inputs), repeats)
-
-
-def _variants(entry: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:
-    if isinstance(entry, Mapping):
-        return {str(label): Path(path) for label, path in entry.items()}
-    return {"pte": Path(entry)}
-
-
-def bench_eager_vs_pte(encoder: Encoder, pte_paths_by_res: Mapping[int, str | Path | Mapping[str, str | Path]],
-                       repeats: int = 10) -> list[dict[str, Any]]:
-    """One row per (resolution, program): eager and ``.pte`` median ms, speed-up and threads.
-
-    ``pte_paths_by_res`` maps a resolution to a ``.pte`` path or to ``{label: path}`` (e.g.
-    ``{"fp32": ..., "int8": ...}``); eager is timed once per resolution.
-    """
-    rows = []
-    for resolution in sorted(pte_paths_by_res):
-        eager_ms = eager_latency_ms(encoder, resolution, repeats)
-        for label, path in _variants(pte_paths_by_res[resolution]).items():
-            pte_ms = pte_latency_ms(path, resolution, repeats)
-            rows.append({"student": encoder.spec.name, "resolution": resolution, "program": label,
-                         "eager_ms": eager_ms, "pte_ms": pte_ms, "speedup": eager_ms / pte_ms,
-                         "torch_threads": torch.get_num_threads(), "xnnpack_threads": xnnpack_threads()})
-    return rows
 
 
 def set_threads(threads: int) -> None:

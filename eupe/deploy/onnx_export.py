@@ -1,4 +1,4 @@
-"""Export a student to ONNX (``torch.onnx.export``, dynamo exporter) and check it with onnxruntime.
+"""Export a student to ONNX (``torch.onnx.export``, dynamo exporter) and run it with onnxruntime.
 
 The graph takes ``pixels [batch, 3, R, R]`` in [0, 1] (dynamic batch, fixed side) and returns
 ``summary [batch, D]`` and ``patch [batch, h, w, D]``. The dynamo exporter needs the
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from eupe.deploy.executorch_export import compare, deployable, eager_outputs, example_input
+from eupe.deploy.traceable import deployable, example_input
 from eupe.models.features import Encoder
 
 INPUT_NAME = "pixels"
@@ -36,15 +38,28 @@ def export_onnx(encoder: Encoder, resolution: int, out_path: str | Path) -> Path
     return out_path
 
 
-def run_onnx(path: str | Path, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Run an exported graph with onnxruntime (CPU) -> (summary, patch) arrays."""
+@lru_cache(maxsize=8)
+def _session(path: str, mtime_ns: int) -> Any:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    summary, patch = session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixels.detach().float().numpy()})
+    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def load_onnx(path: str | Path) -> Any:
+    """An onnxruntime (CPU) session of an exported graph (cached per file)."""
+    path = Path(path)
+    return _session(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+def run_onnx(path: str | Path, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Run an exported graph with onnxruntime (CPU) -> (summary, patch) arrays."""
+    summary, patch = load_onnx(path).run(list(OUTPUT_NAMES), {INPUT_NAME: pixels.detach().float().numpy()})
     return summary, patch
 
 
-def onnx_parity(encoder: Encoder, onnx_path: str | Path, pixels: torch.Tensor) -> dict[str, float]:
-    """Max abs diff and mean/min cosine of the onnxruntime outputs vs the eager encoder."""
-    return compare(eager_outputs(encoder, pixels), run_onnx(onnx_path, pixels))
+def onnx_latency_ms(path: str | Path, resolution: int, repeats: int = 10) -> float:
+    """Median onnxruntime latency of one ``resolution``-pixel image (session created once)."""
+    from eupe.deploy.latency import median_latency_ms
+
+    session, feed = load_onnx(path), {INPUT_NAME: np.random.rand(1, 3, resolution, resolution).astype(np.float32)}
+    return median_latency_ms(lambda: session.run(list(OUTPUT_NAMES), feed), repeats)

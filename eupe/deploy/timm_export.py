@@ -13,12 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from torch import nn
 
 from eupe.models.checkpoint import read_student_metadata, save_student
 from eupe.models.features import Encoder
+from eupe.models.students import student_spec
 
 SAFETENSORS_FILENAME = "model.safetensors"
 
@@ -46,9 +48,10 @@ def load_timm(path: str | Path) -> nn.Module:
                              pretrained_cfg_overlay={"file": str(path)}, **meta["timm_kwargs"]).eval()
 
 
-@torch.no_grad()
-def timm_reload_diff(encoder: Encoder, path: str | Path, pixels: torch.Tensor) -> float:
-    """Max abs difference of ``forward_features`` between ``encoder`` and the file loaded by timm."""
-    model = load_timm(path)
-    x = (pixels - encoder.mean) / encoder.std
-    return float((model.forward_features(x) - encoder.backbone.forward_features(x)).abs().max())
+def run_timm(path: str | Path, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The (summary, patch) arrays of the file loaded by timm, behind the student's feature contract."""
+    meta = read_student_metadata(path)
+    encoder = Encoder(student_spec(meta["student"]), load_timm(path), fingerprint="")
+    with torch.no_grad():
+        out = encoder.eval()(pixels)
+    return out["summary"].numpy(), out["patch"].numpy()

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from eupe.data import ShardReader, expand_shards, index_shards
+from eupe.eval.protocol import FASHION_MNIST
 from eupe.views import decode_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-FASHION_MNIST = "fashion-mnist"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -15,10 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from eupe.models.features import Encoder
+from eupe.eval.protocol import DEFAULT_KS, TEMPERATURE
 from eupe.views import ViewSpec, render
-
-TEMPERATURE = 0.07
-DEFAULT_KS = (10, 20)
 
 
 def eval_resolution(model: Encoder, resolution: int | None = None) -> int:

@@ -22,7 +22,9 @@ def test_cli_safetensors(tmp_path, student_file, tiny_vit, capsys):
     out = tmp_path / "export"
     assert main(["--checkpoint", str(student_file.parent), "--format", "safetensors", "--resolution", "64",
                  "--out", str(out)]) == 0
-    assert "timm reload max|diff| 0" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "model.safetensors (timm, 64 px, 3 photos) vs eager: summary max|diff| 0, cosine mean 1.000000" in printed
+    assert "patch max|diff| 0, " in printed and "-> OK (max abs diff <= 0.0001)" in printed
     pixels = torch.rand(1, 3, 64, 64)
     x = (pixels - tiny_vit.mean) / tiny_vit.std
     with torch.no_grad():
@@ -30,7 +32,8 @@ def test_cli_safetensors(tmp_path, student_file, tiny_vit, capsys):
     card = _card(out)
     assert card["student"]["name"] == "vit_t" and card["student"]["test_scale"] is True
     assert card["training"]["teachers"] == ["proxy"] and card["training"]["metrics"] == {"knn_top1": 0.42}
-    assert card["parity"][0]["passed"] is True and card["artifacts"][0]["artifact"] == "model.safetensors"
+    assert card["parity"][0]["passed"] is True and card["parity"][0]["patch_max_abs_diff"] == 0.0
+    assert card["artifacts"][0]["artifact"] == "model.safetensors" and card["artifacts"][0]["resolution"] == "any"
 
 
 @pytest.mark.slow
@@ -44,7 +47,9 @@ def test_cli_executorch_with_bench(tmp_path, student_file, capsys):
     card = _card(out)
     parity = card["parity"][0]
     assert parity["passed"] is True and parity["patch_max_abs_diff"] <= 1e-4
-    assert card["latency"][0]["program"] == "fp32" and card["latency"][0]["pte_ms"] > 0
+    latency = card["latency"][0]
+    assert latency["program"] == "fp32" and latency["artifact"] == "model_64.pte" and latency["executorch_ms"] > 0
+    assert latency["speedup"] == pytest.approx(latency["eager_ms"] / latency["executorch_ms"])
     assert "model_64.pte" in (out / "MODEL_CARD.md").read_text()
 
 
@@ -64,7 +69,7 @@ def test_cli_exports_released_weights_by_student_name(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--format", "safetensors"], "either --checkpoint"),
     (["--student", "vit_t"], "--student needs --weights"),
-    (["--checkpoint", "CKPT", "--quantize", "int8"], "--quantize applies to --format executorch"),
+    (["--checkpoint", "CKPT", "--quantize", "int8"], "--quantize int8 applies to --format executorch only"),
     (["--checkpoint", "missing_run"], "Error:"),
 ])
 def test_cli_user_errors(tmp_path, student_file, capsys, args, message):

@@ -1,4 +1,4 @@
-"""Latency helpers: medians of real timings, and eager vs .pte rows."""
+"""Latency helpers: medians of real timings; eager and .pte timings of a real program."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from eupe.deploy.latency import bench_eager_vs_pte, median_latency_ms
+from eupe.deploy.exporters import get_exporter
+from eupe.deploy.latency import eager_latency_ms, median_latency_ms, pte_latency_ms, xnnpack_threads
 
 
 def test_median_latency_of_a_sleep():
@@ -23,11 +24,10 @@ def test_median_latency_of_a_sleep():
         median_latency_ms(fn, repeats=0)
 
 
-def test_bench_eager_vs_pte_rows(tiny_vit, vit_pte):
-    rows = bench_eager_vs_pte(tiny_vit, {64: {"fp32": vit_pte}}, repeats=3)
-    assert len(rows) == 1
-    row = rows[0]
-    assert (row["student"], row["resolution"], row["program"]) == ("vit_t", 64, "fp32")
-    assert row["eager_ms"] > 0 and row["pte_ms"] > 0
-    assert row["speedup"] == pytest.approx(row["eager_ms"] / row["pte_ms"])
-    assert row["torch_threads"] == torch.get_num_threads() and row["xnnpack_threads"] >= 1
+def test_eager_and_pte_latency_of_the_same_tiny_vit(tiny_vit, vit_pte):
+    eager = eager_latency_ms(tiny_vit, 64, repeats=3)
+    pte = get_exporter("executorch").latency_ms(vit_pte, 64, repeats=3)
+    assert 0 < eager < 10_000 and 0 < pte < 10_000
+    assert 0 < pte_latency_ms(vit_pte, 64, repeats=1) < 10_000
+    assert get_exporter("safetensors").latency_ms(vit_pte, 64, repeats=3) is None  # timm weights run as eager
+    assert xnnpack_threads() >= 1 and torch.get_num_threads() >= 1
