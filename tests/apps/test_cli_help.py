@@ -30,7 +30,8 @@ def test_teachers_json_lists_all_and_finds_the_offline_weights(capsys):
             "dinov2s_imgfocus", "proxy"} <= set(rows)
     assert rows["effnet_lite0"]["weights"].endswith("efficientnet-lite0-57934424.pth")
     assert rows["dinov2s_imgfocus"]["weights"].endswith("vit_s_focus.onnx")
-    assert rows["pecore_g"]["summary"] == "attn_pool" and rows["pecore_g"]["patch_size"] == 14
+    assert rows["pecore_g"]["summary"] == "attn_pool_proj" and rows["pecore_g"]["patch_size"] == 14
+    assert (rows["pecore_g"]["summary_dim"], rows["pecore_g"]["patch_dim"]) == (1280, 1536)
 
 
 def test_console_script_runs_as_installed():
