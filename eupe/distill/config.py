@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from eupe.config import ConfigError
+from eupe.distill.losses import LossConfig
 from eupe.models.config import StudentConfig, TeacherConfig
 from eupe.models.proxy import ProxyConfig
-
-if TYPE_CHECKING:
-    from eupe.distill.losses import DistillLoss
 
 
 @dataclass
@@ -49,22 +47,6 @@ class OptimConfig:
     warmup_iters: int = 0  # ours
     min_lr_ratio: float = 0.0  # ours: cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0  # ours: max global grad norm; 0 disables
-
-
-@dataclass
-class LossConfig:
-    """Weights of the EUPE loss terms; ``build`` makes the ``DistillLoss`` module."""
-
-    summary_weight: float = 1.0  # paper: the summary (CLS) cosine term counts once per teacher
-    patch_weight: float = 1.0  # paper: the patch term counts once (times each teacher's patch_weight)
-    patch_cos_weight: float = 0.9  # paper: patches = 0.9 cosine ...
-    patch_smooth_l1_weight: float = 0.1  # paper: ... + 0.1 smooth-L1
-    smooth_l1_beta: float = 1.0  # ours: the paper does not give beta; torch's default
-
-    def build(self, patch_weights: dict[str, float] | None = None) -> "DistillLoss":
-        from eupe.distill.losses import DistillLoss
-
-        return DistillLoss(self, patch_weights)
 
 
 @dataclass

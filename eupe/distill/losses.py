@@ -12,13 +12,28 @@ also when the inputs are bf16 or the call happens under autocast.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eupe.distill.config import LossConfig
 from eupe.models.features import Features
+
+
+@dataclass
+class LossConfig:
+    """Weights of the EUPE loss terms; ``build`` makes the ``DistillLoss`` module."""
+
+    summary_weight: float = 1.0  # paper: the summary (CLS) cosine term counts once per teacher
+    patch_weight: float = 1.0  # paper: the patch term counts once (times each teacher's patch_weight)
+    patch_cos_weight: float = 0.9  # paper: patches = 0.9 cosine ...
+    patch_smooth_l1_weight: float = 0.1  # paper: ... + 0.1 smooth-L1
+    smooth_l1_beta: float = 1.0  # ours: the paper does not give beta; torch's default
+
+    def build(self, patch_weights: dict[str, float] | None = None) -> "DistillLoss":
+        return DistillLoss(self, patch_weights)
+
 
 
 def _resize_grid(patch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from eupe import config as config_io
-from eupe.distill.config import LossConfig, TrainConfig
+from eupe.distill.config import TrainConfig
+from eupe.distill.losses import LossConfig
 from eupe.distill.losses import DistillLoss, distill_loss, match_grids
 
 
