@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import NamedTuple
 
 import timm
 import torch
 from torch import nn
 
 from eupe.models.features import Encoder
-from eupe.models.spec import EncoderSpec
+from eupe.models.spec import Built, EncoderSpec
 from eupe.models.weights import NOT_PLAIN, WeightsFileError, file_sha256, require, state_dict_sha256
 
 TEST_SEED = 0
-
-
-class Built(NamedTuple):
-    """What a spec's builder returns: the backbone, its weights fingerprint, and the spec
-    (a builder may refine it, e.g. the proxy's shape comes from its checkpoint)."""
-
-    backbone: nn.Module
-    fingerprint: str
-    spec: EncoderSpec
 
 
 def random_backbone(timm_name: str, kwargs: dict, seed: int | None = TEST_SEED) -> tuple[nn.Module, str]:

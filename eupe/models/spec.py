@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 from eupe.models.weights import WeightsSource
 
-if TYPE_CHECKING:
-    from eupe.models.build import Built
 
 # cls: first token; attn_pool: the model's attention-pooling head, for models whose pool output
 # is their embedding (no projection after it: SigLIP2's MAP head); attn_pool_proj: attention pool
@@ -30,8 +28,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
+class Built(NamedTuple):
+    """What a spec's builder returns: the backbone (a torch ``nn.Module``), its weights fingerprint,
+    and the spec (a builder may refine it, e.g. the proxy's shape comes from its checkpoint)."""
+
+    backbone: Any
+    fingerprint: str
+    spec: "EncoderSpec"
+
+
 # A custom builder: (spec, weights path or None, test_scale) -> Built(backbone, fingerprint, spec).
-Builder = Callable[["EncoderSpec", Optional["str | Path"], bool], "Built"]
+Builder = Callable[["EncoderSpec", Optional["str | Path"], bool], Built]
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class EncoderSpec:
     description: str = ""
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
     test_kwargs: dict[str, Any] = field(default_factory=dict)  # tiny width/depth for tests
-    builder: Builder | None = None  # None: eupe.models.build.build_timm
+    builder: Builder | None = None  # None: built by timm from timm_name (the default builder)
 
     @property
     def pretrained_id(self) -> str:
