@@ -38,7 +38,7 @@ from eupe.data import ShardReader  # noqa: E402
 from eupe.models import create_teacher  # noqa: E402
 from eupe.store.codecs import CODECS, fidelity, get_codec, stored_nbytes, token_cosine  # noqa: E402
 from eupe.models import run_teacher  # noqa: E402
-from eupe.views import ViewPolicy, ViewSpec, decode_image, render, render_views, sample_views  # noqa: E402
+from eupe.views import ViewPolicy, ViewSpec, open_image, render, render_views, sample_views  # noqa: E402
 
 TEACHER = "dinov2s_imgfocus"
 REAL_TEACHERS = ("dinov2s_imgfocus", "effnet_lite0")
@@ -54,7 +54,7 @@ def teacher_features(name: str, views: int, batch: int) -> tuple[np.ndarray, flo
     side = teacher.spec.resolution
     pixels = []
     for photo in bundled_photos() + imagenet_photos():
-        image = decode_image(photo.path.read_bytes())
+        image = open_image(photo.path.read_bytes())
         specs = sample_views(ViewPolicy(), 0, photo.key, image.shape[1], image.shape[2], views)
         pixels.append(render_views(image, specs, side))
     pixels = torch.cat(pixels)  # [V, 3, side, side]
@@ -148,7 +148,7 @@ def raw_outputs(store: "FeatureStore", teacher, res: int, batch: int) -> tuple[n
     reader, k = ShardReader(store.shard_index()), store.params.views_per_image
     pixels = []
     for row, key in enumerate(store.keys):
-        image = decode_image(reader.read(row))
+        image = open_image(reader.read(row))
         views = sample_views(store.params.policy, store.params.seed, str(key), image.shape[1], image.shape[2], k)
         pixels.append(render_views(image, views, res))
     pixels = torch.cat(pixels)  # [N*K, 3, res, res]
@@ -199,7 +199,7 @@ def jpeg_ms(store: "FeatureStore", res: int, repeats: int = 60) -> float:
         row, k = int(rng.integers(store.num_images)), int(rng.integers(store.params.views_per_image))
         data, view = reader.read(row), ViewSpec.from_array(group.views(row)[k])
         start = time.perf_counter()
-        render(decode_image(data), view, res)
+        render(open_image(data), view, res)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 

@@ -33,13 +33,13 @@ PROXY_SOURCE = f"a Stage-1 run directory or its {PROXY_FILENAME}"
 class ProxyConfig:
     """Shape of the proxy ViT (defaults: width 1536, ~1.9B parameters, 4 registers)."""
 
-    embed_dim: int = 1536
-    depth: int = 36
-    num_heads: int = 24
-    mlp_ratio: float = 6.0
-    patch_size: int = 16
-    num_reg_tokens: int = 4
-    resolution: int = 256
+    embed_dim: int = 1536  # paper: the 1.9B "ViT-G" proxy is 1536 wide (DESIGN §2)
+    depth: int = 36  # ours: the paper does not publish it; chosen so the total is ~1.9B
+    num_heads: int = 24  # ours: 64-wide heads, as DINOv3's ViTs
+    mlp_ratio: float = 6.0  # ours: chosen with depth to reach ~1.9B
+    patch_size: int = 16  # ours: the paper does not say; 16 like DINOv3 and the students
+    num_reg_tokens: int = 4  # paper: 4 register tokens
+    resolution: int = 256  # ours: the Stage-1 input side is not published; the Stage-2 resolution
 
     def timm_kwargs(self) -> dict:
         return {
