@@ -50,7 +50,7 @@ def held_out_images() -> list[tuple[str, torch.Tensor]]:
 
 
 def agreement_table(model: DistillModel, teachers: dict, stats: dict, images, res: int) -> dict:
-    return {name: teacher_agreement(model, name, teacher, stats[name], images, views=8, student_res=res)
+    return {name: teacher_agreement(model, name, teacher, stats[name], images, views=8, student_resolution=res)
             for name, teacher in teachers.items()}
 
 
@@ -69,7 +69,7 @@ def main() -> None:
             stage=2, student=StudentConfig(name="vit_t", resolution=args.res),
             teachers=[TeacherConfig(name=n) for n in TEACHERS], data=DataConfig(shards=data, store=store, num_workers=1),
             optim=OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_iters=20), iterations=args.steps,
-            global_batch=args.batch, micro_batch=args.batch, head_hidden=384, student_scales=[args.res],
+            global_batch=args.batch, micro_batch=args.batch, head_hidden=384, student_resolutions=[args.res],
             mixed_precision="no", checkpoint_every=10**9, out=str(tmp / "run"))
         teachers = {name: create_teacher(name) for name in TEACHERS}
         images = held_out_images()

@@ -63,7 +63,7 @@ def samples(side: int, size: int, k: int) -> list[Sample]:
     found = []
     for key, data in jpegs(side):
         w, h = Image.open(io.BytesIO(data)).size
-        found += [(data, v) for v in sample_views(ViewPolicy(), 0, key, h, w, k, out_size=size)]
+        found += [(data, v) for v in sample_views(ViewPolicy(), 0, key, h, w, k, resolution=size)]
     return found
 
 

@@ -99,18 +99,18 @@ def from_proxy(demo: Demo) -> list[str]:
 def stage1(demo: Demo) -> None:
     teachers = f"teachers={json.dumps([{'name': t} for t in TEACHERS])}"
     train(demo, 1, f"data.store={demo.out / 'teachers.zarr'}", teachers, "proxy.embed_dim=192", "proxy.depth=4",
-          "proxy.num_heads=3", "proxy.mlp_ratio=4.0", f"proxy.resolution={RES}", f"student_scales=[{RES}]",
+          "proxy.num_heads=3", "proxy.mlp_ratio=4.0", f"proxy.resolution={RES}", f"student_resolutions=[{RES}]",
           f"iterations={demo.steps(60)}", "optim.lr=1e-3", "optim.warmup_iters=5", "log_every=10")
 
 
 def stage2(demo: Demo) -> None:
-    train(demo, 2, *from_proxy(demo), f"student.resolution={STUDENT_RES}", f"student_scales=[{STUDENT_RES}]",
+    train(demo, 2, *from_proxy(demo), f"student.resolution={STUDENT_RES}", f"student_resolutions=[{STUDENT_RES}]",
           f"iterations={demo.steps(120)}", "optim.lr=1e-3", "optim.warmup_iters=10", "log_every=10")
 
 
 def stage3(demo: Demo) -> None:
-    train(demo, 3, *from_proxy(demo), f"init={demo.out / 'stage2'}", "student_scales=[96, 112, 128]",
-          f"teacher_scales=[{RES}, 128]", f"iterations={demo.steps(20)}", "optim.lr=3e-4", "log_every=5")
+    train(demo, 3, *from_proxy(demo), f"init={demo.out / 'stage2'}", "student_resolutions=[96, 112, 128]",
+          f"teacher_resolutions=[{RES}, 128]", f"iterations={demo.steps(20)}", "optim.lr=3e-4", "log_every=5")
 
 
 def main_steps(demo: Demo) -> dict:

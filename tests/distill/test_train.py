@@ -75,10 +75,10 @@ def test_every_stage_trains_and_its_loss_decreases(chain):
 
 def test_stage3_mixes_cache_hits_and_online_fallbacks(chain):
     log = _losses(chain["root"] / "stage3")
-    scales = {(r["student_res"], r["teacher_res"]) for r in log}
+    scales = {(r["student_resolution"], r["teacher_resolution"]) for r in log}
     assert {r[0] for r in scales} == {64, 96, 128} and {r[1] for r in scales} == {64, 96}
     assert log[-1]["cache_hits"] > 0 and log[-1]["online_fallbacks"] > 0
-    online_steps = [r for r in log if r["teacher_res"] == 96]
+    online_steps = [r for r in log if r["teacher_resolution"] == 96]
     assert all(r["online_fallbacks"] > 0 for r in online_steps)
 
 
@@ -163,8 +163,8 @@ def test_trained_student_agrees_with_its_teacher_better_than_at_init(chain, phot
     trained = load_distill_model(chain["root"] / "stage2")
     torch.manual_seed(0)
     initial = DistillModel(create_student("vit_t", test_scale=True), {"proxy": teacher.dim}, 64).eval()
-    after = teacher_agreement(trained, "proxy", teacher, stats, images, views=2, student_res=64)
-    before = teacher_agreement(initial, "proxy", teacher, stats, images, views=2, student_res=64)
+    after = teacher_agreement(trained, "proxy", teacher, stats, images, views=2, student_resolution=64)
+    before = teacher_agreement(initial, "proxy", teacher, stats, images, views=2, student_resolution=64)
     assert after["views"] == 6
     assert after["patch_cos"] > before["patch_cos"] + 0.1
 
