@@ -163,7 +163,7 @@ def _resolution_problems(cfg: TrainConfig):
             yield f"student_resolutions: {resolution} is not a positive multiple of {who} patch size {patch}"
     for resolution in cfg.teacher_resolutions:
         if resolution <= 0:
-            yield f"teacher_resolutions: {resolution} is not a positive size"
+            yield f"teacher_resolutions: {resolution} is not a positive resolution"
 
 
 def _student_patch(name: str) -> int:
