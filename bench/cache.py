@@ -51,13 +51,13 @@ MIN_NORM_COSINE = 0.999
 def teacher_features(name: str, views: int, batch: int) -> tuple[np.ndarray, float]:
     """Raw fp32 teacher outputs [V, 1+T, D] (summary first) on ``views`` views per photo; forward ms/view."""
     teacher = create_teacher(name)
-    side = teacher.spec.resolution
+    resolution = teacher.spec.resolution
     pixels = []
     for photo in bundled_photos() + imagenet_photos():
         image = decode_image(photo.path.read_bytes())
         specs = sample_views(ViewPolicy(), 0, photo.key, image.shape[1], image.shape[2], views)
-        pixels.append(render_views(image, specs, side))
-    pixels = torch.cat(pixels)  # [V, 3, side, side]
+        pixels.append(render_views(image, specs, resolution))
+    pixels = torch.cat(pixels)  # [V, 3, resolution, resolution]
     run_teacher(teacher, pixels[:batch], batch, torch.device("cpu"))  # warm-up
     start = time.process_time()  # CPU time of every thread: what the forward costs, whatever the load
     summary, patch = run_teacher(teacher, pixels, batch, torch.device("cpu"))

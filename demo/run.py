@@ -2,7 +2,7 @@
 
 Real photos from installed packages -> webdataset shards -> two real pretrained teachers
 (effnet_lite0, dinov2s_imgfocus) cached in one store -> Stage 1 (a small proxy) -> the proxy
-cached -> Stage 2 (an EUPE ViT-T) -> a short Stage 3 whose extra scales run the proxy online ->
+cached -> Stage 2 (an EUPE ViT-T) -> a short Stage 3 whose extra resolutions run the proxy online ->
 ExecuTorch export with a parity check -> kNN top-1 on real labels, agreement with the teacher,
 a loss-curve PNG, a PCA PNG and a summary table. Every step calls the same commands a user runs.
 """
