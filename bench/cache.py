@@ -51,13 +51,13 @@ MIN_NORM_COSINE = 0.999
 def teacher_features(name: str, views: int, batch: int) -> tuple[np.ndarray, float]:
     """Raw fp32 teacher outputs [V, 1+T, D] (summary first) on ``views`` views per photo; forward ms/view."""
     teacher = create_teacher(name)
-    side = teacher.spec.resolution
+    resolution = teacher.spec.resolution
     pixels = []
     for photo in bundled_photos() + imagenet_photos():
         image = open_image(photo.path.read_bytes())
         specs = sample_views(ViewPolicy(), 0, photo.key, image.shape[1], image.shape[2], views)
-        pixels.append(render_views(image, specs, side))
-    pixels = torch.cat(pixels)  # [V, 3, side, side]
+        pixels.append(render_views(image, specs, resolution))
+    pixels = torch.cat(pixels)  # [V, 3, resolution, resolution]
     run_teacher(teacher, pixels[:batch], batch, torch.device("cpu"))  # warm-up
     start = time.process_time()  # CPU time of every thread: what the forward costs, whatever the load
     summary, patch = run_teacher(teacher, pixels, batch, torch.device("cpu"))
@@ -143,15 +143,15 @@ def fidelity_part(args: argparse.Namespace) -> None:
 # -- part 2: the real extractor and store -----------------------------------------------------------
 
 
-def raw_outputs(store: "FeatureStore", teacher, res: int, batch: int) -> tuple[np.ndarray, float]:
+def raw_outputs(store: "FeatureStore", teacher, resolution: int, batch: int) -> tuple[np.ndarray, float]:
     """Raw fp32 outputs [N, K, 1+T, D] on the store's views, and forward-only views/s."""
     reader, k = ShardReader(store.shard_index()), store.params.views_per_image
     pixels = []
     for row, key in enumerate(store.keys):
         image = open_image(reader.read(row))
         views = sample_views(store.params.policy, store.params.seed, str(key), image.shape[1], image.shape[2], k)
-        pixels.append(render_views(image, views, res))
-    pixels = torch.cat(pixels)  # [N*K, 3, res, res]
+        pixels.append(render_views(image, views, resolution))
+    pixels = torch.cat(pixels)  # [N*K, 3, resolution, resolution]
     run_teacher(teacher, pixels[:batch], batch, torch.device("cpu"))  # warm-up
     start = time.perf_counter()
     summary, patch = run_teacher(teacher, pixels, batch, torch.device("cpu"))
@@ -166,30 +166,30 @@ def codec_row(cfg: "ExtractConfig", teacher, raw: np.ndarray, forward_rate: floa
     store = open_or_create_store(cfg, progress=False)
     summary = extract_teacher(cfg, store, teacher)
     group = store.teacher(TEACHER)
-    res = group.resolutions[0]
-    decoded = [group.targets(r, res) for r in range(store.num_images)]
+    resolution = group.resolutions[0]
+    decoded = [group.targets(r, resolution) for r in range(store.num_images)]
     approx = np.stack([np.concatenate([d["summary"][:, None], d["patch"].reshape(*d["patch"].shape[:1], -1, group.dim)], 1)
                        for d in decoded])  # [N, K, 1+T, D]
     cos = token_cosine(raw, approx)
     return {"codec": cfg.codec, "bytes_per_value": summary.bytes_written / summary.values,
             "mean_cos": float(cos.mean()), "min_cos": float(cos.min()),
             "extract_rate": summary.views / summary.elapsed_s, "ratio": summary.views / summary.elapsed_s / forward_rate,
-            "read_ms": read_ms(group, res)}
+            "read_ms": read_ms(group, resolution)}
 
 
-def read_ms(group, res: int, repeats: int = 60) -> float:
+def read_ms(group, resolution: int, repeats: int = 60) -> float:
     """Median ms to read and decode one (image, view) of cached targets from the store."""
     rng = np.random.default_rng(0)
     times = []
     for _ in range(repeats):
         row, k = int(rng.integers(group.store.num_images)), int(rng.integers(group.store.params.views_per_image))
         start = time.perf_counter()
-        group.targets(row, res, k)
+        group.targets(row, resolution, k)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
 
-def jpeg_ms(store: "FeatureStore", res: int, repeats: int = 60) -> float:
+def jpeg_ms(store: "FeatureStore", resolution: int, repeats: int = 60) -> float:
     """Median ms to decode a sample's JPEG and render one of its views."""
     reader = ShardReader(store.shard_index())
     group = store.teacher(TEACHER)
@@ -199,7 +199,7 @@ def jpeg_ms(store: "FeatureStore", res: int, repeats: int = 60) -> float:
         row, k = int(rng.integers(store.num_images)), int(rng.integers(store.params.views_per_image))
         data, view = reader.read(row), ViewSpec.from_array(group.views(row)[k])
         start = time.perf_counter()
-        render(open_image(data), view, res)
+        render(open_image(data), view, resolution)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 

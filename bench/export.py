@@ -50,15 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def bench_one(encoder, res: int, program: str, eager_ms: float, args, workdir: Path) -> dict:
+def bench_one(encoder, resolution: int, program: str, eager_ms: float, args, workdir: Path) -> dict:
     """Export one program, check parity, time it."""
     quantize = None if program == "fp32" else program
     start = time.perf_counter()
-    path = export_pte(encoder, res, workdir / f"{encoder.spec.name}_{res}_{program}.pte", quantize)
+    path = export_pte(encoder, resolution, workdir / f"{encoder.spec.name}_{resolution}_{program}.pte", quantize)
     export_s = time.perf_counter() - start
-    result = parity(encoder, lambda pixels: run_pte(path, pixels), check_pixels(res, args.images))
-    pte_ms = pte_latency_ms(path, res, args.repeats)
-    return {"model": encoder.spec.name, "res": res, "program": program, "export_s": export_s,
+    result = parity(encoder, lambda pixels: run_pte(path, pixels), check_pixels(resolution, args.images))
+    pte_ms = pte_latency_ms(path, resolution, args.repeats)
+    return {"model": encoder.spec.name, "res": resolution, "program": program, "export_s": export_s,
             "MB": path.stat().st_size / 1e6, "sum_maxdiff": result["summary_max_abs_diff"],
             "patch_maxdiff": result["patch_max_abs_diff"], "sum_cos": result["summary_cosine_mean"],
             "patch_cos": result["patch_cosine_mean"], "patch_cos_min": result["patch_cosine_min"],
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in _list(args.models):
             encoder = create_student(name)
-            for res in _list(args.resolutions, int):
-                eager_ms = eager_latency_ms(encoder, res, args.repeats)
+            for resolution in _list(args.resolutions, int):
+                eager_ms = eager_latency_ms(encoder, resolution, args.repeats)
                 for program in _list(args.programs):
-                    print_row(bench_one(encoder, res, program, eager_ms, args, Path(tmp)))
+                    print_row(bench_one(encoder, resolution, program, eager_ms, args, Path(tmp)))
     return 0
 
 

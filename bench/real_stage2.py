@@ -49,8 +49,8 @@ def held_out_images() -> list[tuple[str, torch.Tensor]]:
     return [(p.key, decode_image(p.read_bytes())) for p in imagenet_photos()[14:]]
 
 
-def agreement_table(model: DistillModel, teachers: dict, stats: dict, images, res: int) -> dict:
-    return {name: teacher_agreement(model, name, teacher, stats[name], images, views=8, student_res=res)
+def agreement_table(model: DistillModel, teachers: dict, stats: dict, images, resolution: int) -> dict:
+    return {name: teacher_agreement(model, name, teacher, stats[name], images, views=8, student_resolution=resolution)
             for name, teacher in teachers.items()}
 
 
@@ -59,30 +59,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--res", type=int, default=112)
+    parser.add_argument("--resolution", type=int, default=112)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data, store = build_store(tmp, args.views)
         stats = {name: teacher_stats(store, name) for name in TEACHERS}
         cfg = TrainConfig(
-            stage=2, student=StudentConfig(name="vit_t", resolution=args.res),
+            stage=2, student=StudentConfig(name="vit_t", resolution=args.resolution),
             teachers=[TeacherConfig(name=n) for n in TEACHERS], data=DataConfig(shards=data, store=store, num_workers=1),
             optim=OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_iters=20), iterations=args.steps,
-            global_batch=args.batch, micro_batch=args.batch, head_hidden=384, student_scales=[args.res],
+            global_batch=args.batch, micro_batch=args.batch, head_hidden=384, student_resolutions=[args.resolution],
             mixed_precision="no", checkpoint_every=10**9, out=str(tmp / "run"))
         teachers = {name: create_teacher(name) for name in TEACHERS}
         images = held_out_images()
         torch.manual_seed(cfg.seed)
         initial = DistillModel(create_student("vit_t"), {n: t.dim for n, t in teachers.items()}, cfg.head_hidden).eval()
-        before = agreement_table(initial, teachers, stats, images, args.res)
+        before = agreement_table(initial, teachers, stats, images, args.resolution)
         start = time.perf_counter()
         run = train(cfg, say=lambda text: print(text, file=sys.stderr))
         minutes = (time.perf_counter() - start) / 60
-        after = agreement_table(load_distill_model(run), teachers, stats, images, args.res)
+        after = agreement_table(load_distill_model(run), teachers, stats, images, args.resolution)
     print(f"machine: {describe()}")
     print(f"Stage 2: ViT-T (5.5M, random init) <- {', '.join(TEACHERS)} cached over 25 real photos x {args.views} views; "
-          f"{args.steps} steps of batch {args.batch} at {args.res} px in {minutes:.1f} min")
+          f"{args.steps} steps of batch {args.batch} at {args.resolution} px in {minutes:.1f} min")
     print("held-out: 8 fresh views (unused seed) of each of 6 held-out labelled photos\n")
     print("| teacher | summary cosine: init -> trained | patch cosine: init -> trained |")
     print("|---|---|---|")

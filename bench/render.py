@@ -14,7 +14,7 @@ DataLoader worker), passes interleaved, the median pass reported:
                 caller that decodes first gets)
 * ``v1``        renderer 1 as it was (full decode, float32 torch resize, torchvision colour ops)
 
-Run:  .venv/bin/python bench/render.py  [--sides 500,1000,0] [--sizes 224,256] [--views 4] [--passes 7]
+Run:  .venv/bin/python bench/render.py  [--sides 500,1000,0] [--resolutions 224,256] [--views 4] [--passes 7]
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def jpegs(side: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def samples(side: int, size: int, k: int) -> list[Sample]:
+def samples(side: int, resolution: int, k: int) -> list[Sample]:
     found = []
     for key, data in jpegs(side):
         w, h = Image.open(io.BytesIO(data)).size
-        found += [(data, v) for v in sample_views(ViewPolicy(), 0, key, h, w, k, out_size=size)]
+        found += [(data, v) for v in sample_views(ViewPolicy(), 0, key, h, w, k, resolution=resolution)]
     return found
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sides", default="500,1000,0",
                         help="longer side of the source JPEGs (px; 0: the photos' own sizes, 300-1411 px)")
-    parser.add_argument("--sizes", default="224,256", help="output sizes (px)")
+    parser.add_argument("--resolutions", default="224,256", help="view resolutions (px)")
     parser.add_argument("--views", type=int, default=4, help="views per photo")
     parser.add_argument("--passes", type=int, default=7)
     args = parser.parse_args()
@@ -136,19 +136,19 @@ def main() -> None:
           + " | render / pil | render_geo / pil | decoded / pil | v1 / render |")
     print("|---" * (3 + len(names) + 4) + "|")
     for side in (int(s) for s in args.sides.split(",")):
-        for size in (int(s) for s in args.sizes.split(",")):
-            print(row(side, size, args.views, args.passes))
+        for resolution in (int(s) for s in args.resolutions.split(",")):
+            print(row(side, resolution, args.views, args.passes))
 
 
-def row(side: int, size: int, views: int, passes: int) -> str:
-    """One table row: times of every path and their ratios, for one source side and view size."""
-    found = samples(side, size, views)
-    reduced = sum(dct_scale(v, (size, size)) > 1 for _, v in found) / len(found)
+def row(side: int, resolution: int, views: int, passes: int) -> str:
+    """One table row: times of every path and their ratios, for one source side and view resolution."""
+    found = samples(side, resolution, views)
+    reduced = sum(dct_scale(v, (resolution, resolution)) > 1 for _, v in found) / len(found)
     ms = time_paths(found, passes)
     cells = " | ".join(f"{ms[n]:.2f}" for n in PATHS)
     ratios = [ms["render"] / ms["pil"], ms["render_geo"] / ms["pil"], ms["decoded"] / ms["pil"]]
     label = f"{side} px" if side else "own size"
-    return (f"| {label} | {size} px | {reduced:.0%} | {cells} | "
+    return (f"| {label} | {resolution} px | {reduced:.0%} | {cells} | "
             + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {ms['v1'] / ms['render']:.1f}x |")
 
 

@@ -3,7 +3,7 @@
 Extracts one small store (real photos, test-scale random-init teacher, ``--codec`` at ``--resolution``)
 twice, into a local directory and into ``s3://`` on a moto S3 server started on 127.0.0.1 (the one
 the tests use, in this process), then reads random (image, view) targets as the trainer does
-(``FeatureStore.open(url).teacher(t).targets(row, res, view)``) and prints ms per sample:
+(``FeatureStore.open(url).teacher(t).targets(row, resolution, view)``) and prints ms per sample:
 
 - local, fast path: direct reads of the shard index and one inner chunk per component;
 - local, zarr path: the same store through zarr-python (what object stores use);
@@ -46,7 +46,7 @@ def extract(shards: str, out: str, args: argparse.Namespace) -> None:
         assert cache_main(argv) == 0, f"extract into {out} failed"
 
 
-def per_sample_ms(url: str, res: int, picks: list[tuple[int, int]], zarr_path: bool) -> tuple[float, float]:
+def per_sample_ms(url: str, resolution: int, picks: list[tuple[int, int]], zarr_path: bool) -> tuple[float, float]:
     """(first pass incl. opening and chunk checks, second pass) ms per sample; a fresh store each time."""
     group = FeatureStore.open(url).teacher(TEACHER)
     out = []
@@ -54,16 +54,16 @@ def per_sample_ms(url: str, res: int, picks: list[tuple[int, int]], zarr_path: b
         start = time.perf_counter()
         for row, view in picks:
             sel = slice(view, view + 1) if zarr_path else view  # a slice of views takes zarr's path
-            group.targets(row, res, sel)
+            group.targets(row, resolution, sel)
         out.append((time.perf_counter() - start) / len(picks) * 1e3)
     return out[0], out[1]
 
 
-def count_gets(url: str, res: int, picks: list[tuple[int, int]]) -> float:
+def count_gets(url: str, resolution: int, picks: list[tuple[int, int]]) -> float:
     """Requests to the object store per sample (second pass), counted at zarr's store API."""
     group = FeatureStore.open(url).teacher(TEACHER)
     for row, view in picks:
-        group.targets(row, res, view)
+        group.targets(row, resolution, view)
     store = group.group.store
     calls = {"n": 0}
     for method in ("get", "exists", "getsize"):
@@ -75,7 +75,7 @@ def count_gets(url: str, res: int, picks: list[tuple[int, int]]) -> float:
 
         object.__setattr__(store, method, counted)
     for row, view in picks:
-        group.targets(row, res, view)
+        group.targets(row, resolution, view)
     return calls["n"] / len(picks)
 
 

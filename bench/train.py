@@ -3,15 +3,15 @@
 The same Stage-2 style run (``eupe.distill.loop.train``; student ``vit_t`` by default, teacher
 ``dinov2s_imgfocus`` with its real weights) at the same batch and resolutions, three ways:
 
-1. cached targets: the store holds the teacher at ``--teacher-res`` (224), every step reads them;
-2. teacher online: the store holds the teacher only at ``--online-store-res`` (112) while
-   ``teacher_scales=[--teacher-res]``, so every step runs the teacher in the training process;
+1. cached targets: the store holds the teacher at ``--teacher-resolution`` (224), every step reads them;
+2. teacher online: the store holds the teacher only at ``--online-store-resolution`` (112) while
+   ``teacher_resolutions=[--teacher-resolution]``, so every step runs the teacher in the training process;
 3. student only: the same DistillModel forward / backward / clip / AdamW step on pre-made random
    targets of the right shapes, with no data loading and no teacher (the lower bound).
 
 Step times come from the runs' ``losses.jsonl`` (the first ``--warmup`` steps skipped). Progress
 goes to stderr, the table to stdout. CPU defaults run in a few minutes on 2 cores; on a GPU box
-scale up, e.g.  python bench/train.py --steps 50 --batch 128 --res 256 --images 256 --workers 8
+scale up, e.g.  python bench/train.py --steps 50 --batch 128 --resolution 256 --images 256 --workers 8
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def photos(n: int) -> list[Photo]:
             for i, p in ((i, found[i % len(found)]) for i in range(n))]
 
 
-def build_store(args, data: str, out: str, res: int, teacher) -> dict:
-    cfg = ExtractConfig([TEACHER], data, out, views=args.views, resolutions=[res], codec=args.codec,
+def build_store(args, data: str, out: str, resolution: int, teacher) -> dict:
+    cfg = ExtractConfig([TEACHER], data, out, views=args.views, resolutions=[resolution], codec=args.codec,
                         batch_size=args.extract_batch, num_workers=args.workers,
                         images_per_chunk=args.images_per_chunk)
     store = open_or_create_store(cfg, progress=False)
@@ -69,7 +69,7 @@ def build_store(args, data: str, out: str, res: int, teacher) -> dict:
 def train_config(args, store: str, data: str, out: str, precision: str) -> TrainConfig:
     return TrainConfig(
         stage=2,
-        student=StudentConfig(name=args.student, resolution=args.res),
+        student=StudentConfig(name=args.student, resolution=args.resolution),
         teachers=[TeacherConfig(name=TEACHER)],
         data=DataConfig(shards=data, store=store, num_workers=args.workers, check_keys=True),
         optim=OptimConfig(lr=2e-5, weight_decay=1e-4, warmup_iters=0),
@@ -77,8 +77,8 @@ def train_config(args, store: str, data: str, out: str, precision: str) -> Train
         global_batch=args.batch,
         micro_batch=args.micro_batch or args.batch,
         head_hidden=args.head_hidden,
-        student_scales=[args.res],
-        teacher_scales=[args.teacher_res],
+        student_resolutions=[args.resolution],
+        teacher_resolutions=[args.teacher_resolution],
         mixed_precision=precision,
         seed=0,
         out=out,
@@ -121,9 +121,9 @@ def student_only(cfg: TrainConfig, teacher_dim: int, teacher_grid: int, warmup: 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                   betas=tuple(cfg.optim.betas))
     model, optimizer = accelerator.prepare(model, optimizer)
-    device, res = accelerator.device, cfg.student_scales[0]
+    device, resolution = accelerator.device, cfg.student_resolutions[0]
     gen = torch.Generator().manual_seed(0)
-    pixels = torch.rand(micro, 3, res, res, generator=gen).to(device)
+    pixels = torch.rand(micro, 3, resolution, resolution, generator=gen).to(device)
     targets = {TEACHER: {"summary": torch.randn(micro, teacher_dim, generator=gen).to(device),
                          "patch": torch.randn(micro, teacher_grid, teacher_grid, teacher_dim, generator=gen).to(device)}}
     loss = cfg.loss.build(cfg.patch_weights())  # the loop's own loss object
@@ -156,9 +156,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timings")
     parser.add_argument("--batch", type=int, default=8, help="global batch (images per step)")
     parser.add_argument("--micro-batch", type=int, default=0, help="per-process micro-batch (0: = --batch)")
-    parser.add_argument("--res", type=int, default=224, help="student resolution")
-    parser.add_argument("--teacher-res", type=int, default=224, help="teacher resolution the runs train against")
-    parser.add_argument("--online-store-res", type=int, default=112,
+    parser.add_argument("--resolution", type=int, default=224, help="student resolution")
+    parser.add_argument("--teacher-resolution", type=int, default=224, help="teacher resolution the runs train against")
+    parser.add_argument("--online-store-resolution", type=int, default=112,
                         help="the only resolution in the online run's store (forces the fallback)")
     parser.add_argument("--views", type=int, default=2, help="stored views per image")
     parser.add_argument("--images", type=int, default=16, help="photos in the dataset (bundled ones repeat past 31)")
@@ -173,18 +173,18 @@ def main() -> None:
         parser.error("--steps must exceed --warmup")
     cuda = torch.cuda.is_available()
     precision = "bf16" if cuda else "no"
-    teacher_grid = args.teacher_res // teacher_spec(TEACHER).patch_size
+    teacher_grid = args.teacher_resolution // teacher_spec(TEACHER).patch_size
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="eupe-bench-train-") as tmp, contextlib.redirect_stdout(sys.stderr):
         root = Path(tmp)
         shards = write_photo_shards(root / "shards", photos(args.images), per_shard=8, max_side=args.max_side)
         data = "::".join(shards)
-        say(f"building stores: {TEACHER} at {args.teacher_res} (cached run) and {args.online_store_res} (online run)")
+        say(f"building stores: {TEACHER} at {args.teacher_resolution} (cached run) and {args.online_store_resolution} (online run)")
         teacher = create_teacher(TEACHER)
         teacher_dim = teacher.dim
-        extract = build_store(args, data, str(root / "cached.zarr"), args.teacher_res, teacher)
-        build_store(args, data, str(root / "online.zarr"), args.online_store_res, teacher)
+        extract = build_store(args, data, str(root / "cached.zarr"), args.teacher_resolution, teacher)
+        build_store(args, data, str(root / "online.zarr"), args.online_store_resolution, teacher)
         del teacher
 
         say("run 1/3: cached targets")
@@ -208,20 +208,20 @@ def print_table(args, precision: str, extract: dict, cached: dict, online: dict,
     micro = args.micro_batch or args.batch
     print(f"machine: {describe()}; 1-min load average {load[0]:.1f} at start, {load[1]:.1f} at end "
           f"(other processes share the cores: timings are noisy when it exceeds the core count)")
-    print(f"student {args.student} (full size, random init) at {args.res} px, {TEACHER} (real weights) targets at "
-          f"{args.teacher_res} px, global batch {args.batch} (micro-batch {micro}), head width {args.head_hidden}, "
+    print(f"student {args.student} (full size, random init) at {args.resolution} px, {TEACHER} (real weights) targets at "
+          f"{args.teacher_resolution} px, global batch {args.batch} (micro-batch {micro}), head width {args.head_hidden}, "
           f"mixed precision {precision}, {args.workers} DataLoader worker(s); {args.images} photos x {args.views} views; "
           f"step times over steps {args.warmup}..{args.steps - 1} ({cached['timed']} steps per run)")
-    print(f"cache build ({args.codec}, r{args.teacher_res}): {extract['views']} views in {extract['elapsed_s']:.1f} s "
+    print(f"cache build ({args.codec}, r{args.teacher_resolution}): {extract['views']} views in {extract['elapsed_s']:.1f} s "
           f"({extract['views'] / extract['elapsed_s']:.1f} views/s, {extract['mb']:.1f} MB)")
     print()
     print("| targets | median step (s) | fastest step (s) | images/s (median) | mean data-wait fraction | "
           "median vs student only | fastest vs student only | cache hits / online fallbacks (images) |")
     print("|---|---|---|---|---|---|---|---|")
     rows = [
-        (f"cached in the store (r{args.teacher_res}, {args.codec})", cached,
+        (f"cached in the store (r{args.teacher_resolution}, {args.codec})", cached,
          f"{cached['cache_hits']} / {cached['online_fallbacks']}"),
-        (f"teacher hosted online (store has r{args.online_store_res} only)", online,
+        (f"teacher hosted online (store has r{args.online_store_resolution} only)", online,
          f"{online['cache_hits']} / {online['online_fallbacks']}"),
         ("student only (pre-made random targets, no data, no teacher)", alone, "-"),
     ]

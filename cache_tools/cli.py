@@ -45,12 +45,12 @@ def teachers_cmd(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = f"{'name':<18}{'architecture':<38}{'res':>5}{'patch':>6}  {'summary':<15}{'dims':>10}  weights"
+    header = f"{'name':<18}{'architecture':<38}{'resolution':>11}{'patch':>6}  {'summary':<15}{'dims':>10}  weights"
     click.echo(header)
     for row in rows:
         where = row["weights"] or f"missing ({row['weights_source']})"
         dims = f"{row['summary_dim']}/{row['patch_dim']}"
-        click.echo(f"{row['name']:<18}{row['architecture']:<38}{row['resolution']:>5}{row['patch_size']:>6}  "
+        click.echo(f"{row['name']:<18}{row['architecture']:<38}{row['resolution']:>11}{row['patch_size']:>6}  "
                    f"{row['summary']:<15}{dims:>10}  {where}")
 
 

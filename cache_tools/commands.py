@@ -39,7 +39,7 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--out", required=True, help="Feature store (a directory; created if absent, extended if present).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Views per image (K).")
 @click.option("--resolution", "resolutions", default="native", show_default=True, callback=_int_list,
-              help="Teacher input side(s): 'native' or a list such as 256,384,512 (every view at each).")
+              help="Teacher input resolution(s): 'native' or a list such as 256,384,512 (every view at each).")
 @click.option("--codec", default="compact", show_default=True,
               help="fp16, int8, int6, int4, compact (0.53 B/value, normalized cosine 0.9992) or tiny "
                    "(0.35, 0.993); see README.")
@@ -183,8 +183,8 @@ def _verify_text(result: dict) -> str:
                          f"--retry-failed ({', '.join(r['read_errors'][:5])})")
         lines += [f"  corrupt {p['array']} chunk {p['chunk']} (images {', '.join(p['keys'])}): {p['error']}"
                   for p in r["corrupt"]]
-        lines += [f"  statistics r{res}: {state}" + (" (run `eupe-cache stats`)" if state != "ok" else "")
-                  for res, state in r.get("stats", {}).items() if state != "absent"]
+        lines += [f"  statistics r{resolution}: {state}" + (" (run `eupe-cache stats`)" if state != "ok" else "")
+                  for resolution, state in r.get("stats", {}).items() if state != "absent"]
         if r["incomplete"]:
             lines.append(f"  incomplete: {', '.join(r['incomplete'][:20])}{' ...' if len(r['incomplete']) > 20 else ''}")
         if r["check"]:
@@ -215,10 +215,10 @@ def stats(store_path: str, teachers: tuple[str, ...]) -> int:
     store = FeatureStore.open(store_path, mode="a")
     for name in teachers or store.teacher_names():
         group = store.teacher(name)
-        for res in group.resolutions:
-            with tqdm(total=store.num_images, desc=f"stats {name} r{res}", unit="img", disable=None) as bar:
-                moments = compute_stats(group, res, bar.update)
-            save_stats(group, res, moments)
-            click.echo(f"{name} r{res}: {moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "
+        for resolution in group.resolutions:
+            with tqdm(total=store.num_images, desc=f"stats {name} r{resolution}", unit="img", disable=None) as bar:
+                moments = compute_stats(group, resolution, bar.update)
+            save_stats(group, resolution, moments)
+            click.echo(f"{name} r{resolution}: {moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "
                        f"patch std median {float(np.median(moments['patch'].std)):.4g}")
     return 0

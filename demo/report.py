@@ -57,7 +57,7 @@ def agreement(demo) -> dict[str, float]:
     stats = teacher_stats(str(demo.out / "proxy.zarr"), "proxy")
     images = [(p.key, decode_image(p.read_bytes())) for p in imagenet_photos()[-6:]]
     trained = teacher_agreement(load_distill_model(demo.out / "stage3"), "proxy", proxy, stats, images,
-                                views=4, student_res=112)
+                                views=4, student_resolution=112)
     return trained
 
 

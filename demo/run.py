@@ -2,7 +2,7 @@
 
 Real photos from installed packages -> webdataset shards -> two real pretrained teachers
 (effnet_lite0, dinov2s_imgfocus) cached in one store -> Stage 1 (a small proxy) -> the proxy
-cached -> Stage 2 (an EUPE ViT-T) -> a short Stage 3 whose extra scales run the proxy online ->
+cached -> Stage 2 (an EUPE ViT-T) -> a short Stage 3 whose extra resolutions run the proxy online ->
 ExecuTorch export with a parity check -> kNN top-1 on real labels, agreement with the teacher,
 a loss-curve PNG, a PCA PNG and a summary table. Every step calls the same commands a user runs.
 """
@@ -31,8 +31,8 @@ from eupe.cli_support import run  # noqa: E402
 TEACHERS = ("dinov2s_imgfocus", "effnet_lite0")
 # Teachers run at their native 224 px; the proxy and the student train at 112 px (7x7 patch grid)
 # so the demo fits in a few minutes on 2 CPU cores; the loss upsamples the smaller grid bicubically.
-RES = 112  # proxy resolution (patch 16)
-STUDENT_RES = 112  # student resolution in Stage 2
+PROXY_RESOLUTION = 112  # proxy resolution (patch 16)
+STUDENT_RESOLUTION = 112  # student resolution in Stage 2
 
 
 @dataclass
@@ -99,18 +99,21 @@ def from_proxy(demo: Demo) -> list[str]:
 def stage1(demo: Demo) -> None:
     teachers = f"teachers={json.dumps([{'name': t} for t in TEACHERS])}"
     train(demo, 1, f"data.store={demo.out / 'teachers.zarr'}", teachers, "proxy.embed_dim=192", "proxy.depth=4",
-          "proxy.num_heads=3", "proxy.mlp_ratio=4.0", f"proxy.resolution={RES}", f"student_scales=[{RES}]",
+          "proxy.num_heads=3", "proxy.mlp_ratio=4.0", f"proxy.resolution={PROXY_RESOLUTION}",
+          f"student_resolutions=[{PROXY_RESOLUTION}]",
           f"iterations={demo.steps(60)}", "optim.lr=1e-3", "optim.warmup_iters=5", "log_every=10")
 
 
 def stage2(demo: Demo) -> None:
-    train(demo, 2, *from_proxy(demo), f"student.resolution={STUDENT_RES}", f"student_scales=[{STUDENT_RES}]",
-          f"iterations={demo.steps(120)}", "optim.lr=1e-3", "optim.warmup_iters=10", "log_every=10")
+    train(demo, 2, *from_proxy(demo), f"student.resolution={STUDENT_RESOLUTION}",
+          f"student_resolutions=[{STUDENT_RESOLUTION}]", f"iterations={demo.steps(120)}", "optim.lr=1e-3",
+          "optim.warmup_iters=10", "log_every=10")
 
 
 def stage3(demo: Demo) -> None:
-    train(demo, 3, *from_proxy(demo), f"init={demo.out / 'stage2'}", "student_scales=[96, 112, 128]",
-          f"teacher_scales=[{RES}, 128]", f"iterations={demo.steps(20)}", "optim.lr=3e-4", "log_every=5")
+    train(demo, 3, *from_proxy(demo), f"init={demo.out / 'stage2'}", "student_resolutions=[96, 112, 128]",
+          f"teacher_resolutions=[{PROXY_RESOLUTION}, 128]", f"iterations={demo.steps(20)}", "optim.lr=3e-4",
+          "log_every=5")
 
 
 def main_steps(demo: Demo) -> dict:

@@ -77,7 +77,7 @@ def _knn_text(result: dict) -> str:
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Share of each class held out as test when the source has no split of its own.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of --limit.")
-@click.option("--resolution", default=None, type=click.IntRange(1), help="Input side (default: the model's).")
+@click.option("--resolution", default=None, type=click.IntRange(1), help="Input resolution in pixels (default: the model's).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Images per forward.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
@@ -120,7 +120,7 @@ def _display_name(spec: str, taken: dict) -> str:
 @click.option("--image", required=True, type=click.Path(exists=True, dir_okay=False), help="Input image.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--resolution", default=None, type=click.IntRange(1),
-              help="Model input side (default: each model's own, rounded down to its patch size).")
+              help="Model input resolution (default: each model's own, rounded down to its patch size).")
 @click.option("--panel-size", default=256, show_default=True, type=click.IntRange(16),
               help="Side of each panel in the PNG, in pixels.")
 @click.option("--foreground", is_flag=True,
@@ -160,7 +160,7 @@ def pca(model_specs, image, out, resolution, panel_size, foreground, device, tes
 @click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Fresh views per image.")
 @click.option("--seed", default=10_000, show_default=True, help="View seed (use one training did not use).")
 @click.option("--limit", default=16, show_default=True, type=click.IntRange(1), help="Images to use.")
-@click.option("--resolution", default=None, type=click.IntRange(1), help="Student input side (default: its resolution).")
+@click.option("--resolution", default=None, type=click.IntRange(1), help="Student input resolution (default: its own).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
 def agreement(run_dir, teacher, weights, store, data, views, seed, limit, resolution, as_json) -> int:
     """Cosine between the student's head outputs and the teacher's outputs on held-out views.

@@ -59,12 +59,12 @@ def _export(exporter: Exporter, src: StudentSource, out: Path, resolutions: list
             quantize: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Write, run and check one artifact per resolution (one in all for a size-independent format)."""
     artifacts, parity = [], []
-    for res in resolutions if exporter.per_resolution else resolutions[:1]:
-        path = exporter.export(src, out / exporter.filename(res, quantize), res, quantize)
+    for resolution in resolutions if exporter.per_resolution else resolutions[:1]:
+        path = exporter.export(src, out / exporter.filename(resolution, quantize), resolution, quantize)
         click.echo(f"wrote {path}")
-        row = exporter.check(src.encoder, path, res, quantize)
+        row = exporter.check(src.encoder, path, resolution, quantize)
         _report(row)
-        artifacts.append(_artifact(path, exporter, res, quantize, exporter.how_to_load(src, path)))
+        artifacts.append(_artifact(path, exporter, resolution, quantize, exporter.how_to_load(src, path)))
         parity.append(row)
     return artifacts, parity
 
@@ -78,10 +78,10 @@ def _bench(exporter: Exporter, src: StudentSource, out: Path, parity: list[dict[
 
     rows = []
     for checked in parity:
-        res, path = checked["resolution"], out / checked["artifact"]
-        row = {"student": src.encoder.spec.name, "resolution": res, "artifact": path.name,
-               "program": quantize or "fp32", "eager_ms": eager_latency_ms(src.encoder, res, repeats)}
-        runtime_ms = exporter.latency_ms(path, res, repeats)
+        resolution, path = checked["resolution"], out / checked["artifact"]
+        row = {"student": src.encoder.spec.name, "resolution": resolution, "artifact": path.name,
+               "program": quantize or "fp32", "eager_ms": eager_latency_ms(src.encoder, resolution, repeats)}
+        runtime_ms = exporter.latency_ms(path, resolution, repeats)
         if runtime_ms is not None:
             row.update({f"{exporter.runtime}_ms": runtime_ms, "speedup": row["eager_ms"] / runtime_ms})
         rows.append({**row, "torch_threads": torch.get_num_threads()})
@@ -98,9 +98,9 @@ def _check_options(exporter: Exporter, quantize: str | None, resolutions: tuple[
 
 
 def _check_resolutions(src: StudentSource, resolutions: list[int]) -> None:
-    for res in resolutions:
+    for resolution in resolutions:
         try:
-            src.encoder.check_input(res, res)
+            src.encoder.check_input(resolution, resolution)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--resolution") from None
 
@@ -115,8 +115,8 @@ def _check_resolutions(src: StudentSource, resolutions: list[int]) -> None:
 @click.option("--format", "fmt", type=click.Choice(list_exporters()), default="safetensors", show_default=True,
               help=FORMAT_HELP)
 @click.option("--resolution", "resolutions", type=click.IntRange(16), multiple=True, default=(256,), show_default=True,
-              help="Input side in pixels of the exported program (repeatable: one program each). Must be a multiple "
-                   "of the patch size (16 ViT, 32 ConvNeXt). For safetensors: the side of the reload check only.")
+              help="Input resolution in pixels of the exported program (repeatable: one program each). Must be a multiple "
+                   "of the patch size (16 ViT, 32 ConvNeXt). For safetensors: the resolution of the reload check only.")
 @click.option("--quantize", type=click.Choice(quantize_choices()), default=None,
               help=f"{QUANTIZE_HELP}: XNNPACK 8-bit static quantization (convs and linears, per-channel weights), "
                    "calibrated on bundled photos.")
@@ -139,9 +139,9 @@ def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, bench, be
 
     if threads:
         set_threads(threads)
-    src, out_dir, res = _source(checkpoint, student, weights), Path(out), list(resolutions)
-    _check_resolutions(src, res)
-    artifacts, parity = _export(exporter, src, out_dir, res, quantize)
+    src, out_dir, resolutions = _source(checkpoint, student, weights), Path(out), list(resolutions)
+    _check_resolutions(src, resolutions)
+    artifacts, parity = _export(exporter, src, out_dir, resolutions, quantize)
     latency = _bench(exporter, src, out_dir, parity, quantize, bench_repeats) if bench else []
     md, _ = write_model_card(out_dir, build_card(src.describe(), src.info, artifacts, parity, latency, machine_line()))
     click.echo(f"wrote {md}")

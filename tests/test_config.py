@@ -67,12 +67,12 @@ def test_overrides_reach_list_items_and_still_reject_unknown_keys():
     from eupe.distill.config import TrainConfig
 
     cfg = config.build(TrainConfig, {"teachers": [{"name": "proxy"}, {"name": "pecore_g"}]},
-                       ["teachers.1.patch_weight=0.5", "teachers.0.weights=/runs/s1", "student_scales=[256, 384]",
+                       ["teachers.1.patch_weight=0.5", "teachers.0.weights=/runs/s1", "student_resolutions=[256, 384]",
                         "optim.lr=1e-3", "data.shards=shards/train-{000000..000009}.tar", "mixed_precision=no",
                         "data.check_keys=false"])
     assert cfg.mixed_precision == "no" and cfg.data.check_keys is False
     assert cfg.teachers[1].patch_weight == 0.5 and cfg.teachers[0].weights == "/runs/s1"
-    assert cfg.student_scales == [256, 384] and cfg.optim.lr == 1e-3
+    assert cfg.student_resolutions == [256, 384] and cfg.optim.lr == 1e-3
     assert cfg.data.shards == "shards/train-{000000..000009}.tar"
     with pytest.raises(config.ConfigError, match="lrr"):
         config.build(TrainConfig, {}, ["optim.lrr=1"])
@@ -91,11 +91,11 @@ def test_shipped_train_configs_load_and_follow_the_recipe(path):
         assert cfg.teacher_names() == ["pecore_g", "pelang_g", "dinov3_hplus"] and cfg.head_hidden == 1536
         assert cfg.proxy == ProxyConfig()
     elif cfg.stage == 2:
-        assert (cfg.iterations, cfg.global_batch, cfg.optim.lr, cfg.student_scales) == (390_000, 8192, 2e-5, [256])
+        assert (cfg.iterations, cfg.global_batch, cfg.optim.lr, cfg.student_resolutions) == (390_000, 8192, 2e-5, [256])
         assert cfg.head_hidden == 3072 and cfg.student.name in list_students()
     else:
         assert (cfg.iterations, cfg.global_batch, cfg.optim.lr) == (100_000, 4096, 1e-5)
-        assert cfg.student_scales == cfg.teacher_scales == [256, 384, 512] and cfg.init.endswith(cfg.student.name)
+        assert cfg.student_resolutions == cfg.teacher_resolutions == [256, 384, 512] and cfg.init.endswith(cfg.student.name)
 
 
 def test_every_student_has_stage2_and_stage3_configs():

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--stage", type=click.IntRange(1, 3), required=True,
               help="1: cached teachers -> proxy; 2: proxy cache -> student at a fixed resolution; "
-                   "3: from a Stage-2 run, random student/teacher scales (online fallback for scales the cache lacks).")
+                   "3: from a Stage-2 run, random student/teacher resolutions "
+                   "(online fallback for resolutions the cache lacks).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML config merged strictly over the defaults (see configs/train/).")
 @click.argument("overrides", nargs=-1)

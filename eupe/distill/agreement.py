@@ -41,16 +41,17 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def teacher_agreement(model: DistillModel, name: str, teacher: Encoder, stats: dict[int, Stats],
                       images: list[tuple[str, torch.Tensor]], views: int = 4, seed: int = 10_000,
-                      student_res: int = 256, teacher_res: int | None = None,
+                      student_resolution: int = 256, teacher_resolution: int | None = None,
                       policy: ViewPolicy | None = None) -> dict[str, float]:
     """Mean summary and patch cosine over ``views`` fresh views of each (key, uint8 image)."""
     policy = policy or ViewPolicy()
-    teacher_res = teacher_res or teacher.spec.resolution
+    teacher_resolution = teacher_resolution or teacher.spec.resolution
     summary, patch = [], []
     for key, image in images:
         specs = sample_views(policy, seed, key, image.shape[1], image.shape[2], views)
-        target = normalize(teacher(render_views(image, specs, teacher_res)), nearest_stats(stats, teacher_res))
-        pred = model(render_views(image, specs, student_res))[name]
+        target = normalize(teacher(render_views(image, specs, teacher_resolution)),
+                           nearest_stats(stats, teacher_resolution))
+        pred = model(render_views(image, specs, student_resolution))[name]
         p, t = match_grids(pred["patch"], target["patch"])
         summary.append(_cosine(pred["summary"], target["summary"]))
         patch.append(_cosine(p, t).flatten())

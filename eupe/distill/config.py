@@ -2,7 +2,7 @@
 
 Stage 1 trains the proxy (``proxy``) against several cached teachers; Stages 2 and 3 train a
 student (``student``) against the proxy's cache. Stage 3 starts from a Stage-2 run (``init``)
-and samples the student's and the teacher's scale independently every iteration.
+and samples the student's and the teacher's resolution independently every iteration.
 
 Values marked "paper" come from EUPE (Zhu et al. 2026); values marked "ours" are choices of this
 project that the paper does not fix. ``validate`` checks a config before any work or write.
@@ -63,12 +63,12 @@ class TrainConfig:
     global_batch: int = 8192  # paper (Stage 2)
     micro_batch: int = 64  # ours: per process; gradient accumulation fills global_batch
     head_hidden: int = 3072  # paper: 1536 in Stage 1, 3072 in Stages 2-3
-    student_scales: list[int] = field(default_factory=lambda: [256])  # paper: 256 (Stage 3: 256/384/512)
-    teacher_scales: list[int] = field(default_factory=list)  # empty: the store's first resolution (Stage 3, paper: 256/384/512)
+    student_resolutions: list[int] = field(default_factory=lambda: [256])  # paper: 256 (Stage 3: 256/384/512)
+    teacher_resolutions: list[int] = field(default_factory=list)  # empty: the store's first (Stage 3, paper: 256/384/512)
     init: Optional[str] = None  # Stage 3: a Stage-2 run directory or student.safetensors
     proxy_test_scale: bool = False  # Stage 1: tiny proxy (tests)
     mixed_precision: str = "bf16"  # ours: bf16 | fp16 | no (CPU runs use "no")
-    online_stats_batches: int = 8  # ours: micro-batches that fix an online-only teacher scale's statistics
+    online_stats_batches: int = 8  # ours: micro-batches that fix an online-only teacher resolution's statistics
     seed: int = 0  # ours
     out: str = "runs/run"
     log_every: int = 10  # ours
@@ -117,7 +117,7 @@ def _problems(cfg: TrainConfig, world_size: int):
         yield f"data.num_workers must be 0 or more, got {cfg.data.num_workers}"
     if cfg.mixed_precision not in ("bf16", "fp16", "no"):
         yield f"mixed_precision must be bf16, fp16 or no, got {cfg.mixed_precision!r}"
-    yield from _scale_problems(cfg)
+    yield from _resolution_problems(cfg)
     for key, value in vars(cfg.loss).items():
         if not math.isfinite(value) or value < 0 or (key == "smooth_l1_beta" and value == 0):
             yield f"loss.{key} must be a finite number >= 0 (beta > 0), got {value}"
@@ -135,17 +135,17 @@ def _optim_problems(o: OptimConfig):
                f"got {o.warmup_iters}, {o.min_lr_ratio}, {o.grad_clip}")
 
 
-def _scale_problems(cfg: TrainConfig):
+def _resolution_problems(cfg: TrainConfig):
     patch = cfg.proxy.patch_size if cfg.stage == 1 else _student_patch(cfg.student.name)
-    if not cfg.student_scales:
-        yield "student_scales is empty"
-    for scale in cfg.student_scales:
-        if scale <= 0 or scale % patch:
+    if not cfg.student_resolutions:
+        yield "student_resolutions is empty"
+    for resolution in cfg.student_resolutions:
+        if resolution <= 0 or resolution % patch:
             who = "the proxy's" if cfg.stage == 1 else f"{cfg.student.name}'s"
-            yield f"student_scales: {scale} is not a positive multiple of {who} patch size {patch}"
-    for scale in cfg.teacher_scales:
-        if scale <= 0:
-            yield f"teacher_scales: {scale} is not a positive size"
+            yield f"student_resolutions: {resolution} is not a positive multiple of {who} patch size {patch}"
+    for resolution in cfg.teacher_resolutions:
+        if resolution <= 0:
+            yield f"teacher_resolutions: {resolution} is not a positive resolution"
 
 
 def _student_patch(name: str) -> int:

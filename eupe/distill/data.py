@@ -2,11 +2,11 @@
 
 The order is a pure function of (seed, step): epoch ``e`` visits the usable images in a seeded
 permutation, each image uses view ``k`` drawn from (seed, epoch, row) among its K stored views,
-and step ``s`` fixes the student's and the teacher's scale. Rank ``r`` of ``W`` takes its
+and step ``s`` fixes the student's and the teacher's resolution. Rank ``r`` of ``W`` takes its
 micro-batches from each global batch by position, so a resumed run restarts at its step with
 exactly the samples an uninterrupted run would have seen. Workers re-render the stored view for
 the student, read + decode + normalize the cached targets, or render the teacher's input when a
-(view, scale) is not in the store (the trainer then runs the teacher online).
+(view, resolution) is not in the store (the trainer then runs the teacher online).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from eupe.models.features import Features
 from eupe.store import OK, FeatureStore, TeacherGroup
 from eupe.views import ViewSpec, open_image, render
 
-Sample = tuple[int, int, int, int]  # (row, view, student_res, teacher_res; 0 = each teacher's stored one)
+Sample = tuple[int, int, int, int]  # (row, view, student_resolution, teacher_resolution; 0 = each teacher's stored one)
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -43,8 +43,8 @@ class Plan:
     global_batch: int
     micro_batch: int
     world_size: int
-    student_scales: tuple[int, ...]
-    teacher_scales: tuple[int, ...]  # empty: every teacher at its (first) stored resolution
+    student_resolutions: tuple[int, ...]
+    teacher_resolutions: tuple[int, ...]  # empty: every teacher at its (first) stored resolution
     parts: tuple[np.ndarray, ...] = ()  # data mixture: each part's usable rows (empty: all rows, uniform)
     weights: tuple[float, ...] = ()  # each part's share of every global batch (sums to 1)
 
@@ -56,11 +56,11 @@ class Plan:
                              f"{self.micro_batch} x {self.world_size} processes")
         return self.global_batch // per_step
 
-    def scales(self, step: int) -> tuple[int, int]:
-        """(student scale, teacher scale or 0) of a step, drawn independently."""
-        rng = _rng("scales", self.seed, step)
-        student = int(rng.choice(self.student_scales))
-        return student, int(rng.choice(self.teacher_scales)) if self.teacher_scales else 0
+    def resolutions(self, step: int) -> tuple[int, int]:
+        """(student resolution, teacher resolution or 0) of a step, drawn independently."""
+        rng = _rng("scales", self.seed, step)  # the stream's old label: the same draws as before the rename
+        student = int(rng.choice(self.student_resolutions))
+        return student, int(rng.choice(self.teacher_resolutions)) if self.teacher_resolutions else 0
 
     def _permutation(self, epoch: int) -> np.ndarray:
         cached = getattr(self, "_cached", None)
@@ -75,7 +75,7 @@ class Plan:
         return row, int(_rng("view", self.seed, epoch, row).integers(self.views_per_image))
 
     def micro_batches(self, step: int, rank: int) -> list[list[Sample]]:
-        s_res, t_res = self.scales(step)
+        s_resolution, t_resolution = self.resolutions(step)
         mixed = self.step_samples(step) if self.parts else None
         batches = []
         for micro in range(self.accumulation):
@@ -83,7 +83,7 @@ class Plan:
             positions = range(first, first + self.micro_batch)
             samples = [mixed[i] for i in positions] if mixed else [self.sample(step * self.global_batch + i)
                                                                   for i in positions]
-            batches.append([(*sample, s_res, t_res) for sample in samples])
+            batches.append([(*sample, s_resolution, t_resolution) for sample in samples])
         return batches
 
     def first_samples(self, n: int) -> list[tuple[int, int]]:
@@ -172,7 +172,7 @@ class DistillDataset(Dataset):
                  store: FeatureStore | None = None) -> None:
         self.store_path = store_path
         self.teachers = list(teachers)
-        self.stats = stats  # teacher -> res -> {"summary_mean", ...} float32 tensors
+        self.stats = stats  # teacher -> resolution -> {"summary_mean", ...} float32 tensors
         self._store: FeatureStore | None = store
         self._reader: ShardReader | None = None
         self._groups: dict[str, TeacherGroup] = {}
@@ -205,23 +205,23 @@ class DistillDataset(Dataset):
         first = self._groups[self.teachers[0]]
         return open_image(self._reader.read(row), None), ViewSpec.from_array(first.views(row)[k])
 
-    def teacher_inputs(self, samples: Sequence[tuple[int, int]], res: int) -> torch.Tensor:
-        """[B, 3, res, res] teacher inputs of (row, view) samples, rendered like the cached ones."""
+    def teacher_inputs(self, samples: Sequence[tuple[int, int]], resolution: int) -> torch.Tensor:
+        """[B, 3, resolution, resolution] teacher inputs of (row, view) samples, rendered like the cached ones."""
         self._open()
-        return torch.stack([render(*self._view(row, k), res) for row, k in samples])
+        return torch.stack([render(*self._view(row, k), resolution) for row, k in samples])
 
-    def _item(self, row: int, k: int, s_res: int, t_res: int) -> dict:
+    def _item(self, row: int, k: int, s_resolution: int, t_resolution: int) -> dict:
         image, view = self._view(row, k)
-        item = {"pixels": render(image, view, s_res), "row": row, "view": k, "targets": {}, "inputs": {}}
+        item = {"pixels": render(image, view, s_resolution), "row": row, "view": k, "targets": {}, "inputs": {}}
         for name, group in self._groups.items():
-            res = t_res or group.resolutions[0]
-            if res in group.resolutions:
-                targets = group.targets(row, res, k)
+            resolution = t_resolution or group.resolutions[0]
+            if resolution in group.resolutions:
+                targets = group.targets(row, resolution, k)
                 item["targets"][name] = normalize(
                     {key: torch.from_numpy(np.ascontiguousarray(v)) for key, v in targets.items()},
-                    self.stats[name][res])
+                    self.stats[name][resolution])
             else:
-                item["inputs"][name] = render(image, view, res)
+                item["inputs"][name] = render(image, view, resolution)
         return item
 
 
@@ -231,7 +231,7 @@ def normalize(features: dict[str, torch.Tensor], stats: dict[str, torch.Tensor])
 
 
 def collate(items: list[dict]) -> Batch:
-    """Stack per-sample dicts into a Batch (every sample of a micro-batch has the same scales)."""
+    """Stack per-sample dicts into a Batch (every sample of a micro-batch has the same resolutions)."""
     first = items[0]
     return Batch(
         pixels=torch.stack([i["pixels"] for i in items]),

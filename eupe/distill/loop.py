@@ -40,7 +40,7 @@ from eupe.models.teachers import proxy_spec
 from eupe.store import FeatureStore, StoreMismatchError
 
 LOSS_LOG = "losses.jsonl"
-RUN_STATS = "stats"  # run directory: statistics of teacher scales the store lacks
+RUN_STATS = "stats"  # run directory: statistics of teacher resolutions the store lacks
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -147,7 +147,7 @@ class Trainer:
         self.counts = {"cache_hits": 0, "online_fallbacks": 0}
 
     def _store_stats(self) -> dict[str, dict[int, Stats]]:
-        """Stored scales' statistics: computed once by the main process when absent, the others wait."""
+        """Stored resolutions' statistics: computed once by the main process when absent, the others wait."""
         if self.main:
             for name in self.teachers:
                 ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
@@ -155,7 +155,7 @@ class Trainer:
         return {name: stored_stats(self.store, name) for name in self.teachers}
 
     def setup(self) -> None:
-        """Model, optimizer, online teachers (with their scales' statistics), checkpoint state."""
+        """Model, optimizer, online teachers (with their resolutions' statistics), checkpoint state."""
         cfg = self.cfg
         dims = {t: (self.store.teacher(t).summary_dim, self.store.teacher(t).dim) for t in self.teachers}
         model = DistillModel(build_student(cfg), dims, cfg.head_hidden)
@@ -173,28 +173,28 @@ class Trainer:
         self.stop = min(cfg.iterations, cfg.max_steps if cfg.max_steps is not None else cfg.iterations)
 
     def _online_stats(self) -> None:
-        """Each online-only teacher scale gets statistics of its own, fixed by the main process once."""
+        """Each online-only teacher resolution gets statistics of its own, fixed by the main process once."""
         samples = self.plan.first_samples(self.cfg.online_stats_batches * self.cfg.micro_batch)
         for name, teacher in self.online.items():
-            for res in sorted(set(self.cfg.teacher_scales) - set(teacher.stats)):
-                path = self.out / RUN_STATS / f"{name}_r{res}.npz"
+            for resolution in sorted(set(self.cfg.teacher_resolutions) - set(teacher.stats)):
+                path = self.out / RUN_STATS / f"{name}_r{resolution}.npz"
                 if self.main and not path.is_file():
-                    self.say(f"computing normalization statistics for {name} r{res} from the online teacher "
+                    self.say(f"computing normalization statistics for {name} r{resolution} from the online teacher "
                              f"over {len(samples)} views; saved in {path}")
-                    save_run_stats(path, online_stats(teacher, self.dataset, samples, res, self.cfg.micro_batch,
+                    save_run_stats(path, online_stats(teacher, self.dataset, samples, resolution, self.cfg.micro_batch,
                                                       self.accelerator.device))
                 self.accelerator.wait_for_everyone()
-                teacher.stats[res] = load_run_stats(path)
+                teacher.stats[resolution] = load_run_stats(path)
 
-    def targets(self, batch: Batch, t_res: int) -> dict[str, Features]:
-        """Cached targets where the batch has them, else the online teacher's at ``t_res``."""
+    def targets(self, batch: Batch, t_resolution: int) -> dict[str, Features]:
+        """Cached targets where the batch has them, else the online teacher's at ``t_resolution``."""
         out = {}
         for name in self.teachers:
             if name in batch.targets:
                 out[name] = batch.targets[name]
                 self.counts["cache_hits"] += len(batch)
             else:
-                out[name] = self.online[name](batch.inputs[name], t_res)
+                out[name] = self.online[name](batch.inputs[name], t_resolution)
                 self.counts["online_fallbacks"] += len(batch)
         return out
 
@@ -204,13 +204,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         t0, wait, sums = time.perf_counter(), 0.0, {}
-        s_res, t_res = self.plan.scales(step)
+        s_resolution, t_resolution = self.plan.resolutions(step)
         for _ in range(self.plan.accumulation):
             t_wait = time.perf_counter()
             batch = next(batches).to(acc.device)
             wait += time.perf_counter() - t_wait
             with acc.accumulate(self.model):
-                losses = self.loss(self.model(batch.pixels), self.targets(batch, t_res))
+                losses = self.loss(self.model(batch.pixels), self.targets(batch, t_resolution))
                 acc.backward(losses["total"])
                 if acc.sync_gradients and cfg.optim.grad_clip > 0:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -221,7 +221,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         return {"step": step, **self._across_ranks(sums), "lr": lr_at(step, cfg),
                 "images_per_s": cfg.global_batch / elapsed, "data_wait_fraction": wait / elapsed,
-                "student_res": s_res, "teacher_res": t_res}
+                "student_resolution": s_resolution, "teacher_resolution": t_resolution}
 
     def _across_ranks(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         """Loss terms averaged over the ranks (the global batch's), fallback counts summed over them."""
@@ -291,7 +291,7 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool) -> Plan:
     parts = mixture_parts(store, [m.shards for m in mixture], rows) if mixture else ()
     weights = tuple(m.weight / sum(p.weight for p in mixture) for m in mixture)
     return Plan(rows, store.params.views_per_image, cfg.seed, cfg.global_batch, cfg.micro_batch,
-                state.num_processes, tuple(cfg.student_scales), tuple(cfg.teacher_scales), parts, weights)
+                state.num_processes, tuple(cfg.student_resolutions), tuple(cfg.teacher_resolutions), parts, weights)
 
 
 def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:

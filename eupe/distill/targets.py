@@ -3,11 +3,11 @@
 The trainer checks that the store matches its config and dataset (teachers, weights
 fingerprints, view policy, image keys) and refuses it naming every difference, and refuses an
 incomplete store unless ``data.allow_incomplete``. Targets are normalized with frozen
-per-coordinate statistics of their own (teacher, scale): for a stored scale those of
-``eupe-cache stats`` (computed once by the main process when absent or stale); for a scale the
+per-coordinate statistics of their own (teacher, resolution): for a stored resolution those of
+``eupe-cache stats`` (computed once by the main process when absent or stale); for a resolution the
 store lacks, statistics of the online teacher over the first micro-batches of the run, saved
-in the run directory (``stats/{teacher}_r{scale}.npz``) and reloaded on resume. When a
-(view, scale) is not in the store, the data loader hands the rendered teacher input to
+in the run directory (``stats/{teacher}_r{resolution}.npz``) and reloaded on resume. When a
+(view, resolution) is not in the store, the data loader hands the rendered teacher input to
 ``OnlineTeacher``, which returns targets normalized the same way.
 """
 
@@ -104,30 +104,30 @@ def _tensors(stats: dict[str, np.ndarray]) -> Stats:
 
 def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None] = print,
                        read_only: bool = False) -> None:
-    """Compute and save the statistics of every stored scale that lacks them (or whose are stale);
+    """Compute and save the statistics of every stored resolution that lacks them (or whose are stale);
     with ``read_only`` (several trainers sharing one store) refuse instead of writing."""
     group = store.teacher(name)
     writable: TeacherGroup | None = None
-    for res in group.resolutions:
-        if load_stats(group, res) is None:
+    for resolution in group.resolutions:
+        if load_stats(group, resolution) is None:
             if read_only:
                 raise StoreMismatchError(
-                    f"normalization statistics of {name} r{res} are absent or stale in {store.where} and "
+                    f"normalization statistics of {name} r{resolution} are absent or stale in {store.where} and "
                     f"data.read_only=true forbids writing them: run `eupe-cache stats {store.where}` first")
-            say(f"computing normalization statistics for {name} r{res} (absent or stale in the store; "
+            say(f"computing normalization statistics for {name} r{resolution} (absent or stale in the store; "
                 "`eupe-cache stats` does this ahead of time)")
             writable = writable or store.writable().teacher(name)  # same store, writable
-            save_stats(writable, res, compute_stats(writable, res))
+            save_stats(writable, resolution, compute_stats(writable, resolution))
 
 
 def stored_stats(store: FeatureStore, name: str) -> dict[int, Stats]:
-    """Frozen statistics per stored scale (``ensure_store_stats`` must have run)."""
+    """Frozen statistics per stored resolution (``ensure_store_stats`` must have run)."""
     group, out = store.teacher(name), {}
-    for res in group.resolutions:
-        stats = load_stats(group, res)
+    for resolution in group.resolutions:
+        stats = load_stats(group, resolution)
         if stats is None:
-            raise StoreMismatchError(f"normalization statistics of {name} r{res} are missing in the store")
-        out[res] = _tensors(stats)
+            raise StoreMismatchError(f"normalization statistics of {name} r{resolution} are missing in the store")
+        out[resolution] = _tensors(stats)
     return out
 
 
@@ -138,9 +138,9 @@ def teacher_stats(store: str | FeatureStore, name: str, say: Callable[[str], Non
     return stored_stats(store, name)
 
 
-def nearest_stats(stats: dict[int, Stats], res: int) -> Stats:
-    """Statistics of the stored resolution closest to ``res`` (evaluation only; training uses its own)."""
-    return stats[min(stats, key=lambda r: abs(r - res))]
+def nearest_stats(stats: dict[int, Stats], resolution: int) -> Stats:
+    """Statistics of the stored resolution closest to ``resolution`` (evaluation only; training uses its own)."""
+    return stats[min(stats, key=lambda r: abs(r - resolution))]
 
 
 @dataclass
@@ -160,22 +160,23 @@ class OnlineTeacher:
             out = self.encoder(pixels)
         return {k: v.float() for k, v in out.items()}
 
-    def __call__(self, pixels: torch.Tensor, res: int) -> dict[str, torch.Tensor]:
-        """Targets at scale ``res``, normalized with that scale's own frozen statistics."""
+    def __call__(self, pixels: torch.Tensor, resolution: int) -> dict[str, torch.Tensor]:
+        """Targets at ``resolution``, normalized with that resolution's own frozen statistics."""
         self.calls += 1
         self.samples += len(pixels)
-        if res not in self.stats:
-            raise KeyError(f"no normalization statistics for teacher scale {res} (have {sorted(self.stats)})")
-        stats = {k: v.to(pixels.device) for k, v in self.stats[res].items()}
+        if resolution not in self.stats:
+            raise KeyError(f"no normalization statistics for teacher resolution {resolution} "
+                           f"(have {sorted(self.stats)})")
+        stats = {k: v.to(pixels.device) for k, v in self.stats[resolution].items()}
         return normalize(self.raw(pixels), stats)
 
 
-def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Sequence[tuple[int, int]], res: int,
+def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Sequence[tuple[int, int]], resolution: int,
                  micro_batch: int, device: torch.device) -> dict[str, np.ndarray]:
-    """Float64 per-coordinate mean/std of the online teacher at ``res`` over (row, view) samples."""
+    """Float64 per-coordinate mean/std of the online teacher at ``resolution`` over (row, view) samples."""
     moments = {"summary": RunningMoments(teacher.encoder.summary_dim), "patch": RunningMoments(teacher.encoder.dim)}
     for start in range(0, len(samples), micro_batch):
-        out = teacher.raw(dataset.teacher_inputs(samples[start:start + micro_batch], res).to(device))
+        out = teacher.raw(dataset.teacher_inputs(samples[start:start + micro_batch], resolution).to(device))
         for kind, m in moments.items():
             m.update(out[kind].cpu().numpy())  # [B, D] or [B, h, w, D] -> rows of D
     return {f"{kind}_{what}": getattr(m, what) for kind, m in moments.items() for what in ("mean", "std")}
@@ -197,12 +198,12 @@ def load_run_stats(path: Path) -> Stats:
 
 def online_teachers(cfg: TrainConfig, store: FeatureStore, stats: dict[str, dict[int, Stats]],
                     device: torch.device) -> dict[str, OnlineTeacher]:
-    """Teachers that may be needed online: those with a configured scale missing from the store."""
-    scales = set(cfg.teacher_scales)
+    """Teachers that may be needed online: those with a configured resolution missing from the store."""
+    resolutions = set(cfg.teacher_resolutions)
     online = {}
     for teacher in cfg.teachers:
         group = store.teacher(teacher.name)
-        if scales - set(group.resolutions):
+        if resolutions - set(group.resolutions):
             encoder = create_teacher(teacher.name, teacher.weights, teacher.test_scale).to(device)
             if encoder.fingerprint != group.attrs["weights_sha256"]:
                 raise StoreMismatchError(

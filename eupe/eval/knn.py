@@ -20,12 +20,12 @@ from eupe.views import ViewSpec, render
 
 
 def eval_resolution(model: Encoder, resolution: int | None = None) -> int:
-    """The input side to use: ``resolution`` (default: the model's), rounded down to its patch size."""
-    side = resolution or model.spec.resolution
+    """The input resolution to use: ``resolution`` (default: the model's), rounded down to its patch size."""
+    resolution = resolution or model.spec.resolution
     patch = model.spec.patch_size
-    if side < patch:
-        raise ValueError(f"resolution {side} is smaller than {model.spec.name}'s patch size {patch}")
-    return side - side % patch
+    if resolution < patch:
+        raise ValueError(f"resolution {resolution} is smaller than {model.spec.name}'s patch size {patch}")
+    return resolution - resolution % patch
 
 
 def _model_device(model: Encoder) -> torch.device:
@@ -42,11 +42,11 @@ def render_full(image: torch.Tensor, resolution: int) -> torch.Tensor:
 def extract_features(model: Encoder, images: Sequence[torch.Tensor], resolution: int | None = None,
                      batch_size: int = 32, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Summary features ``[N, D]`` (float32, CPU) of uint8 ``[3, H, W]`` images, one full view each."""
-    side = eval_resolution(model, resolution)
+    resolution = eval_resolution(model, resolution)
     device = _model_device(model)
     chunks = []
     for start in range(0, len(images), batch_size):
-        batch = [render_full(images[i], side) for i in range(start, min(start + batch_size, len(images)))]
+        batch = [render_full(images[i], resolution) for i in range(start, min(start + batch_size, len(images)))]
         pixels = torch.stack(batch).to(device)
         chunks.append(model(pixels)["summary"].float().cpu())
         if progress is not None:

@@ -47,7 +47,7 @@ class EncoderSpec:
 
     name: str
     timm_name: str
-    resolution: int  # native input side in pixels
+    resolution: int  # native input resolution: the side, in pixels, of a square input
     patch_size: int  # ViT patch size, or total stride of a CNN's feature map
     mean: tuple[float, float, float]
     std: tuple[float, float, float]

@@ -145,13 +145,13 @@ def check_request(cfg: ExtractConfig, teachers: list[Encoder]) -> None:
     if len(set(cfg.resolutions)) != len(cfg.resolutions):
         raise StoreError(f"--resolution lists a value twice: {','.join(map(str, cfg.resolutions))}")
     for teacher in teachers:
-        for res in list(cfg.resolutions) or [teacher.spec.resolution]:
-            if not 0 < res <= MAX_RESOLUTION:
-                raise StoreError(f"--resolution {res} is outside 1..{MAX_RESOLUTION} pixels")
+        for resolution in list(cfg.resolutions) or [teacher.spec.resolution]:
+            if not 0 < resolution <= MAX_RESOLUTION:
+                raise StoreError(f"--resolution {resolution} is outside 1..{MAX_RESOLUTION} pixels")
             try:
-                teacher.check_input(res, res)
+                teacher.check_input(resolution, resolution)
             except ValueError as err:
-                raise StoreError(f"--resolution {res}: {err}") from None
+                raise StoreError(f"--resolution {resolution}: {err}") from None
 
 
 def teacher_identity(teacher: Encoder, resolutions: list[int], codec: Codec) -> TeacherIdentity:
@@ -171,7 +171,7 @@ class ChunkPixels:
     views: np.ndarray  # [C, K, VIEW_DIM]
     status: np.ndarray  # [C] uint8
     errors: list[str]
-    pixels: dict[int, torch.Tensor]  # res -> [n_ok * K, 3, res, res]
+    pixels: dict[int, torch.Tensor]  # resolution -> [n_ok * K, 3, resolution, resolution]
 
 
 class ChunkImages(Dataset):
@@ -204,14 +204,14 @@ class ChunkImages(Dataset):
             specs = sample_views(self.params.policy, self.params.seed, str(self.index.keys[row]),
                                  image.shape[1], image.shape[2], k)
             try:  # a JPEG's pixels are decoded (and found corrupt) only here, at the size a view needs
-                out = {res: render_views(image, specs, res) for res in self.resolutions}  # [K, 3, res, res]
+                out = {r: render_views(image, specs, r) for r in self.resolutions}  # resolution r -> [K, 3, r, r]
             except ImageDecodeError as err:
                 errors[i], status[i] = err.reason, FAILED
                 continue
             views[i] = views_to_array(specs)
             status[i] = OK
-            for res in self.resolutions:
-                rendered[res].append(out[res])
+            for resolution in self.resolutions:
+                rendered[resolution].append(out[resolution])
         pixels = {r: torch.cat(v) if v else torch.zeros(0, 3, r, r) for r, v in rendered.items()}
         return ChunkPixels(self.chunks[j], views, status, errors, pixels)
 
@@ -234,14 +234,14 @@ def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batc
     c, k = len(batch.status), group.store.params.views_per_image
     ok = batch.status == OK
     summary, patch = {}, {}
-    for res, pixels in batch.pixels.items():
-        h, w = group.grids[res]
-        summary[res] = np.zeros((c, k, group.summary_dim), np.float32)
-        patch[res] = np.zeros((c, k, h * w, group.dim), np.float32)
+    for resolution, pixels in batch.pixels.items():
+        h, w = group.grids[resolution]
+        summary[resolution] = np.zeros((c, k, group.summary_dim), np.float32)
+        patch[resolution] = np.zeros((c, k, h * w, group.dim), np.float32)
         if len(pixels):
             s, p = run_teacher(teacher, pixels, batch_size, device)
-            summary[res][ok] = s.reshape(-1, k, group.summary_dim)  # [n_ok*K, Ds] -> [n_ok, K, Ds]
-            patch[res][ok] = p.reshape(-1, k, h * w, group.dim)
+            summary[resolution][ok] = s.reshape(-1, k, group.summary_dim)  # [n_ok*K, Ds] -> [n_ok, K, Ds]
+            patch[resolution][ok] = p.reshape(-1, k, h * w, group.dim)
     return ChunkResult(batch.chunk, batch.views, batch.status, batch.errors, summary, patch)
 
 
@@ -353,8 +353,8 @@ def _count(summary: ExtractSummary, result: ChunkResult, resolutions: list[int],
     summary.images += ok
     summary.failed += int((result.status == FAILED).sum())
     summary.views += ok * k
-    for res in resolutions:
-        h, w = group.grids[res]
+    for resolution in resolutions:
+        h, w = group.grids[resolution]
         summary.values += ok * k * (h * w * group.dim + group.summary_dim)
 
 

@@ -3,7 +3,7 @@
 Streaming float64 per-coordinate mean and standard deviation of the summary and patch tokens,
 merged chunk by chunk with Chan's parallel update (numerically stable, constant memory).
 The result is stored in the teacher's resolution group as plain arrays:
-``r<res>/stats/{summary,patch}_{mean,std}`` [D] float64 with ``count`` in the attributes.
+``r<resolution>/stats/{summary,patch}_{mean,std}`` [D] float64 with ``count`` in the attributes.
 
 Statistics are written arrays first and the ``complete`` record last: it names the set of done
 chunks they were computed over (a digest of the manifest) and a digest of the values, so
@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from eupe.store.layout import OK, compressors, failpoint, sha256_of
-from eupe.store.teacher_group import TeacherGroup, res_group_name
+from eupe.store.teacher_group import TeacherGroup, resolution_group_name
 
 NAMES = ("summary_mean", "summary_std", "patch_mean", "patch_std")
 
@@ -55,7 +55,8 @@ class RunningMoments:
         return np.sqrt(self.m2 / max(self.count - 1, 1))
 
 
-def compute_stats(group: TeacherGroup, res: int, progress: Callable[[int], None] | None = None) -> dict[str, RunningMoments]:
+def compute_stats(group: TeacherGroup, resolution: int,
+                  progress: Callable[[int], None] | None = None) -> dict[str, RunningMoments]:
     """Moments of the decoded summary and patch tokens over every completed chunk."""
     rows = group.manifest_rows()
     covers = sha256_of(rows.tolist())  # == group.done_set_digest() as of now
@@ -66,7 +67,7 @@ def compute_stats(group: TeacherGroup, res: int, progress: Callable[[int], None]
         rows = group.store.chunk_rows(int(chunk))
         ok = status[rows.start:rows.stop] == OK
         if ok.any():
-            targets = group.decode(group.read_parts(slice(rows.start, rows.stop), res), res)
+            targets = group.decode(group.read_parts(slice(rows.start, rows.stop), resolution), resolution)
             moments["summary"].update(targets["summary"][ok])
             moments["patch"].update(targets["patch"][ok])
         if progress:
@@ -74,12 +75,13 @@ def compute_stats(group: TeacherGroup, res: int, progress: Callable[[int], None]
     return moments
 
 
-def save_stats(group: TeacherGroup, res: int, moments: dict[str, RunningMoments], covers: str | None = None) -> None:
+def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningMoments],
+               covers: str | None = None) -> None:
     """Write the statistics next to the targets they describe; the ``complete`` record goes last.
 
     ``covers`` is the done-set digest the moments were computed over (default: the current one).
     """
-    stats = group.group[res_group_name(res)].require_group("stats")
+    stats = group.group[resolution_group_name(resolution)].require_group("stats")
     stats.attrs.put({})  # an older complete record must not vouch for the arrays being replaced
     values = {}
     for kind, m in moments.items():
@@ -96,13 +98,13 @@ def _digest(values: dict[str, np.ndarray]) -> str:
     return sha256_of({k: np.asarray(values[k], np.float64).tobytes().hex() for k in sorted(values)})
 
 
-def load_stats(group: TeacherGroup, res: int) -> dict[str, np.ndarray] | None:
+def load_stats(group: TeacherGroup, resolution: int) -> dict[str, np.ndarray] | None:
     """{"summary_mean", "summary_std", "patch_mean", "patch_std"} float64, or None when absent,
     partly written, edited, or computed over another set of done chunks than the store has now."""
-    res_group = group.group[res_group_name(res)]
-    if "stats" not in res_group:
+    resolution_group = group.group[resolution_group_name(resolution)]
+    if "stats" not in resolution_group:
         return None
-    stats = res_group["stats"]
+    stats = resolution_group["stats"]
     complete = dict(stats.attrs).get("complete")
     if not complete or complete.get("covers") != group.done_set_digest():
         return None

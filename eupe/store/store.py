@@ -16,10 +16,10 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
         error            [N]            str     why an image failed ("" when ok)
         manifest         [n_chunks, A, 3] uint64  per chunk and array: bytes, digest, index digest;
                                                   a chunk is done once its row is written
-        r<res>/summary/<component>  [N, K, ...]      codec components of the summary token
-        r<res>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
+        r<resolution>/summary/<component>  [N, K, ...]      codec components of the summary token
+        r<resolution>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
                                           (sharded: one file per chunk of images, one inner chunk per view)
-        r<res>/stats/{summary,patch}_{mean,std}  [D] float64, written by `eupe-cache stats`
+        r<resolution>/stats/{summary,patch}_{mean,std}  [D] float64, written by `eupe-cache stats`
 
 Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every teacher array is
 chunked along N the same way, so each chunk of images is written by exactly one process, and its

@@ -35,7 +35,7 @@ IDENTITY_KEYS = ("name", "weights_sha256", "preprocessing", "resolutions", "grid
 _META_CACHE = 64  # chunks whose views/status a reader keeps
 
 
-def res_group_name(resolution: int) -> str:
+def resolution_group_name(resolution: int) -> str:
     return f"r{resolution}"
 
 
@@ -68,18 +68,18 @@ class ChunkResult:
     views: np.ndarray  # [C, K, VIEW_DIM] float64
     status: np.ndarray  # [C] uint8
     errors: list[str]  # [C]
-    summary: dict[int, np.ndarray]  # res -> [C, K, Ds] float32
-    patch: dict[int, np.ndarray]  # res -> [C, K, T, D] float32
+    summary: dict[int, np.ndarray]  # resolution -> [C, K, Ds] float32
+    patch: dict[int, np.ndarray]  # resolution -> [C, K, T, D] float32
 
 
 def chunk_array_names(resolutions: list[int], codec: Codec, dim: int, summary_dim: int,
                       grids: dict[int, tuple[int, int]]) -> list[str]:
     """Every array written per chunk of images, in manifest column order."""
     names = ["views", "status", "error"]
-    for res in resolutions:
-        h, w = grids[res]
-        names += [f"{res_group_name(res)}/summary/{n}" for n in codec.vector_components(summary_dim)]
-        names += [f"{res_group_name(res)}/patch/{n}" for n in codec.components(h * w, dim)]
+    for resolution in resolutions:
+        h, w = grids[resolution]
+        names += [f"{resolution_group_name(resolution)}/summary/{n}" for n in codec.vector_components(summary_dim)]
+        names += [f"{resolution_group_name(resolution)}/patch/{n}" for n in codec.components(h * w, dim)]
     return names
 
 
@@ -208,8 +208,8 @@ class TeacherGroup:
         self.array("views")[region] = result.views
         self.array("status")[region] = result.status
         self.array("error")[region] = np.asarray(result.errors, dtype=str)
-        for res in self.resolutions:
-            self._write_targets(res, region, result.summary[res], result.patch[res])
+        for resolution in self.resolutions:
+            self._write_targets(resolution, region, result.summary[resolution], result.patch[resolution])
         fsync_paths([manifest.local_path(self.array(n), result.chunk) for n in self.array_names])
         failpoint("chunk-data")
         rows = np.stack([manifest.record(self.array(n), n, result.chunk, self.fingerprint) for n in self.array_names])
@@ -232,8 +232,8 @@ class TeacherGroup:
         rows = self.store.chunk_rows(chunk)
         return slice(rows.start, rows.stop)
 
-    def _write_targets(self, res: int, region: slice, summary: np.ndarray, patch: np.ndarray) -> None:
-        prefix = res_group_name(res)
+    def _write_targets(self, resolution: int, region: slice, summary: np.ndarray, patch: np.ndarray) -> None:
+        prefix = resolution_group_name(resolution)
         for name, part in self.codec.encode_vector(summary).items():
             self.array(f"{prefix}/summary/{name}")[region] = part
         for name, part in self.codec.encode(patch).items():
@@ -291,35 +291,35 @@ class TeacherGroup:
         status[~np.repeat(done, self.store.params.images_per_chunk)[: len(status)]] = PENDING
         return status
 
-    def targets(self, row: int, res: int, view: int | slice = slice(None)) -> dict[str, np.ndarray]:
+    def targets(self, row: int, resolution: int, view: int | slice = slice(None)) -> dict[str, np.ndarray]:
         """Decoded targets of one image: {"summary": [K, D], "patch": [K, h, w, D]} (or one view)."""
-        return self.decode(self.read_parts(row, res, view), res)
+        return self.decode(self.read_parts(row, resolution, view), resolution)
 
-    def target_names(self, res: int) -> dict[str, list[str]]:
-        prefix = f"{res_group_name(res)}/"
+    def target_names(self, resolution: int) -> dict[str, list[str]]:
+        prefix = f"{resolution_group_name(resolution)}/"
         names = [n for n in self.array_names if n.startswith(prefix)]
         return {kind: [n for n in names if n.split("/")[1] == kind] for kind in ("summary", "patch")}
 
-    def target_arrays(self, res: int) -> dict[str, dict[str, zarr.Array]]:
+    def target_arrays(self, resolution: int) -> dict[str, dict[str, zarr.Array]]:
         """{"summary"|"patch": {component: array}} of one resolution (unchecked zarr handles)."""
         return {kind: {n.rsplit("/", 1)[1]: self.array(n) for n in names}
-                for kind, names in self.target_names(res).items()}
+                for kind, names in self.target_names(resolution).items()}
 
-    def fast_readers(self, res: int) -> dict[str, dict[str, ShardedArrayReader]] | None:
+    def fast_readers(self, resolution: int) -> dict[str, dict[str, ShardedArrayReader]] | None:
         """Direct single-view readers for local stores (None when any array needs zarr)."""
-        if res not in self._fast:
+        if resolution not in self._fast:
             readers = {kind: {n.rsplit("/", 1)[1]: reader_or_none(self.array(n)) for n in names}
-                       for kind, names in self.target_names(res).items()}
+                       for kind, names in self.target_names(resolution).items()}
             ok = all(r is not None for kind in readers.values() for r in kind.values())
-            self._fast[res] = readers if ok else None
-        return self._fast[res]
+            self._fast[resolution] = readers if ok else None
+        return self._fast[resolution]
 
-    def read_parts(self, rows: int | slice, res: int, view: int | slice = slice(None)) -> dict[str, dict]:
+    def read_parts(self, rows: int | slice, resolution: int, view: int | slice = slice(None)) -> dict[str, dict]:
         """Stored components of rows x views (checked); one (row, view) takes the direct path."""
-        names = self.target_names(res)
+        names = self.target_names(resolution)
         for chunk in self._chunks_of(rows):
             self.require_chunk(chunk, names["summary"] + names["patch"])
-        fast = self.fast_readers(res) if isinstance(rows, int) and isinstance(view, int) else None
+        fast = self.fast_readers(resolution) if isinstance(rows, int) and isinstance(view, int) else None
         if fast is not None:
             return {kind: {name: r.read(rows, view) for name, r in readers.items()} for kind, readers in fast.items()}
         return {kind: {n.rsplit("/", 1)[1]: self.array(n)[rows, view] for n in kind_names}
@@ -332,9 +332,9 @@ class TeacherGroup:
         start, stop, _ = rows.indices(self.store.num_images)
         return range(start // per, -(-stop // per))
 
-    def decode(self, parts: dict[str, dict], res: int) -> dict[str, np.ndarray]:
+    def decode(self, parts: dict[str, dict], resolution: int) -> dict[str, np.ndarray]:
         """Stored components -> float32 targets; the one decode call shared by every reader."""
-        h, w = self.grids[res]
+        h, w = self.grids[resolution]
         summary = self.codec.decode_vector(parts["summary"])
         patch = self.codec.decode(parts["patch"])
         return {"summary": summary, "patch": patch.reshape(*patch.shape[:-2], h, w, patch.shape[-1])}
@@ -392,8 +392,8 @@ def _create_arrays(group: zarr.Group, store: Any, identity: TeacherIdentity, cod
     group.create_array("error", shape=(n,), dtype=str, chunks=(c,))
     group.create_group(CLAIMS)
     grids = dict(zip(identity.resolutions, identity.grids))
-    for res, grid in grids.items():
-        _create_targets(group.require_group(res_group_name(res)), codec, n, k, c, grid, identity.dim,
+    for resolution, grid in grids.items():
+        _create_targets(group.require_group(resolution_group_name(resolution)), codec, n, k, c, grid, identity.dim,
                         identity.summary_dim)
     names = chunk_array_names(list(identity.resolutions), codec, identity.dim, identity.summary_dim, grids)
     group.create_array(MANIFEST, shape=(store.num_chunks, len(names), manifest.ROW_FIELDS), dtype="uint64",

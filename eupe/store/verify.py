@@ -23,7 +23,7 @@ from eupe.store.codecs import fidelity
 from eupe.store.layout import OK, READ_ERROR, StoreError
 from eupe.store.stats import load_stats
 from eupe.store.store import FeatureStore
-from eupe.store.teacher_group import TeacherGroup, res_group_name
+from eupe.store.teacher_group import TeacherGroup, resolution_group_name
 from eupe.views import ViewSpec, open_image, render
 
 
@@ -34,7 +34,7 @@ class TeacherReport:
     corrupt: list[dict] = field(default_factory=list)  # {"array", "chunk", "keys", "error"}
     failed_images: int = 0
     read_errors: list[str] = field(default_factory=list)  # keys that failed to *read* (transient: retry)
-    stats: dict = field(default_factory=dict)  # res -> "ok" | "absent" | "stale" | "partial or altered"
+    stats: dict = field(default_factory=dict)  # resolution -> "ok" | "absent" | "stale" | "partial or altered"
     check: dict | None = None
 
     @property
@@ -72,18 +72,18 @@ def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
         failures = group.failures()
         report.failed_images = len(failures)
         report.read_errors = [key for key, reason in failures if reason.startswith(READ_ERROR)]
-        report.stats = {str(res): stats_state(group, res) for res in group.resolutions}
+        report.stats = {str(resolution): stats_state(group, resolution) for resolution in group.resolutions}
     return report
 
 
-def stats_state(group: TeacherGroup, res: int) -> str:
+def stats_state(group: TeacherGroup, resolution: int) -> str:
     """'ok', 'absent', 'stale' (the store changed since: recomputed when used) or 'partial or altered'."""
-    res_group = group.group[res_group_name(res)]
-    if "stats" not in res_group:
+    resolution_group = group.group[resolution_group_name(resolution)]
+    if "stats" not in resolution_group:
         return "absent"
-    if load_stats(group, res) is not None:
+    if load_stats(group, resolution) is not None:
         return "ok"
-    complete = dict(res_group["stats"].attrs).get("complete")
+    complete = dict(resolution_group["stats"].attrs).get("complete")
     if complete and complete.get("covers") != group.done_set_digest():
         return "stale"
     return "partial or altered"
@@ -110,15 +110,15 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
     picks = _pick_views(group, n, seed)
     reader = ShardReader(group.store.shard_index())
     cosines, pairs = [], []
-    for row, k, res in picks:
-        cached = group.targets(row, res, k)
+    for row, k, resolution in picks:
+        cached = group.targets(row, resolution, k)
         view = ViewSpec.from_array(group.views(row)[k])
-        pixels = render(open_image(reader.read(row), None), view, res)[None]
+        pixels = render(open_image(reader.read(row), None), view, resolution)[None]
         summary, patch = run_teacher(teacher, pixels, 1, torch.device("cpu"))
         # summary [Ds] and patch [T, D] tokens may differ in width: one cosine per token, pooled
         cosines.append(np.concatenate([_token_cosine(cached["summary"][None], summary),
                                        _token_cosine(cached["patch"].reshape(-1, group.dim), patch[0])]))
-        pairs.append((res, patch[0], cached["patch"].reshape(-1, group.dim)))
+        pairs.append((resolution, patch[0], cached["patch"].reshape(-1, group.dim)))
     reader.close()
     return {**_check_summary(cosines, group.codec.min_cosine), **_normalized(group, pairs)}
 
@@ -132,7 +132,7 @@ def _normalized(group: TeacherGroup, pairs: list[tuple[int, np.ndarray, np.ndarr
         return {}
     fresh = np.concatenate([p[1] for p in pairs])
     cached = np.concatenate([p[2] for p in pairs])
-    stored = [load_stats(group, res) for res in sorted({p[0] for p in pairs})]
+    stored = [load_stats(group, resolution) for resolution in sorted({p[0] for p in pairs})]
     if len(stored) == 1 and stored[0] is not None:
         mean, std, source = stored[0]["patch_mean"], stored[0]["patch_std"], "store statistics"
     else:

@@ -29,7 +29,8 @@ import numpy as np
 from eupe.views.spec import IDENTITY_ORDER, RENDERER_VERSION, ViewSpec
 
 _PAIR_FIELDS = ("crop_scale", "crop_ratio", "blur_sigma")
-_INT_FIELDS = ("blur_reference", "out_size", "renderer")
+_INT_FIELDS = ("blur_reference", "resolution", "renderer")
+_OLD_KEYS = {"out_size": "resolution"}  # keys of earlier versions -> their field today
 _RNG_DOMAIN = "eupe.views.view_rng.v1"
 
 
@@ -65,8 +66,9 @@ def _positive_int(value: Any, field: str) -> int:
 class ViewPolicy:
     """Augmentation strengths and probabilities; defaults follow DINOv2/DINOv3 global crops.
 
-    ``blur_sigma`` is in pixels at an output side of ``blur_reference``; views store it
-    relative to the output side (``sigma_px / blur_reference``).
+    ``blur_sigma`` is in pixels at an output resolution of ``blur_reference``; views store it
+    relative to the output side (``sigma_px / blur_reference``).  ``resolution`` is the side, in
+    pixels, of the square views :meth:`sample` draws by default (``out_size`` before).
     """
 
     crop_scale: tuple[float, float] = (0.32, 1.0)
@@ -82,7 +84,7 @@ class ViewPolicy:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     blur_reference: int = 224
     solarize_p: float = 0.2
-    out_size: int = 256
+    resolution: int = 256
     renderer: int = RENDERER_VERSION
 
     def __post_init__(self) -> None:
@@ -121,9 +123,9 @@ class ViewPolicy:
     # -- sampling ---------------------------------------------------------------------------
 
     def sample(self, rng: np.random.Generator, src_h: int, src_w: int,
-               out_size: int | None = None) -> ViewSpec:
-        """Draw one view of a ``src_h x src_w`` image, rendered by default at ``out_size`` square."""
-        side = self.out_size if out_size is None else _positive_int(out_size, "out_size")
+               resolution: int | None = None) -> ViewSpec:
+        """One view of a ``src_h x src_w`` image, square at ``resolution`` (default: the policy's)."""
+        resolution = self.resolution if resolution is None else _positive_int(resolution, "resolution")
         flip = bool(rng.random() < self.flip_p)
         jitter = self._sample_jitter(rng)
         grayscale = bool(rng.random() < self.grayscale_p)
@@ -133,7 +135,7 @@ class ViewPolicy:
             rng, src_h, src_w, self.crop_scale, self.crop_ratio)
         return ViewSpec(src_h=src_h, src_w=src_w, top=top, left=left, height=height, width=width,
                         flip=flip, **jitter, grayscale=grayscale, blur_sigma=blur_sigma,
-                        solarize=solarize, out_h=side, out_w=side)
+                        solarize=solarize, out_h=resolution, out_w=resolution)
 
     def _sample_jitter(self, rng: np.random.Generator) -> dict[str, Any]:
         """Colour-jitter factors and order like torchvision's ColorJitter (identity when not applied)."""
@@ -162,7 +164,12 @@ class ViewPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ViewPolicy:
-        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ``ValueError``."""
+        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ``ValueError``.
+        Keys of earlier versions (``out_size``) are read as today's (``resolution``)."""
+        for old, new in _OLD_KEYS.items():
+            if old in d and new in d:
+                raise ValueError(f"ViewPolicy keys {old!r} and {new!r} name the same field; give only {new!r}")
+        d = {_OLD_KEYS.get(k, k): v for k, v in d.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -173,16 +180,23 @@ class ViewPolicy:
     def from_stored(cls, d: dict[str, Any], sha256: str | None = None) -> ViewPolicy:
         """The policy a store recorded: like :meth:`from_dict`, but a missing ``renderer`` means
         renderer 1 (stores written before the key existed) and is refused like any other renderer
-        this code does not have; with ``sha256``, the attributes must still hash to it."""
+        this code does not have; with ``sha256``, the attributes must still hash to it (under the
+        key names they were recorded with, e.g. ``out_size``)."""
         policy = cls.from_dict({"renderer": 1, **d})
-        if sha256 is not None and policy.fingerprint() != sha256:
+        recorded = {new: old for old, new in _OLD_KEYS.items() if old in d}
+        if sha256 is not None and policy._digest(recorded) != sha256:
             raise ValueError(f"view policy attributes do not match their recorded sha256 "
-                             f"({policy.fingerprint()[:16]}... vs {str(sha256)[:16]}...): edited?")
+                             f"({policy._digest(recorded)[:16]}... vs {str(sha256)[:16]}...): edited?")
         return policy
 
     def fingerprint(self) -> str:
         """SHA-256 hex digest of the canonical JSON of :meth:`to_dict` (renderer version included)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return self._digest({})
+
+    def _digest(self, renamed: dict[str, str]) -> str:
+        """SHA-256 of the canonical JSON of :meth:`to_dict` with fields ``renamed`` (field -> key)."""
+        d = {renamed.get(k, k): v for k, v in self.to_dict().items()}
+        canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -231,8 +245,8 @@ def view_rng(seed: int, key: str, index: int) -> np.random.Generator:
 
 
 def sample_views(policy: ViewPolicy, seed: int, key: str, src_h: int, src_w: int, k: int,
-                 out_size: int | None = None) -> list[ViewSpec]:
+                 resolution: int | None = None) -> list[ViewSpec]:
     """The ``k`` views of image ``key``: view ``i`` is drawn from ``view_rng(seed, key, i)``."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
-    return [policy.sample(view_rng(seed, key, i), src_h, src_w, out_size) for i in range(k)]
+    return [policy.sample(view_rng(seed, key, i), src_h, src_w, resolution) for i in range(k)]

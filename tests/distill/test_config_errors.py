@@ -29,9 +29,9 @@ def _fails(capsys, tmp_path, *args: str, config: str | Path = CONFIGS / "tiny_st
     (["optim.lr=-1e-3"], "optim.lr must be a positive number, got -0.001"),
     (["optim.lr=.nan"], "optim.lr must be a positive number, got nan"),
     (["data.num_workers=-1"], "data.num_workers must be 0 or more, got -1"),
-    (["student_scales=[65]"], "student_scales: 65 is not a positive multiple of vit_t's patch size 16"),
-    (["student.name=convnext_t", "student_scales=[64,80]"],
-     "student_scales: 80 is not a positive multiple of convnext_t's patch size 32"),
+    (["student_resolutions=[65]"], "student_resolutions: 65 is not a positive multiple of vit_t's patch size 16"),
+    (["student.name=convnext_t", "student_resolutions=[64,80]"],
+     "student_resolutions: 80 is not a positive multiple of convnext_t's patch size 32"),
     (["teachers=[]"], "teachers is empty: name at least one teacher"),
     (["iterations=-5"], "iterations must be positive, got -5"),
     (["iterations=0"], "iterations must be positive, got 0"),
@@ -87,7 +87,7 @@ def test_the_shipped_configs_are_valid():
 
 
 def test_every_recipe_value_says_whether_the_paper_fixes_it():
-    keys = ("iterations:", "global_batch:", "micro_batch:", "head_hidden:", "student_scales:", "teacher_scales:",
+    keys = ("iterations:", "global_batch:", "micro_batch:", "head_hidden:", "student_resolutions:", "teacher_resolutions:",
             "optim:", "mixed_precision:", "checkpoint_every:", "data:", "proxy:")
     for path in sorted(CONFIGS.glob("*.yaml")):
         text = path.read_text()

@@ -75,10 +75,10 @@ def test_every_stage_trains_and_its_loss_decreases(chain):
 
 def test_stage3_mixes_cache_hits_and_online_fallbacks(chain):
     log = _losses(chain["root"] / "stage3")
-    scales = {(r["student_res"], r["teacher_res"]) for r in log}
-    assert {r[0] for r in scales} == {64, 96, 128} and {r[1] for r in scales} == {64, 96}
+    resolutions = {(r["student_resolution"], r["teacher_resolution"]) for r in log}
+    assert {r[0] for r in resolutions} == {64, 96, 128} and {r[1] for r in resolutions} == {64, 96}
     assert log[-1]["cache_hits"] > 0 and log[-1]["online_fallbacks"] > 0
-    online_steps = [r for r in log if r["teacher_res"] == 96]
+    online_steps = [r for r in log if r["teacher_resolution"] == 96]
     assert all(r["online_fallbacks"] > 0 for r in online_steps)
 
 
@@ -163,8 +163,8 @@ def test_trained_student_agrees_with_its_teacher_better_than_at_init(chain, phot
     trained = load_distill_model(chain["root"] / "stage2")
     torch.manual_seed(0)
     initial = DistillModel(create_student("vit_t", test_scale=True), {"proxy": teacher.dim}, 64).eval()
-    after = teacher_agreement(trained, "proxy", teacher, stats, images, views=2, student_res=64)
-    before = teacher_agreement(initial, "proxy", teacher, stats, images, views=2, student_res=64)
+    after = teacher_agreement(trained, "proxy", teacher, stats, images, views=2, student_resolution=64)
+    before = teacher_agreement(initial, "proxy", teacher, stats, images, views=2, student_resolution=64)
     assert after["views"] == 6
     assert after["patch_cos"] > before["patch_cos"] + 0.1
 
@@ -205,8 +205,8 @@ def test_an_incomplete_store_is_refused_unless_allowed(chain, photo_shards, tmp_
     assert {r["step"] for r in _losses(tmp_path / "allowed")} == {0, 1}
 
 
-def test_a_teacher_scale_is_normalized_alike_cached_or_online(chain):
-    """Statistics the trainer computes online for a scale agree with the store's for the same views."""
+def test_a_teacher_resolution_is_normalized_alike_cached_or_online(chain):
+    """Statistics the trainer computes online for a resolution agree with the store's for the same views."""
     from eupe.distill.targets import online_stats, stored_stats
 
     store = FeatureStore.open(chain["proxy_store"])
@@ -221,11 +221,11 @@ def test_a_teacher_scale_is_normalized_alike_cached_or_online(chain):
                               rtol=2e-3), key
     saved = np.load(chain["root"] / "stage3" / "stats" / "proxy_r96.npz")
     assert not np.allclose(saved["patch_mean"], stats["proxy"][64]["patch_mean"].numpy(), atol=1e-3)  # its own
-    with pytest.raises(KeyError, match="no normalization statistics for teacher scale 128"):
-        teacher(torch.rand(1, 3, 128, 128), 128)  # never borrowed from the nearest stored scale
+    with pytest.raises(KeyError, match="no normalization statistics for teacher resolution 128"):
+        teacher(torch.rand(1, 3, 128, 128), 128)  # never borrowed from the nearest stored resolution
 
 
-def test_online_scale_statistics_are_saved_once_and_reloaded_on_resume(chain, tmp_path, capsys):
+def test_online_resolution_statistics_are_saved_once_and_reloaded_on_resume(chain, tmp_path, capsys):
     run = tmp_path / "stage3"
     args = [f"out={run}", f"init={chain['root'] / 'stage2'}", *chain["proxy"]]
     _train(3, "tiny_stage3.yaml", "max_steps=12", *args)

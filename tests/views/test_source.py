@@ -77,7 +77,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_reduced_decode_is_used_and_agrees_with_the_full_decode(big_jpeg):
     src, full = open_image(big_jpeg), decode_image(big_jpeg)
     assert src.shape == (3, 1024, 1024) and isinstance(src, SourceImage)
-    views = sample_views(ViewPolicy(), 0, "big", 1024, 1024, 8, out_size=224)
+    views = sample_views(ViewPolicy(), 0, "big", 1024, 1024, 8, resolution=224)
     scales = [dct_scale(v, (224, 224)) for v in views]
     assert set(scales) == {2}  # crops of 0.32..1 of 1024 px: half-size decode is still >= 224
     for v in views:

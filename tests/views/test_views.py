@@ -6,6 +6,7 @@ Uses real photos shipped with scikit-image (astronaut, chelsea, camera), read as
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -208,7 +209,7 @@ pkg.__path__ = [eupe.__path__[0] + "/views"]
 sys.modules["eupe.views"] = pkg
 from eupe.views.policy import ViewPolicy, sample_views, view_rng
 from eupe.views.spec import views_to_array
-views = sample_views(ViewPolicy(), 123, "key/äö.jpg", 333, 444, 5, out_size=224)
+views = sample_views(ViewPolicy(), 123, "key/äö.jpg", 333, 444, 5, resolution=224)
 print(json.dumps({"views": views_to_array(views).tolist(), "rng": view_rng(-5, "x", 9).random(3).tolist(),
                   "fp": ViewPolicy().fingerprint(), "torch": "torch" in sys.modules}))
 """
@@ -218,7 +219,7 @@ def test_reproducible_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", _SUBPROCESS], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONHASHSEED": "random"}, timeout=60)
     got = json.loads(out.stdout)
-    views = sample_views(ViewPolicy(), 123, "key/äö.jpg", 333, 444, 5, out_size=224)
+    views = sample_views(ViewPolicy(), 123, "key/äö.jpg", 333, 444, 5, resolution=224)
     assert np.array_equal(np.asarray(got["views"]), views_to_array(views))
     assert got["rng"] == view_rng(-5, "x", 9).random(3).tolist()
     assert got["fp"] == ViewPolicy().fingerprint()
@@ -262,7 +263,7 @@ def test_sampling_extremes_and_fixed_draw_layout():
         assert not (v.flip or v.has_jitter or v.grayscale or v.solarize) and v.blur_sigma == 0
         assert w.flip and w.has_jitter and w.grayscale and w.solarize and w.blur_sigma > 0
         assert _box(never, i) == _box(ViewPolicy(), i)  # probabilities never move the crop
-    assert ViewPolicy().sample(view_rng(0, "x", 0), 50, 60, out_size=448).out_h == 448
+    assert ViewPolicy().sample(view_rng(0, "x", 0), 50, 60, resolution=448).out_h == 448
     # extreme aspect ratio: falls back to a centre crop inside the image
     v = ViewPolicy(crop_scale=(0.9, 1.0)).sample(view_rng(0, "thin", 0), 10, 1000)
     assert v.top + v.height <= 10 and v.left + v.width <= 1000
@@ -285,7 +286,7 @@ def _box(policy: ViewPolicy, i: int) -> tuple[int, int, int, int]:
     ({"blur_sigma": (0.0, 2.0)}, "blur_sigma"),
     ({"blur_sigma": (1.0,)}, "blur_sigma"),
     ({"blur_reference": 0}, "blur_reference"),
-    ({"out_size": 256.0}, "out_size"),
+    ({"resolution": 256.0}, "resolution"),
     ({"jitter_p": "high"}, "jitter_p"),
 ])
 def test_policy_validation(kw, named):
@@ -294,7 +295,7 @@ def test_policy_validation(kw, named):
 
 
 def test_policy_dict_round_trip_and_fingerprint():
-    p = ViewPolicy(flip_p=0.3, blur_sigma=(0.5, 1.5), out_size=224)
+    p = ViewPolicy(flip_p=0.3, blur_sigma=(0.5, 1.5), resolution=224)
     d = json.loads(json.dumps(p.to_dict()))
     assert ViewPolicy.from_dict(d) == p
     assert ViewPolicy.from_dict(d).fingerprint() == p.fingerprint()
@@ -307,6 +308,23 @@ def test_policy_dict_round_trip_and_fingerprint():
     assert ViewPolicy(solarize_p=0.0).fingerprint() != fp
     with pytest.raises(ValueError, match="bogus"):
         ViewPolicy.from_dict({"flip_p": 0.5, "bogus": 1})
+
+
+def test_policy_reads_the_old_out_size_key():
+    """``out_size`` (before the rename to ``resolution``) still reads, in configs and in stores."""
+    p = ViewPolicy(flip_p=0.3, resolution=224)
+    assert p.to_dict()["resolution"] == 224 and "out_size" not in p.to_dict()
+    old = {("out_size" if k == "resolution" else k): v for k, v in p.to_dict().items()}
+    assert ViewPolicy.from_dict(old) == p and ViewPolicy.from_dict({"out_size": 96}).resolution == 96
+    old_sha = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert old_sha != p.fingerprint()
+    assert ViewPolicy.from_stored(old, old_sha) == p  # a store written before the rename still opens
+    with pytest.raises(ValueError, match="sha256"):
+        ViewPolicy.from_stored({**old, "out_size": 256}, old_sha)
+    with pytest.raises(ValueError, match="same field"):
+        ViewPolicy.from_dict({"out_size": 224, "resolution": 224})
+    with pytest.raises(ValueError, match="resolution"):
+        ViewPolicy.from_dict({"out_size": 0})
 
 
 # -- rendering -------------------------------------------------------------------------------------
