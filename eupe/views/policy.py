@@ -71,19 +71,21 @@ class ViewPolicy:
     pixels, of the square views :meth:`sample` draws by default (``out_size`` before).
     """
 
-    crop_scale: tuple[float, float] = (0.32, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_reference: int = 224
-    solarize_p: float = 0.2
+    # The paper names the augmentations (random resized crop, flip, colour jitter, blur,
+    # solarization) but not their strengths: every value below is ours, taken from DINOv2/DINOv3.
+    crop_scale: tuple[float, float] = (0.32, 1.0)  # ours: DINOv2 global-crop scale
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # ours: torchvision's default
+    flip_p: float = 0.5  # ours
+    jitter_p: float = 0.8  # ours: DINOv2
+    brightness: float = 0.4  # ours: DINOv2
+    contrast: float = 0.4  # ours: DINOv2
+    saturation: float = 0.2  # ours: DINOv2
+    hue: float = 0.1  # ours: DINOv2
+    grayscale_p: float = 0.2  # ours: DINOv2 (the paper does not list grayscale)
+    blur_p: float = 0.5  # ours: between DINOv2's two global crops (1.0 and 0.1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # ours: DINOv2
+    blur_reference: int = 224  # ours: the side at which blur_sigma is in pixels
+    solarize_p: float = 0.2  # ours: DINOv2's second global crop
     resolution: int = 256
     renderer: int = RENDERER_VERSION
 
