@@ -145,7 +145,7 @@ def timing_table(demo: Demo) -> str:
               help="Output folder (recreated on every run).")
 @click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.05),
               help="Multiply every stage's iterations (e.g. 5 for a longer, better run).")
-@click.option("--knn-limit", default=500, show_default=True, type=click.IntRange(20),
+@click.option("--knn-limit", default=300, show_default=True, type=click.IntRange(20),
               help="Fashion-MNIST images per split for the kNN evaluation.")
 def cli(out: str, scale: float, knn_limit: int) -> int:
     """Run the EUPE recipe end to end on real photos and real pretrained teachers (about 4 min on 2 CPU cores)."""
