@@ -4,7 +4,6 @@ retried, concurrent and interrupted runs finish the job. (Kill and damage cases:
 from __future__ import annotations
 
 import io
-import json
 import signal
 import tarfile
 import time
@@ -15,9 +14,8 @@ import pytest
 import zarr
 
 from eupe.assets import encode_jpeg
-from eupe.data import write_shards
 from eupe.store import FeatureStore
-from eupe.store.layout import FAILED, OK, StoreIntegrityError
+from eupe.store.layout import FAILED, StoreIntegrityError
 from eupe.store.teacher_group import ChunkResult
 from eupe.store.verify import _token_cosine
 
