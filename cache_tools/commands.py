@@ -46,7 +46,9 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--weights", default=None, help="Local weights file (or proxy run directory) for the teacher.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Views per teacher forward.")
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(0), help="DataLoader workers that read and render images.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the view sampling.")
+@click.option("--seed", default=None, type=int,
+              help="Seed of the view sampling. Default: the existing store's; for a new store, a hash of the "
+                   "teacher names, so a proxy's store (Stage 2) draws other views than its teachers' (Stage 1).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N images (trials).")
 @click.option("--images-per-chunk", default=16, show_default=True, type=click.IntRange(1),
               help="Images per store chunk: the unit of writing, resuming and parallel work.")

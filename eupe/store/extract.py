@@ -10,6 +10,7 @@ the batch composition of a chunk never depends on what ran before, so results ar
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,7 +53,7 @@ class ExtractConfig:
     weights: str | None = None
     batch_size: int = 32  # views per teacher forward
     num_workers: int = 2
-    seed: int = 0
+    seed: int | None = None  # None: the existing store's, else derived from the teacher names (derived_seed)
     limit: int | None = None
     images_per_chunk: int = 16
     rank: int = 0
@@ -93,8 +94,25 @@ class ExtractSummary:
 # -- store preparation ---------------------------------------------------------------------------
 
 
+def derived_seed(teachers: list[str]) -> int:
+    """The default view seed of a new store: a hash of its teachers' names, so the proxy's store
+    (Stage 2) draws other views than its teachers' store (Stage 1) and the proxy is never distilled
+    on exactly the views it was trained on."""
+    digest = hashlib.sha256(("eupe-views:" + ",".join(sorted(teachers))).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def resolve_seed(cfg: ExtractConfig) -> int:
+    """``--seed`` when given; else the seed of the store already at ``--out``; else :func:`derived_seed`."""
+    if cfg.seed is not None:
+        return int(cfg.seed)
+    existing = FeatureStore.existing_params(cfg.out)
+    return existing.seed if existing is not None else derived_seed(cfg.teachers)
+
+
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
     """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
+    cfg.seed = resolve_seed(cfg)
     shards = expand_shards(cfg.data)
     if is_url(cfg.out) and cfg.rank != 0:
         wait_for_rank0(f"the store {cfg.out}", lambda: _remote_store_made(cfg.out))

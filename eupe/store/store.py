@@ -151,6 +151,11 @@ class FeatureStore:
         """The same store opened for writing (statistics), checked again like any open."""
         return FeatureStore(zarr.open_group(self.group.store.with_read_only(False), mode="r+"), self.where)
 
+    @classmethod
+    def existing_params(cls, path: str | Path) -> StoreParams | None:
+        """The view parameters of the store at ``path``, None when there is none (yet)."""
+        return cls.open(path).params if _state(path) == "store" else None
+
     # -- identity ---------------------------------------------------------------------------
 
     def _check_fingerprint(self) -> None:

@@ -281,3 +281,21 @@ def test_summary_and_patch_widths_may_differ(tmp_path, photo_shards):
     cached = group.targets(1, 56, 0)
     assert _cosine(cached["summary"], fresh["summary"][0].numpy()) >= 0.999
     assert _cosine(cached["patch"], fresh["patch"][0].numpy()).min() >= 0.99
+
+
+def test_default_view_seed_differs_between_a_proxy_store_and_its_teachers_store(tmp_path, photo_shards):
+    """Stage 2's store must not replay the views Stage 1 trained the proxy on (issue: how often a view repeats)."""
+    from eupe.store.extract import derived_seed
+
+    first, second = str(tmp_path / "stage1.zarr"), str(tmp_path / "stage2.zarr")
+    assert run_extract(*tiny_args(photo_shards, first, "--limit", "4")) == 0
+    pelang = [a if a != "dinov3_hplus" else "pelang_g" for a in tiny_args(photo_shards, second, "--limit", "4")]
+    assert run_extract(*[a if a != "64" else "56" for a in pelang]) == 0
+    one, two = FeatureStore.open(first), FeatureStore.open(second)
+    assert one.params.seed == derived_seed(["dinov3_hplus"]) != two.params.seed == derived_seed(["pelang_g"])
+    assert not np.allclose(one.teacher("dinov3_hplus").views(0), two.teacher("pelang_g").views(0))
+    # a later teacher added to an existing store takes that store's seed (no --seed needed)
+    added = [a if a != "dinov3_hplus" else "pelang_g" for a in tiny_args(photo_shards, first, "--limit", "4")]
+    assert run_extract(*[a if a != "64" else "56" for a in added]) == 0
+    store = FeatureStore.open(first)
+    np.testing.assert_array_equal(store.teacher("pelang_g").views(0), store.teacher("dinov3_hplus").views(0))
