@@ -98,12 +98,13 @@ def store_info(store) -> dict:
             "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {}}
     for name in store.teacher_names():
         group = store.teacher(name)
-        counts = group.counts()
+        rows = group.manifest_rows()  # read once: counts, status and failures all derive from it
+        status = group.status(rows[:, 0, 0] > 0)
+        counts = group.counts(rows, status)
         info["teachers"][name] = {
             **{k: group.attrs[k] for k in ("weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")},
             **counts, "complete": counts["chunks_done"] == counts["chunks"],
-            "failed_inputs": [{"key": k, "reason": r} for k, r in group.failures()],
-            "bytes_written": int(group.manifest_rows()[:, :, 0].sum()),
+            "failed_inputs": [{"key": k, "reason": r} for k, r in group.failures(status)],
         }
     return info
 

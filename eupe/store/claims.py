@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eupe.store.layout import StoreMismatchError
+from eupe.store.layout import StoreMismatchError, pid_alive
 
 STALE_AFTER_S = 900.0
 
@@ -51,13 +51,8 @@ def _live(path: Path, stale_after_s: float) -> dict | None:
         return None
     if time.time() - info["heartbeat"] > stale_after_s:
         return None
-    if info.get("host") == socket.gethostname():
-        try:
-            os.kill(int(info["pid"]), 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
+    if info.get("host") == socket.gethostname() and not pid_alive(int(info["pid"])):
+        return None
     return info
 
 

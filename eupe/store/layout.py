@@ -85,6 +85,44 @@ def fsync_paths(paths: list[Path | None]) -> None:
                 os.close(fd)
 
 
+def changed_keys(written: dict, now: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (what an edit of attributes changed)."""
+    out = []
+    for key in sorted(set(written) | set(now)):
+        a, b = written.get(key), now.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_keys(a, b, path + ".")
+        elif canonical(a) != canonical(b):
+            out.append(path)
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish_dir(staged: Path, final: Path) -> None:
+    """Rename a fully built directory into place (replacing an empty one). If another process won
+    the race, ``final`` is a complete zarr node: drop our copy and keep theirs."""
+    import shutil
+
+    try:
+        staged.rename(final)
+    except OSError:
+        if not (final / "zarr.json").is_file():
+            raise
+        shutil.rmtree(staged, ignore_errors=True)  # ours, never published
+    fsync_dir(final.parent)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or a new entry in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)

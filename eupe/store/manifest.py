@@ -101,33 +101,29 @@ def record(array: zarr.Array, name: str, chunk: int, fingerprint: str) -> np.nda
     return np.array([len(data), _crc(bind, data), index], dtype=np.uint64)
 
 
+def _problem(size: int | None, data: bytes | None, crc_field: int, expected: np.ndarray, bind: str) -> str | None:
+    """What is wrong with a chunk file of ``size`` bytes whose checked part is ``data``, or None."""
+    if size is None or data is None:
+        return "file is missing"
+    if size != int(expected[SIZE]):
+        return f"file has {size} bytes, {int(expected[SIZE])} were written"
+    if _crc(bind, data) != int(expected[crc_field]):
+        return "checksum differs from the one recorded when it was written (moved, swapped or altered)"
+    return None
+
+
 def check_quick(array: zarr.Array, name: str, chunk: int, expected: np.ndarray, fingerprint: str) -> str | None:
     """Cheap check before reading a chunk: the file exists, has the recorded size and index digest.
 
     Returns what is wrong, or None. Unsharded arrays (small) are checked in full.
     """
     size = chunk_file_size(array, chunk)
-    if size is None:
-        return "file is missing"
-    if size != int(expected[SIZE]):
-        return f"file has {size} bytes, {int(expected[SIZE])} were written"
     tail = index_nbytes(array)
-    data = read_chunk_file(array, chunk, tail)
-    if data is None:
-        return "file is missing"
-    field = INDEX_DIGEST if tail else DIGEST
-    if _crc(binding(fingerprint, name, chunk), data) != int(expected[field]):
-        return "checksum differs from the one recorded when it was written (moved, swapped or altered)"
-    return None
+    data = None if size is None else read_chunk_file(array, chunk, tail)
+    return _problem(size, data, INDEX_DIGEST if tail else DIGEST, expected, binding(fingerprint, name, chunk))
 
 
 def check_full(array: zarr.Array, name: str, chunk: int, expected: np.ndarray, fingerprint: str) -> str | None:
     """Whole-file check (``verify``): missing, resized, moved or altered files are reported."""
     data = read_chunk_file(array, chunk)
-    if data is None:
-        return "file is missing"
-    if len(data) != int(expected[SIZE]):
-        return f"file has {len(data)} bytes, {int(expected[SIZE])} were written"
-    if _crc(binding(fingerprint, name, chunk), data) != int(expected[DIGEST]):
-        return "checksum differs from the one recorded when it was written (moved, swapped or altered)"
-    return None
+    return _problem(None if data is None else len(data), data, DIGEST, expected, binding(fingerprint, name, chunk))

@@ -62,7 +62,7 @@ def compute_stats(group: TeacherGroup, resolution: int,
     covers = sha256_of(rows.tolist())  # == group.done_set_digest() as of now
     moments = {"summary": RunningMoments(group.summary_dim, covers), "patch": RunningMoments(group.dim, covers)}
     done = rows[:, 0, 0] > 0
-    status = group.status()
+    status = group.status(done)
     for chunk in np.flatnonzero(done):
         rows = group.store.chunk_rows(int(chunk))
         ok = status[rows.start:rows.stop] == OK

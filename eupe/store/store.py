@@ -50,8 +50,8 @@ from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
 from eupe.store import manifest
 from eupe.store.layout import (
     FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STAGING_PREFIX, STORE_FORMAT, STORE_VERSION, TEACHERS,
-    StoreIntegrityError, StoreMismatchError, canonical, compressors, differences, failpoint, fsync_dir, is_url,
-    sha256_of,
+    StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, pid_alive,
+    publish_dir, sha256_of,
 )
 from eupe.store.teacher_group import TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_FIELDS, ViewPolicy
@@ -162,8 +162,7 @@ class FeatureStore:
         document = identity_document(self.attrs, self.group["images"])
         if sha256_of(document) == self.fingerprint:
             return
-        written = dict(self.group["images"].attrs).get("identity", {})
-        changed = [k for k in sorted(set(written) | set(document)) if canonical(written.get(k)) != canonical(document.get(k))]
+        changed = changed_keys(dict(self.group["images"].attrs).get("identity", {}), document)
         raise StoreIntegrityError(f"{self.where}: store attributes changed since it was created "
                                   f"({', '.join(changed) or 'the fingerprint itself'}); restore its zarr.json or re-extract")
 
@@ -277,14 +276,6 @@ class FeatureStore:
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)
         return Path(root) / self.group.path if root is not None else None
-
-    def disk_bytes(self, sub: str = "") -> int | None:
-        """Bytes on local disk under the store (or a sub-path), None for remote stores."""
-        root = self.local_root
-        if root is None:
-            return None
-        base = root / sub if sub else root
-        return sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
 
 
 # -- identity documents ------------------------------------------------------------------------
@@ -433,12 +424,7 @@ def _create_local(root: Path, index: ShardIndex, params: StoreParams, limit: int
     try:
         _write_images(zarr.open_group(str(staged), mode="w-"), index, params, limit)
         failpoint("store-staged")
-        try:
-            staged.rename(root)  # replaces an empty directory; fails if another process won the race
-        except OSError:
-            if not (root / "zarr.json").is_file():
-                raise
-        fsync_dir(root.parent)
+        publish_dir(staged, root)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     _remove_stale_staging(root)
@@ -449,18 +435,8 @@ def _remove_stale_staging(root: Path) -> None:
     prefix = f".{root.name}{STAGING_PREFIX}{socket.gethostname()}-"
     for path in root.parent.glob(f"{prefix}*"):
         pid = path.name[len(prefix):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _create_remote(url: str, index: ShardIndex, params: StoreParams, limit: int | None) -> None:

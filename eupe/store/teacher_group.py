@@ -25,8 +25,8 @@ from eupe.store import manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import ShardedArrayReader, reader_or_none
 from eupe.store.layout import (
-    FAILED, MANIFEST, OK, PENDING, STAGING_PREFIX, StoreIntegrityError, StoreMismatchError, canonical, compressors,
-    differences, failpoint, fsync_dir, fsync_paths, sha256_of,
+    FAILED, MANIFEST, OK, PENDING, STAGING_PREFIX, StoreIntegrityError, StoreMismatchError, changed_keys, compressors,
+    differences, failpoint, fsync_paths, publish_dir, sha256_of,
 )
 from eupe.views import VIEW_DIM
 
@@ -137,7 +137,7 @@ class TeacherGroup:
         if sha256_of(document) == self.fingerprint:
             return
         written = dict(self.array(MANIFEST).attrs).get("identity", {})
-        changed = _changed_keys(written, document)
+        changed = changed_keys(written, document)
         raise StoreIntegrityError(
             f"teacher group {self.group.path}: attributes or array metadata changed since it was written "
             f"({', '.join(changed) or 'the fingerprint itself'}); the cached targets cannot be trusted. "
@@ -169,7 +169,7 @@ class TeacherGroup:
         _create_arrays(group, store, identity, codec)
         failpoint("teacher-staged")
         if root is not None:
-            _publish(root / "teachers" / staged_name, root / "teachers" / identity.name)
+            publish_dir(root / "teachers" / staged_name, root / "teachers" / identity.name)
         return store.teacher(identity.name)
 
     @property
@@ -282,9 +282,11 @@ class TeacherGroup:
         chunk, i = divmod(row, self.store.params.images_per_chunk)
         return self.chunk_meta(chunk)[0][i]
 
-    def status(self) -> np.ndarray:
-        """[N] uint8 status of every image (files checked); images of chunks not done are PENDING."""
-        done = self.done_flags()
+    def status(self, done: np.ndarray | None = None) -> np.ndarray:
+        """[N] uint8 status of every image (files checked); images of chunks not done are PENDING.
+
+        ``done`` (from :meth:`done_flags`) saves reading the manifest again when the caller has it."""
+        done = self.done_flags() if done is None else done
         for chunk in np.flatnonzero(done):
             self.require_chunk(int(chunk), ["status"])
         status = np.asarray(self.array("status")[:])  # one read; every done chunk's file was checked
@@ -339,20 +341,23 @@ class TeacherGroup:
         patch = self.codec.decode(parts["patch"])
         return {"summary": summary, "patch": patch.reshape(*patch.shape[:-2], h, w, patch.shape[-1])}
 
-    def failures(self) -> list[tuple[str, str]]:
-        """(image key, reason) of every image that failed to decode."""
-        status = self.status()
+    def failures(self, status: np.ndarray | None = None) -> list[tuple[str, str]]:
+        """(image key, reason) of every image that failed to decode (``status``: see :meth:`status`)."""
+        status = self.status() if status is None else status
         rows = np.flatnonzero(status == FAILED)
         errors = self.array("error")[:] if len(rows) else []
         return [(str(self.store.keys[r]), str(errors[r])) for r in rows]
 
-    def counts(self) -> dict[str, int]:
-        """Images and chunks, counting only chunks that are done."""
-        done = self.done_flags()
-        status = self.status()
+    def counts(self, rows: np.ndarray | None = None, status: np.ndarray | None = None) -> dict[str, int]:
+        """Images, chunks and bytes written, counting only chunks that are done (``rows``: the
+        manifest, ``status``: see :meth:`status`; read here when not given)."""
+        rows = self.manifest_rows() if rows is None else rows
+        done = rows[:, 0, manifest.SIZE] > 0
+        status = self.status(done) if status is None else status
         images_done = sum(len(self.store.chunk_rows(int(c))) for c in np.flatnonzero(done))
         return {"images": int(len(status)), "images_done": int(images_done), "ok": int((status == OK).sum()),
-                "failed": int((status == FAILED).sum()), "chunks": int(len(done)), "chunks_done": int(done.sum())}
+                "failed": int((status == FAILED).sum()), "chunks": int(len(done)), "chunks_done": int(done.sum()),
+                "bytes_written": int(rows[:, :, manifest.SIZE].sum())}
 
 
 def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, names: list[str]) -> dict:
@@ -368,19 +373,6 @@ def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, na
         arrays[name] = meta
     return {"teacher": {k: attrs.get(k) for k in IDENTITY_KEYS}, "store": store_fingerprint,
             "chunk_arrays": list(names), "arrays": arrays}
-
-
-def _changed_keys(written: dict, now: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    out = []
-    for key in sorted(set(written) | set(now)):
-        a, b = written.get(key), now.get(key)
-        path = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_keys(a, b, path + ".")
-        elif canonical(a) != canonical(b):
-            out.append(path)
-    return out
 
 
 def _create_arrays(group: zarr.Group, store: Any, identity: TeacherIdentity, codec: Codec) -> None:
@@ -416,16 +408,3 @@ def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, gri
             # so reading a single (image, view) decodes only that view
             sub.create_array(name, shape=(n, k, *suffix), dtype=dtype, shards=(c, k, *suffix),
                              chunks=(1, 1, *suffix), compressors=compressors(), fill_value=0)
-
-
-def _publish(staged: Path, final: Path) -> None:
-    """Rename a fully built directory into place; if another process won the race, drop ours."""
-    import shutil
-
-    try:
-        staged.rename(final)
-    except OSError:
-        if not (final / "zarr.json").is_file():
-            raise
-        shutil.rmtree(staged, ignore_errors=True)  # ours, never published
-    fsync_dir(final.parent)

@@ -69,7 +69,7 @@ def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
                 report.corrupt.append({"array": f"teachers/{name}/{array_name}", "chunk": chunk,
                                        "keys": _chunk_keys(store, chunk), "error": problem})
     if not report.corrupt:
-        failures = group.failures()
+        failures = group.failures(group.status(rows[:, 0, manifest.SIZE] > 0))
         report.failed_images = len(failures)
         report.read_errors = [key for key, reason in failures if reason.startswith(READ_ERROR)]
         report.stats = {str(resolution): stats_state(group, resolution) for resolution in group.resolutions}
