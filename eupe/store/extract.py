@@ -26,7 +26,7 @@ from eupe.models import Encoder, create_teacher, run_teacher
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
-    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, STORE_FORMAT, StoreError, StoreWriteError, is_url,
+    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError, is_url,
 )
 from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
@@ -115,7 +115,7 @@ def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureSt
     cfg.seed = resolve_seed(cfg)
     shards = expand_shards(cfg.data)
     if is_url(cfg.out) and cfg.rank != 0:
-        wait_for_rank0(f"the store {cfg.out}", lambda: _remote_store_made(cfg.out))
+        wait_for_rank0(f"the store {cfg.out}", lambda: FeatureStore.exists(cfg.out))
     store = FeatureStore.open_or_create(cfg.out, cfg.params(), shards, cfg.limit,
                                         index=lambda: index_shards(shards, progress=progress))
     store.check_shards()  # a resume over shards that changed would mix two datasets
@@ -132,28 +132,6 @@ def wait_for_rank0(what: str, ready: Callable[[], bool]) -> None:
             raise StoreError(f"waited {limit:.0f} s for rank 0 to create {what}: on object storage rank 0 creates "
                              f"the store and its teachers; start rank 0 (or raise ${REMOTE_WAIT_ENV})")
         time.sleep(0.5)
-
-
-def _remote_store_made(url: str) -> bool:
-    """Rank 0 has finished creating the store (or the URL holds a zarr group that is not a store, which
-    opening then refuses). Objects without a root yet are rank 0 at work, not a reason to refuse."""
-    import zarr
-
-    from eupe.store.store import remote_options
-
-    try:
-        attrs = dict(zarr.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return False
-    return attrs.get("format") != STORE_FORMAT or not attrs.get("creating")
-
-
-def _remote_teacher_ready(store: FeatureStore, name: str) -> bool:
-    """The teacher group exists and its fingerprint (written last at creation) is there."""
-    try:
-        return bool(dict(store.group[f"teachers/{name}"].attrs).get("identity_sha256"))  # "" until the end
-    except KeyError:
-        return False
 
 
 def check_request(cfg: ExtractConfig, teachers: list[Encoder]) -> None:
@@ -283,7 +261,7 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
     codec = get_codec(cfg.codec)
     resolutions = list(cfg.resolutions) or [teacher.spec.resolution]
     if is_url(cfg.out) and cfg.rank != 0:
-        wait_for_rank0(f"teacher {teacher.spec.name} in {cfg.out}", lambda: _remote_teacher_ready(store, teacher.spec.name))
+        wait_for_rank0(f"teacher {teacher.spec.name} in {cfg.out}", lambda: store.teacher_ready(teacher.spec.name))
     group = store.open_or_create_teacher(teacher_identity(teacher, resolutions, codec), codec)
     claim = claim_rank(group.claims_dir, cfg.rank, cfg.world_size)
     try:

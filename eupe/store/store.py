@@ -151,10 +151,16 @@ class FeatureStore:
         """The same store opened for writing (statistics), checked again like any open."""
         return FeatureStore(zarr.open_group(self.group.store.with_read_only(False), mode="r+"), self.where)
 
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """A finished store is at ``path`` (False while absent or being created; anything else that
+        is there and is not an eupe store is refused with StoreMismatchError)."""
+        return _state(path) == "store"
+
     @classmethod
     def existing_params(cls, path: str | Path) -> StoreParams | None:
         """The view parameters of the store at ``path``, None when there is none (yet)."""
-        return cls.open(path).params if _state(path) == "store" else None
+        return cls.open(path).params if cls.exists(path) else None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -260,17 +266,18 @@ class FeatureStore:
 
     def open_or_create_teacher(self, identity: TeacherIdentity, codec) -> TeacherGroup:
         """The teacher's group, created atomically when absent, checked against ``identity``."""
-        if identity.name not in self.teacher_names() or self._interrupted_remote_teacher(identity.name):
+        if not self.teacher_ready(identity.name):  # absent, or a remote creation that was killed
             TeacherGroup.create(self, identity, codec)
         group = self.teacher(identity.name)
         group.check_identity(identity)
         return group
 
-    def _interrupted_remote_teacher(self, name: str) -> bool:
-        """A remote teacher group whose creation was killed before its fingerprint (written last)."""
-        if self.local_root is not None:
-            return False  # local groups are staged and renamed: an unfinished one is never visible
-        return not dict(self.group[f"{TEACHERS}/{name}"].attrs).get("identity_sha256")  # "" until the end
+    def teacher_ready(self, name: str) -> bool:
+        """The teacher's group exists and is complete: its fingerprint, written last at creation, is
+        there (a local group is staged and renamed, so a visible one always is)."""
+        if name not in self.teacher_names():
+            return False
+        return bool(dict(self.group[f"{TEACHERS}/{name}"].attrs).get("identity_sha256"))  # "" until the end
 
     @property
     def local_root(self) -> Path | None:
