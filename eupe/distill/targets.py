@@ -79,11 +79,7 @@ def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
 
 def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, int]:
     """Per teacher, how many images lie in chunks whose extraction is not done yet."""
-    out = {}
-    for name in teachers:
-        done = store.teacher(name).done_flags()
-        out[name] = sum(len(store.chunk_rows(int(c))) for c in np.flatnonzero(~np.asarray(done, bool)))
-    return out
+    return {name: store.num_images - store.teacher(name).images_done() for name in teachers}
 
 
 def check_complete(cfg: TrainConfig, store: FeatureStore, say: Callable[[str], None]) -> None:
@@ -151,7 +147,7 @@ class OnlineTeacher:
     stats: dict[int, Stats]
     calls: int = 0
     samples: int = 0
-    _device_stats: dict = field(default_factory=dict)
+    _device_stats: dict = field(default_factory=dict)  # (resolution, device) -> stats on that device
 
     @torch.no_grad()
     def raw(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -167,8 +163,10 @@ class OnlineTeacher:
         if resolution not in self.stats:
             raise KeyError(f"no normalization statistics for teacher resolution {resolution} "
                            f"(have {sorted(self.stats)})")
-        stats = {k: v.to(pixels.device) for k, v in self.stats[resolution].items()}
-        return normalize(self.raw(pixels), stats)
+        key = (resolution, pixels.device)
+        if key not in self._device_stats:  # moved to the device once, not every step
+            self._device_stats[key] = {k: v.to(pixels.device) for k, v in self.stats[resolution].items()}
+        return normalize(self.raw(pixels), self._device_stats[key])
 
 
 def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Sequence[tuple[int, int]], resolution: int,

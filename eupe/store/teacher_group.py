@@ -196,6 +196,11 @@ class TeacherGroup:
         done = self.done_flags()
         return [c for c in range(len(done)) if c % world_size == rank and not done[c]]
 
+    def images_done(self, done: np.ndarray | None = None) -> int:
+        """How many images lie in chunks that are done (``done``: :meth:`done_flags`, read when not given)."""
+        done = self.done_flags() if done is None else done
+        return sum(len(self.store.chunk_rows(int(c))) for c in np.flatnonzero(done))
+
     def done_set_digest(self) -> str:
         """Fingerprint of which chunks are done and what they hold (statistics record it)."""
         return sha256_of(self.manifest_rows().tolist())
@@ -354,8 +359,7 @@ class TeacherGroup:
         rows = self.manifest_rows() if rows is None else rows
         done = rows[:, 0, manifest.SIZE] > 0
         status = self.status(done) if status is None else status
-        images_done = sum(len(self.store.chunk_rows(int(c))) for c in np.flatnonzero(done))
-        return {"images": int(len(status)), "images_done": int(images_done), "ok": int((status == OK).sum()),
+        return {"images": int(len(status)), "images_done": self.images_done(done), "ok": int((status == OK).sum()),
                 "failed": int((status == FAILED).sum()), "chunks": int(len(done)), "chunks_done": int(done.sum()),
                 "bytes_written": int(rows[:, :, manifest.SIZE].sum())}
 
