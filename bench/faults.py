@@ -284,6 +284,24 @@ def ranks_disagree_on_world_size(env: Env) -> tuple[str, bool]:
     return f"rc={rc}; {_error_line(text)}", rc == 2 and "world-size" in text
 
 
+def kill_view_block_creation(env: Env) -> tuple[str, bool]:
+    """Growing a store's views (--views 3 on a 2-view store), killed while the view block is built."""
+    from eupe.store import FeatureStore
+
+    out = env.fresh("kill-block-staged")
+    first, _ = cli(extract_args(env.shards, out))
+    rc = killed_at("block-staged", extract_args(env.shards, out, "--views", "3"))
+    views_after_kill = FeatureStore.open(out).teacher(TEACHER).total_views
+    rerun, _ = cli(extract_args(env.shards, out, "--views", "3"))
+    verify, _ = cli(["verify", str(out)])
+    group = FeatureStore.open(out).teacher(TEACHER)
+    grown = group.total_views == group.complete_views() == 3
+    same = same_as_reference(env, out)  # the first two views are untouched
+    outcome = (f"killed rc={rc}; views after kill={views_after_kill}; re-run rc={rerun}; verify rc={verify}; "
+               f"3 complete views={grown}; old views identical={same}")
+    return outcome, first == 0 and rc == -9 and views_after_kill == 2 and rerun == 0 and verify == 0 and grown and same
+
+
 def _error_line(text: str) -> str:
     line = next((ln for ln in text.splitlines() if ln.startswith("Error:")), "no Error: line")
     return line[:90]
@@ -295,6 +313,7 @@ CASES: dict[str, Callable[[Env], tuple[str, bool]]] = {
     "kill -9 mid-chunk (data written, not recorded)": kill_case("chunk-data"),
     "kill -9 right after a chunk's completion record": kill_case("chunk-done"),
     "kill -9 while statistics are saved": kill_stats,
+    "kill -9 while a view block is added (--views 2 -> 3)": kill_view_block_creation,
     "delete a patch chunk file": damage_case("delete", _delete(PATCH, 1), lambda g: g.targets(2, 64, 0)["patch"]),
     "swap two patch chunk files": damage_case("swap", _swap(PATCH, 1, 2), lambda g: g.targets(2, 64, 0)["patch"]),
     "truncate a patch chunk file": damage_case("truncate", _truncate(PATCH, 3), lambda g: g.targets(6, 64, 1)["patch"]),

@@ -101,12 +101,23 @@ def store_info(store) -> dict:
         rows = group.manifest_rows()  # read once: counts, status and failures all derive from it
         status = group.status(rows[:, 0, 0] > 0)
         counts = group.counts(rows, status)
+        blocks = [_block_info(block, rows if block is group else None) for block in group.blocks]
         info["teachers"][name] = {
             **{k: group.attrs[k] for k in ("weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")},
-            **counts, "complete": counts["chunks_done"] == counts["chunks"],
+            **counts, "bytes_written": sum(b["bytes_written"] for b in blocks),
+            "complete": all(b["chunks_done"] == b["chunks"] for b in blocks),
+            "views_per_image": group.total_views, "view_blocks": blocks,
             "failed_inputs": [{"key": k, "reason": r} for k, r in group.failures(status)],
         }
     return info
+
+
+def _block_info(block, rows=None) -> dict:
+    """One view block's views, done chunks and bytes (``rows``: its manifest, read when not given)."""
+    rows = block.manifest_rows() if rows is None else rows
+    done = rows[:, 0, 0] > 0
+    return {"views": [block.view_start, block.view_stop], "chunks": int(len(done)), "chunks_done": int(done.sum()),
+            "bytes_written": int(rows[:, :, 0].sum())}
 
 
 @click.command()
@@ -122,17 +133,20 @@ def info(store_path: str, as_json: bool) -> int:
         return 0
     ds = data["dataset"]
     click.echo(f"store {data['path']}: {ds['num_images']} images in {len(ds['shards'])} shard(s), "
-               f"K={data['views_per_image']} views, seed {data['seed']}")
+               f"created with K={data['views_per_image']} views per image, seed {data['seed']}")
     for failure in ds["failed_shards"]:
         click.echo(f"  failed shard {failure['shard']}: {failure['reason']}")
     for skipped in ds.get("skipped_samples", []):
         click.echo(f"  skipped sample {skipped['key']} in {skipped['shard']}: {skipped['reason']}")
     for name, t in data["teachers"].items():
         click.echo(f"teacher {name}: weights sha256 {t['weights_sha256'][:16]}..., resolutions {t['resolutions']}, "
-                   f"codec {t['codec']['name']}, dim {t['dim']}")
+                   f"codec {t['codec']['name']}, dim {t['dim']}, {t['views_per_image']} views per image")
         click.echo(f"  {t['images_done']}/{t['images']} images in done chunks: {t['ok']} ok, {t['failed']} failed; "
                    f"chunks {t['chunks_done']}/{t['chunks']} ({'complete' if t['complete'] else 'INCOMPLETE'}), "
                    f"{_size(t['bytes_written'])}")
+        if len(t["view_blocks"]) > 1:
+            click.echo("  " + "; ".join(f"views {b['views'][0]}..{b['views'][1] - 1}: chunks {b['chunks_done']}/"
+                                        f"{b['chunks']}" for b in t["view_blocks"]))
         for failure in t["failed_inputs"]:
             click.echo(f"  failed input {failure['key']}: {failure['reason']}")
     return 0

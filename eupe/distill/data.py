@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from eupe.config import ConfigError
 from eupe.data.shards import ShardReader, expand_shards
 from eupe.models.features import Features
-from eupe.store import OK, FeatureStore, TeacherGroup
+from eupe.store import OK, FeatureStore, StoreMismatchError, TeacherGroup
 from eupe.views import ViewSpec, open_image, render
 
 Sample = tuple[int, int, int, int]  # (row, view, student_resolution, teacher_resolution; 0 = each teacher's stored one)
@@ -203,7 +203,7 @@ class DistillDataset(Dataset):
 
     def _view(self, row: int, k: int) -> tuple[torch.Tensor, ViewSpec]:
         first = self._groups[self.teachers[0]]
-        return open_image(self._reader.read(row), None), ViewSpec.from_array(first.views(row)[k])
+        return open_image(self._reader.read(row), None), ViewSpec.from_array(first.view_params(row, k))
 
     def teacher_inputs(self, samples: Sequence[tuple[int, int]], resolution: int) -> torch.Tensor:
         """[B, 3, resolution, resolution] teacher inputs of (row, view) samples, rendered like the cached ones."""
@@ -258,6 +258,27 @@ def usable_rows(store: FeatureStore, teachers: Sequence[str]) -> np.ndarray:
     for name in teachers:
         ok &= store.teacher(name).status() == OK  # images of chunks not done are PENDING there
     return np.flatnonzero(ok)
+
+
+def usable_views(store: FeatureStore, teachers: Sequence[str], recorded: int | None,
+                 say: Callable[[str], None]) -> int:
+    """Views per image a run draws from: every view in the complete view blocks of all its teachers
+    (at least the store's first K, whose unfinished rows ``usable_rows`` leaves out). A resumed run
+    keeps the number it started with (``recorded``), so its samples stay those of an uninterrupted run."""
+    groups = [store.teacher(name) for name in teachers]
+    available = min(max(g.complete_views(), g.views_per_image) for g in groups)
+    if recorded is not None:
+        if recorded > available:
+            raise StoreMismatchError(f"this run started with {recorded} views per image but {store.where} now has "
+                                     f"{available} complete ones; restore the store or start a new run")
+        if recorded < available:
+            say(f"resuming with the {recorded} views per image this run started with; the store now holds "
+                f"{available} complete ones (a new run uses them)")
+        return recorded
+    unfinished = [f"{g.name} views {available}..{g.total_views - 1}" for g in groups if g.total_views > available]
+    if unfinished:
+        say(f"not used until their extraction finishes: {', '.join(unfinished)}")
+    return available
 
 
 def mixture_parts(store: FeatureStore, patterns: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from eupe import config as config_io
 from eupe.config import ConfigError
 from eupe.distill.config import TrainConfig
-from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows
+from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows, usable_views
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, stored_stats)
@@ -41,6 +41,7 @@ from eupe.store import FeatureStore, StoreMismatchError
 
 LOSS_LOG = "losses.jsonl"
 RUN_STATS = "stats"  # run directory: statistics of teacher resolutions the store lacks
+VIEWS_RECORD = "views.json"  # run directory: stored views per image the run draws from (kept on resume)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -129,7 +130,7 @@ class Trainer:
         self.store = FeatureStore.open(cfg.data.store)
         check_store(cfg, self.store)
         check_complete(cfg, self.store, say)
-        self.plan = _plan(cfg, self.store, cpu)
+        self.plan = _plan(cfg, self.store, cpu, say)
         self.init_heads = _init_heads_state(cfg)  # Stage 3: checked before anything is written
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=self.plan.accumulation,
                                        log_with="tensorboard", project_dir=str(self.out), cpu=cpu)
@@ -141,6 +142,7 @@ class Trainer:
         set_seed(cfg.seed)
         if self.main:
             config_io.save_resolved(cfg, self.out)
+            (self.out / VIEWS_RECORD).write_text(json.dumps({"views_per_image": self.plan.views_per_image}))
         self.teachers = cfg.teacher_names()
         self.stats = self._store_stats()
         self.loss = cfg.loss.build(cfg.patch_weights())
@@ -280,7 +282,7 @@ def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     return load_tensors(heads) if heads.is_file() else None
 
 
-def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool) -> Plan:
+def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str], None]) -> Plan:
     from accelerate import PartialState
 
     state = PartialState(cpu=cpu)
@@ -290,7 +292,10 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool) -> Plan:
     mixture = cfg.data.mixture
     parts = mixture_parts(store, [m.shards for m in mixture], rows) if mixture else ()
     weights = tuple(m.weight / sum(p.weight for p in mixture) for m in mixture)
-    return Plan(rows, store.params.views_per_image, cfg.seed, cfg.global_batch, cfg.micro_batch,
+    record = Path(cfg.out) / VIEWS_RECORD
+    recorded = json.loads(record.read_text())["views_per_image"] if record.is_file() else None
+    views = usable_views(store, cfg.teacher_names(), recorded, say if state.is_main_process else lambda _t: None)
+    return Plan(rows, views, cfg.seed, cfg.global_batch, cfg.micro_batch,
                 state.num_processes, tuple(cfg.student_resolutions), tuple(cfg.teacher_resolutions), parts, weights)
 
 

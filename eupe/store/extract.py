@@ -78,12 +78,15 @@ class ExtractSummary:
     bytes_written: int = 0
     elapsed_s: float = 0.0
     retried: int = 0  # chunks reset by --retry-failed
+    added_views: str = ""  # "K..K2-1" when this run grew the teacher's views (a new view block)
     not_done: int = 0  # chunks of this teacher still not done store-wide after this rank's work
 
     def line(self) -> str:
         per_value = self.bytes_written / self.values if self.values else float("nan")
         text = (f"{self.teacher}: {self.images} images ({self.failed} failed), {self.views} views, "
                 f"{self.bytes_written / 1e6:.1f} MB written, {per_value:.3f} B/value, {self.elapsed_s:.1f} s")
+        if self.added_views:
+            text += f"; views {self.added_views} added"
         if self.retried:
             text += f"; {self.retried} chunk(s) with read errors retried"
         if self.not_done:
@@ -173,8 +176,10 @@ class ChunkPixels:
 class ChunkImages(Dataset):
     """Item j = the rendered views of every image of chunk ``chunks[j]``."""
 
-    def __init__(self, store: FeatureStore, chunks: list[int], resolutions: list[int],
+    def __init__(self, group: TeacherGroup, chunks: list[int], resolutions: list[int],
                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+        store = group.store
+        self.views = range(group.view_start, group.view_stop)  # the global views this block holds
         self.index = store.shard_index()
         self.rows = [store.chunk_rows(c) for c in chunks]
         self.chunks = chunks
@@ -187,7 +192,7 @@ class ChunkImages(Dataset):
         return len(self.chunks)
 
     def __getitem__(self, j: int) -> ChunkPixels:
-        k = self.params.views_per_image
+        k = len(self.views)
         views = np.full((len(self.rows[j]), k, VIEW_DIM), np.nan)
         status = np.zeros(len(self.rows[j]), dtype=np.uint8)
         errors = [""] * len(self.rows[j])
@@ -198,7 +203,7 @@ class ChunkImages(Dataset):
                 status[i] = FAILED
                 continue
             specs = sample_views(self.params.policy, self.params.seed, str(self.index.keys[row]),
-                                 image.shape[1], image.shape[2], k)
+                                 image.shape[1], image.shape[2], self.views.stop, first=self.views.start)
             try:  # a JPEG's pixels are decoded (and found corrupt) only here, at the size a view needs
                 out = {r: render_views(image, specs, r) for r in self.resolutions}  # resolution r -> [K, 3, r, r]
             except ImageDecodeError as err:
@@ -227,7 +232,7 @@ class ChunkImages(Dataset):
 def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batch_size: int,
                  device: torch.device) -> ChunkResult:
     """Run the teacher on a chunk and lay the outputs out as [C, K, ...] (zeros for failed rows)."""
-    c, k = len(batch.status), group.store.params.views_per_image
+    c, k = len(batch.status), group.views_per_image
     ok = batch.status == OK
     summary, patch = {}, {}
     for resolution, pixels in batch.pixels.items():
@@ -263,17 +268,33 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
     if is_url(cfg.out) and cfg.rank != 0:
         wait_for_rank0(f"teacher {teacher.spec.name} in {cfg.out}", lambda: store.teacher_ready(teacher.spec.name))
     group = store.open_or_create_teacher(teacher_identity(teacher, resolutions, codec), codec)
+    summary = ExtractSummary(teacher.spec.name)
+    blocks = grow_views(cfg, group, codec, summary)
     claim = claim_rank(group.claims_dir, cfg.rank, cfg.world_size)
     try:
-        summary = ExtractSummary(teacher.spec.name)
-        if cfg.retry_failed:
-            summary.retried = retry_read_failures(group, cfg.rank, cfg.world_size)
-        _run_chunks(cfg, group, teacher, resolutions, summary, claim, progress)
-        summary.not_done = int((~group.done_flags()).sum())
+        for block in blocks:  # the teacher's own views, then each view block
+            if cfg.retry_failed:
+                summary.retried += retry_read_failures(block, cfg.rank, cfg.world_size)
+            _run_chunks(cfg, block, teacher, resolutions, summary, claim, progress)
+        summary.not_done = sum(int((~block.done_flags()).sum()) for block in blocks)
         return summary
     finally:
         if claim is not None:
             claim.release()
+
+
+def grow_views(cfg: ExtractConfig, group: TeacherGroup, codec: Codec, summary: ExtractSummary) -> list[TeacherGroup]:
+    """The teacher's blocks, with a view block added when ``--views`` asks for more views than it
+    holds (on object storage rank 0 adds it and the other ranks wait)."""
+    held = group.total_views
+    if held >= cfg.views:
+        return group.blocks
+    if is_url(cfg.out) and cfg.rank != 0:
+        wait_for_rank0(f"views {held}..{cfg.views - 1} of teacher {group.name} in {cfg.out}",
+                       lambda: group.refresh_blocks()[-1].view_stop >= cfg.views)
+        return group.blocks
+    summary.added_views = f"{held}..{cfg.views - 1}"
+    return group.add_views(cfg.views, codec)
 
 
 def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resolutions: list[int],
@@ -288,7 +309,7 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as writer:
         in_flight: list[Future] = []
-        for batch in _batches(store, pending, resolutions, cfg):
+        for batch in _batches(group, pending, resolutions, cfg):
             result = chunk_result(batch, teacher, group, cfg.batch_size, device)
             in_flight = _drain(in_flight, keep=1, summary=summary)
             in_flight.append(writer.submit(_write, group, result))
@@ -298,7 +319,7 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
             if progress is not None:
                 progress.update(len(batch.status))
         _drain(in_flight, keep=0, summary=summary)
-    summary.elapsed_s = time.perf_counter() - start
+    summary.elapsed_s += time.perf_counter() - start
 
 
 def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
@@ -316,10 +337,10 @@ def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
     return len(mine)
 
 
-def _batches(store: FeatureStore, chunks: list[int], resolutions: list[int], cfg: ExtractConfig) -> Iterator[ChunkPixels]:
+def _batches(group: TeacherGroup, chunks: list[int], resolutions: list[int], cfg: ExtractConfig) -> Iterator[ChunkPixels]:
     if not chunks:
         return iter(())
-    dataset = ChunkImages(store, chunks, resolutions, cfg.max_pixels)
+    dataset = ChunkImages(group, chunks, resolutions, cfg.max_pixels)
     workers = cfg.num_workers
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
@@ -345,7 +366,7 @@ def _drain(futures: list[Future], keep: int, summary: ExtractSummary) -> list[Fu
 
 def _count(summary: ExtractSummary, result: ChunkResult, resolutions: list[int], group: TeacherGroup) -> None:
     ok = int((result.status == OK).sum())
-    k = group.store.params.views_per_image
+    k = group.views_per_image
     summary.images += ok
     summary.failed += int((result.status == FAILED).sum())
     summary.views += ok * k

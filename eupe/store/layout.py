@@ -142,9 +142,10 @@ FAILPOINT_ENV = "EUPE_FAILPOINT"
 def failpoint(name: str) -> None:
     """Fault injection (bench/faults.py, tests): SIGKILL this process when $EUPE_FAILPOINT == name.
 
-    Named points: store-fingerprint, store-staged, teacher-fingerprint, teacher-staged, chunk-data,
-    chunk-done, stats-arrays (the *-fingerprint points come before a new store's or teacher's
-    fingerprint is written, the last step of creating it, also on object storage).
+    Named points: store-fingerprint, store-staged, teacher-fingerprint, teacher-staged, block-staged,
+    chunk-data, chunk-done, stats-arrays (the *-fingerprint points come before a new store's,
+    teacher's or view block's fingerprint is written, the last step of creating it, also on object
+    storage; block-staged comes after a view block is built, before it is renamed into place).
     """
     if os.environ.get(FAILPOINT_ENV) == name:
         import signal

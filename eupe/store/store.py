@@ -20,6 +20,10 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
         r<resolution>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
                                           (sharded: one file per chunk of images, one inner chunk per view)
         r<resolution>/stats/{summary,patch}_{mean,std}  [D] float64, written by `eupe-cache stats`
+        blocks/<K>/                     a view block: views K..K2-1 of every image, added by
+                                        `extract --views K2` on a store holding K; the same arrays
+                                        (views, status, error, manifest, r<resolution>/...) as
+                                        [N, K2-K, ...]; attrs: view_start, view_stop, identity_sha256
 
 Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every teacher array is
 chunked along N the same way, so each chunk of images is written by exactly one process, and its
@@ -173,8 +177,14 @@ class FeatureStore:
                                   f"({', '.join(changed) or 'the fingerprint itself'}); restore its zarr.json or re-extract")
 
     def check_params(self, params: StoreParams, data_identity: dict | None) -> None:
-        """Refuse to extend a store whose views or dataset differ from the request."""
-        problems = differences({k: self.attrs.get(k) for k in params.identity()}, params.identity(), "store")
+        """Refuse to extend a store whose views or dataset differ from the request. More views per
+        image than the store was created with is no difference: extraction adds view blocks."""
+        wanted = {**params.identity(), "views_per_image": self.params.views_per_image}  # checked below
+        problems = differences({k: self.attrs.get(k) for k in wanted}, wanted, "store")
+        if params.views_per_image < self.params.views_per_image:
+            problems.append(f"store.views_per_image: the store holds {self.params.views_per_image} views per image "
+                            f"and --views {params.views_per_image} asks for fewer; --views can only grow a store "
+                            f"(pass --views {self.params.views_per_image} or more)")
         if data_identity is not None:
             stored = {k: self.dataset.get(k) for k in ("shards", "limit")}
             problems += differences(stored, {k: data_identity[k] for k in stored}, "dataset")

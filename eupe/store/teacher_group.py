@@ -8,6 +8,15 @@ never decodes as zeros. The group's attributes and array metadata are fingerprin
 group is created; opening a group whose fingerprint no longer matches is refused, naming what
 changed. ``TeacherGroup.targets`` is the one call that turns stored components back into
 ``{"summary": [K, D], "patch": [K, h, w, D]}``; the trainer, ``verify`` and ``stats`` use it.
+
+View blocks. A teacher group holds the views ``0..K-1`` it was created with (K: the store's
+``views_per_image``). Growing a store (``extract --views K2``) adds a *view block*
+``blocks/<K>/`` holding views ``K..K2-1`` of every image: the same arrays, manifest and checks,
+shaped ``[N, K2-K, ...]``, fingerprinted together with its parent's fingerprint and its view
+range. View ``v`` of an image is drawn from (seed, key, v) alone, so a grown store holds exactly
+the values a store made with K2 views from the start would hold, and the old chunks are never
+touched. ``TeacherGroup.blocks`` lists the teacher's own views first, then each block by start;
+an integer view index is always global (``read_parts(row, r, 6)`` reads block ``4``'s third view).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from eupe.store.layout import (
 from eupe.views import VIEW_DIM
 
 CLAIMS = "claims"  # a zarr group holding rank-<r>.json claims of running extractions
+BLOCKS = "blocks"  # view blocks added when a store grows: blocks/<first view>/
 IDENTITY_KEYS = ("name", "weights_sha256", "preprocessing", "resolutions", "grids", "dim", "summary_dim", "codec")
 _META_CACHE = 64  # chunks whose views/status a reader keeps
 
@@ -91,14 +101,19 @@ class TeacherGroup:
     encoded as T=1 and stored without that axis.
     """
 
-    def __init__(self, store: Any, group: zarr.Group) -> None:
+    def __init__(self, store: Any, group: zarr.Group, parent: "TeacherGroup | None" = None) -> None:
         self.store = store  # the FeatureStore it belongs to
         self.group = group
+        self.parent = parent  # the teacher group a view block belongs to (None: the group itself)
         self.attrs = dict(group.attrs)
         if not self.attrs.get("identity_sha256"):  # "" while a remote group is being created
             raise StoreIntegrityError(f"teacher group {group.path} has no identity fingerprint: its creation was "
                                       "interrupted (re-run the extract command), it was not created by this "
                                       "version of eupe, or its attributes were edited")
+        if parent is not None:  # a view block shares its teacher's identity
+            self.attrs.update({k: parent.attrs[k] for k in IDENTITY_KEYS})
+        self.view_start = int(self.attrs.get("view_start", 0))
+        self.view_stop = int(self.attrs.get("view_stop", store.params.views_per_image))
         self.codec = Codec.from_dict(self.attrs["codec"])
         self.resolutions = [int(r) for r in self.attrs["resolutions"]]
         self.grids = {r: tuple(g) for r, g in zip(self.resolutions, self.attrs["grids"])}
@@ -110,6 +125,7 @@ class TeacherGroup:
         self._checked: set[tuple[int, str]] = set()
         self._meta: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._fast: dict[int, dict[str, dict[str, ShardedArrayReader]] | None] = {}
+        self._block_list: list[TeacherGroup] | None = None
         self._check_fingerprint()
 
     # -- identity ---------------------------------------------------------------------------
@@ -128,9 +144,19 @@ class TeacherGroup:
                 raise StoreIntegrityError(f"{self.group.path}/{name} is missing (its zarr.json was deleted)") from None
         return self._arrays[name]
 
+    @property
+    def views_per_image(self) -> int:
+        """Views this group (or view block) holds per image: global views view_start..view_stop-1."""
+        return self.view_stop - self.view_start
+
     def identity_document(self) -> dict:
         """What the fingerprint covers (see :func:`identity_document`)."""
-        return identity_document(self.group, self.store.fingerprint, self.attrs, self.array_names)
+        return identity_document(self.group, self.store.fingerprint, self.attrs, self.array_names, self._block_key())
+
+    def _block_key(self) -> dict | None:
+        if self.parent is None:
+            return None
+        return {"parent": self.parent.fingerprint, "views": [self.view_start, self.view_stop]}
 
     def _check_fingerprint(self) -> None:
         document = self.identity_document()
@@ -166,11 +192,79 @@ class TeacherGroup:
         root = store.local_root
         staged_name = identity.name if root is None else f"{STAGING_PREFIX}{identity.name}-{uuid.uuid4().hex[:8]}"
         group = teachers.create_group(staged_name, overwrite=root is None)
-        _create_arrays(group, store, identity, codec)
+        _create_arrays(group, store, identity.to_attrs(), codec)
         failpoint("teacher-staged")
         if root is not None:
             publish_dir(root / "teachers" / staged_name, root / "teachers" / identity.name)
         return store.teacher(identity.name)
+
+    # -- view blocks ------------------------------------------------------------------------
+
+    @property
+    def blocks(self) -> list["TeacherGroup"]:
+        """The teacher's own views, then each view block by first view (listed once; see
+        :meth:`refresh_blocks`). A view block lists only itself."""
+        if self.parent is not None:
+            return [self]
+        if self._block_list is None:
+            self._block_list = self._list_blocks()
+        return self._block_list
+
+    def refresh_blocks(self) -> list["TeacherGroup"]:
+        """List the view blocks again (another process may have added one)."""
+        self._block_list = None
+        return self.blocks
+
+    def _list_blocks(self) -> list["TeacherGroup"]:
+        try:
+            children = dict(self.group[BLOCKS].groups())
+        except KeyError:
+            return [self]
+        found = [self]
+        for start in sorted(int(n) for n in children if n.isdigit()):
+            if not dict(children[str(start)].attrs).get("identity_sha256"):
+                continue  # a remote block still being created (a local one is only visible once complete)
+            block = TeacherGroup(self.store, children[str(start)], self)
+            if block.view_start != found[-1].view_stop:
+                raise StoreIntegrityError(f"{block.group.path} holds views {block.view_start}..{block.view_stop - 1} "
+                                          f"but views start at {found[-1].view_stop} there; its attributes were "
+                                          "edited or a block was removed: restore it or re-extract")
+            found.append(block)
+        return found
+
+    @property
+    def total_views(self) -> int:
+        """Views per image over all blocks, complete or not."""
+        return self.blocks[-1].view_stop
+
+    def complete_views(self) -> int:
+        """Views per image in the leading blocks whose every chunk is done (what a trainer may use)."""
+        count = 0
+        for block in self.blocks:
+            if not block.done_flags().all():
+                break
+            count = block.view_stop
+        return count
+
+    def add_views(self, stop: int, codec: Codec) -> list["TeacherGroup"]:
+        """Grow the teacher to ``stop`` views per image: a new view block (atomic; a process that
+        loses the race to add the same block uses the winner's). Old chunks are never touched."""
+        while self.refresh_blocks()[-1].view_stop < stop:
+            _create_block(self, self.total_views, stop, codec)
+        return self.blocks
+
+    def block_of(self, view: int) -> "TeacherGroup":
+        """The block holding global view ``view``."""
+        for block in self.blocks:
+            if block.view_start <= view < block.view_stop:
+                return block
+        raise StoreIntegrityError(f"{self.group.path} holds views 0..{self.total_views - 1}; view {view} "
+                                  "is not in the store")
+
+    def view_params(self, row: int, view: int) -> np.ndarray:
+        """[VIEW_DIM] float64 parameters of global view ``view`` of image ``row``."""
+        block = self.block_of(view)
+        return block.views(row)[view - block.view_start]
 
     @property
     def claims_dir(self) -> Path | None:
@@ -283,7 +377,7 @@ class TeacherGroup:
         return self._meta[chunk]
 
     def views(self, row: int) -> np.ndarray:
-        """[K, VIEW_DIM] float64 view parameters of one image."""
+        """[K, VIEW_DIM] float64 parameters of this group's (or block's) own views of one image."""
         chunk, i = divmod(row, self.store.params.images_per_chunk)
         return self.chunk_meta(chunk)[0][i]
 
@@ -299,7 +393,8 @@ class TeacherGroup:
         return status
 
     def targets(self, row: int, resolution: int, view: int | slice = slice(None)) -> dict[str, np.ndarray]:
-        """Decoded targets of one image: {"summary": [K, D], "patch": [K, h, w, D]} (or one view)."""
+        """Decoded targets of one image: {"summary": [K, D], "patch": [K, h, w, D]} of this group's own
+        views, or of one global view (an int, see :meth:`read_parts`)."""
         return self.decode(self.read_parts(row, resolution, view), resolution)
 
     def target_names(self, resolution: int) -> dict[str, list[str]]:
@@ -322,7 +417,14 @@ class TeacherGroup:
         return self._fast[resolution]
 
     def read_parts(self, rows: int | slice, resolution: int, view: int | slice = slice(None)) -> dict[str, dict]:
-        """Stored components of rows x views (checked); one (row, view) takes the direct path."""
+        """Stored components of rows x views (checked); one (row, view) takes the direct path.
+
+        An int ``view`` is a global view index (it may lie in a view block); a slice selects among
+        this group's own views."""
+        if isinstance(view, (int, np.integer)):
+            if not self.view_start <= view < self.view_stop:
+                return self.block_of(int(view)).read_parts(rows, resolution, int(view))
+            view = int(view) - self.view_start
         names = self.target_names(resolution)
         for chunk in self._chunks_of(rows):
             self.require_chunk(chunk, names["summary"] + names["patch"])
@@ -364,9 +466,11 @@ class TeacherGroup:
                 "bytes_written": int(rows[:, :, manifest.SIZE].sum())}
 
 
-def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, names: list[str]) -> dict:
+def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, names: list[str],
+                      block: dict | None = None) -> dict:
     """What a teacher group's fingerprint covers: its identity attributes, the store's identity,
-    and the metadata (shape, dtype, chunking, codecs, fill value) of every array."""
+    and the metadata (shape, dtype, chunking, codecs, fill value) of every array; a view block's
+    also covers its parent's fingerprint and its view range (``block``)."""
     arrays = {}
     for name in [*names, MANIFEST]:
         try:
@@ -375,30 +479,53 @@ def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, na
             raise StoreIntegrityError(f"{group.path}/{name} is missing (its zarr.json was deleted)") from None
         meta.pop("attributes", None)
         arrays[name] = meta
-    return {"teacher": {k: attrs.get(k) for k in IDENTITY_KEYS}, "store": store_fingerprint,
-            "chunk_arrays": list(names), "arrays": arrays}
+    document = {"teacher": {k: attrs.get(k) for k in IDENTITY_KEYS}, "store": store_fingerprint,
+                "chunk_arrays": list(names), "arrays": arrays}
+    if block is not None:
+        document["block"] = block
+    return document
 
 
-def _create_arrays(group: zarr.Group, store: Any, identity: TeacherIdentity, codec: Codec) -> None:
-    """Every array of a teacher group, then the identity attributes and fingerprint, last."""
-    n, k, c = store.num_images, store.params.views_per_image, store.params.images_per_chunk
+def _create_arrays(group: zarr.Group, store: Any, identity: dict, codec: Codec,
+                   parent: TeacherGroup | None = None, views: tuple[int, int] | None = None) -> None:
+    """Every array of a new teacher group (or of a view block of ``parent`` holding global views
+    ``views``), then its attributes and fingerprint, last. ``identity``: TeacherIdentity.to_attrs()."""
+    start, stop = views or (0, store.params.views_per_image)
+    n, k, c = store.num_images, stop - start, store.params.images_per_chunk
     group.create_array("views", shape=(n, k, VIEW_DIM), dtype="float64", chunks=(c, k, VIEW_DIM),
                        compressors=compressors(), fill_value=np.nan)
     group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(), fill_value=0)
     group.create_array("error", shape=(n,), dtype=str, chunks=(c,))
-    group.create_group(CLAIMS)
-    grids = dict(zip(identity.resolutions, identity.grids))
+    if parent is None:
+        group.create_group(CLAIMS)
+    grids = {int(r): tuple(g) for r, g in zip(identity["resolutions"], identity["grids"])}
     for resolution, grid in grids.items():
-        _create_targets(group.require_group(resolution_group_name(resolution)), codec, n, k, c, grid, identity.dim,
-                        identity.summary_dim)
-    names = chunk_array_names(list(identity.resolutions), codec, identity.dim, identity.summary_dim, grids)
+        _create_targets(group.require_group(resolution_group_name(resolution)), codec, n, k, c, grid,
+                        identity["dim"], identity["summary_dim"])
+    names = chunk_array_names(list(grids), codec, identity["dim"], identity["summary_dim"], grids)
     group.create_array(MANIFEST, shape=(store.num_chunks, len(names), manifest.ROW_FIELDS), dtype="uint64",
                        chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0)
-    group.attrs.update({**identity.to_attrs(), "chunk_arrays": names, "identity_sha256": ""})
-    document = identity_document(group, store.fingerprint, dict(group.attrs), names)
+    own = identity if parent is None else {"name": identity["name"], "view_start": start, "view_stop": stop}
+    group.attrs.update({**own, "chunk_arrays": names, "identity_sha256": ""})
+    block = None if parent is None else {"parent": parent.fingerprint, "views": [start, stop]}
+    document = identity_document(group, store.fingerprint, {**dict(group.attrs), **identity}, names, block)
     group[MANIFEST].attrs["identity"] = document  # a copy, to name what changed if attributes are edited
     failpoint("teacher-fingerprint")
     group.attrs["identity_sha256"] = sha256_of(document)  # written last
+
+
+def _create_block(teacher: TeacherGroup, start: int, stop: int, codec: Codec) -> None:
+    """Build view block ``blocks/<start>`` of views start..stop-1, staged and renamed into place
+    locally (remote: written in place, its fingerprint last, by rank 0 only)."""
+    root = teacher.store.local_root
+    blocks = teacher.group.require_group(BLOCKS)
+    name = str(start) if root is None else f"{STAGING_PREFIX}{start}-{uuid.uuid4().hex[:8]}"
+    identity = {k: teacher.attrs[k] for k in IDENTITY_KEYS}
+    _create_arrays(blocks.create_group(name, overwrite=root is None), teacher.store, identity, codec, teacher,
+                   (start, stop))
+    failpoint("block-staged")
+    if root is not None:
+        publish_dir(root / teacher.group.path / BLOCKS / name, root / teacher.group.path / BLOCKS / str(start))
 
 
 def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int,

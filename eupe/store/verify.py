@@ -50,30 +50,44 @@ def _chunk_keys(store: FeatureStore, chunk: int) -> list[str]:
 
 
 def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
-    """Every done chunk's files against the manifest; chunks not done are listed as incomplete."""
+    """Every done chunk's files (of every view block) against the manifest; chunks not done are
+    listed as incomplete."""
     report = TeacherReport(name)
     try:
         group = store.teacher(name)
+        blocks = group.blocks
     except StoreError as err:
         report.corrupt.append({"array": f"teachers/{name}", "chunk": None, "keys": [], "error": str(err)})
         return report
-    rows = group.manifest_rows()
-    for chunk in range(group.num_chunks):
-        if rows[chunk, 0, manifest.SIZE] == 0:
-            report.incomplete += _chunk_keys(store, chunk)
-            continue
-        for column, array_name in enumerate(group.array_names):
-            problem = manifest.check_full(group.array(array_name), array_name, chunk, rows[chunk, column],
-                                          group.fingerprint)
-            if problem:
-                report.corrupt.append({"array": f"teachers/{name}/{array_name}", "chunk": chunk,
-                                       "keys": _chunk_keys(store, chunk), "error": problem})
+    done = [_verify_block(store, block, report) for block in blocks]
     if not report.corrupt:
-        failures = group.failures(group.status(rows[:, 0, manifest.SIZE] > 0))
-        report.failed_images = len(failures)
-        report.read_errors = [key for key, reason in failures if reason.startswith(READ_ERROR)]
+        for block, flags in zip(blocks, done):
+            failures = block.failures(block.status(flags))
+            report.failed_images += len(failures) if block is group else 0  # an image fails in every block alike
+            report.read_errors += [_label(key, block) for key, reason in failures if reason.startswith(READ_ERROR)]
         report.stats = {str(resolution): stats_state(group, resolution) for resolution in group.resolutions}
     return report
+
+
+def _verify_block(store: FeatureStore, block: TeacherGroup, report: TeacherReport) -> np.ndarray:
+    """Check one block's done chunks in full into ``report``; returns its done flags."""
+    rows = block.manifest_rows()
+    for chunk in range(block.num_chunks):
+        if rows[chunk, 0, manifest.SIZE] == 0:
+            report.incomplete += [_label(key, block) for key in _chunk_keys(store, chunk)]
+            continue
+        for column, array_name in enumerate(block.array_names):
+            problem = manifest.check_full(block.array(array_name), array_name, chunk, rows[chunk, column],
+                                          block.fingerprint)
+            if problem:
+                report.corrupt.append({"array": f"{block.group.path}/{array_name}", "chunk": chunk,
+                                       "keys": _chunk_keys(store, chunk), "error": problem})
+    return rows[:, 0, manifest.SIZE] > 0
+
+
+def _label(key: str, block: TeacherGroup) -> str:
+    """An image key, with the views when they are a view block's."""
+    return key if block.parent is None else f"{key} (views {block.view_start}..{block.view_stop - 1})"
 
 
 def stats_state(group: TeacherGroup, resolution: int) -> str:
@@ -112,7 +126,7 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
     cosines, pairs = [], []
     for row, k, resolution in picks:
         cached = group.targets(row, resolution, k)
-        view = ViewSpec.from_array(group.views(row)[k])
+        view = ViewSpec.from_array(group.view_params(row, k))
         pixels = render(open_image(reader.read(row), None), view, resolution)[None]
         summary, patch = run_teacher(teacher, pixels, 1, torch.device("cpu"))
         # summary [Ds] and patch [T, D] tokens may differ in width: one cosine per token, pooled
@@ -145,7 +159,7 @@ def _normalized(group: TeacherGroup, pairs: list[tuple[int, np.ndarray, np.ndarr
 def _pick_views(group: TeacherGroup, n: int, seed: int) -> list[tuple[int, int, int]]:
     rows = np.flatnonzero(group.status() == OK)
     rng = np.random.default_rng(seed)
-    k = group.store.params.views_per_image
+    k = group.complete_views() or group.views_per_image  # views in complete blocks (else the first block's)
     chosen = rng.choice(len(rows), size=min(n, len(rows)), replace=False) if len(rows) else []
     return [(int(rows[i]), int(rng.integers(k)), int(rng.choice(group.resolutions))) for i in chosen]
 

@@ -247,8 +247,9 @@ def view_rng(seed: int, key: str, index: int) -> np.random.Generator:
 
 
 def sample_views(policy: ViewPolicy, seed: int, key: str, src_h: int, src_w: int, k: int,
-                 resolution: int | None = None) -> list[ViewSpec]:
-    """The ``k`` views of image ``key``: view ``i`` is drawn from ``view_rng(seed, key, i)``."""
+                 resolution: int | None = None, first: int = 0) -> list[ViewSpec]:
+    """Views ``first..k-1`` of image ``key``: view ``i`` is drawn from ``view_rng(seed, key, i)`` alone,
+    so a store grown from K to K2 views holds the views a store made with K2 would."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be a non-negative integer, got {k!r}")
-    return [policy.sample(view_rng(seed, key, i), src_h, src_w, resolution) for i in range(k)]
+    return [policy.sample(view_rng(seed, key, i), src_h, src_w, resolution) for i in range(first, k)]

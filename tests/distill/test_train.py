@@ -342,3 +342,29 @@ def test_a_read_only_trainer_refuses_to_compute_missing_statistics(chain, tmp_pa
     assert train_main(["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"out={tmp_path / 'x'}",
                        f"data.store={store}", "data.read_only=true", *overrides]) == 2
     assert "eupe-cache stats" in capsys.readouterr().err
+
+
+def test_the_trainer_draws_from_every_complete_view_block(chain, photo_shards, tmp_path, capsys):
+    """Issue 9 pt 3: a grown store's new views are used once their block is complete, and a resumed run
+    keeps the number of views it started with."""
+    import shutil
+
+    store = str(tmp_path / "grown.zarr")
+    shutil.copytree(chain["proxy_store"], store)
+    grow = ["--teacher", "proxy", "--weights", str(chain["root"] / "stage1"), "--codec", "fp16", "--views", "4"]
+    assert cache_main(["extract", "--data", photo_shards, "--out", store, "--limit", "12", "--images-per-chunk", "4",
+                       "--num-workers", "0", *grow, "--rank", "0", "--world-size", "2"]) == 0
+    args = ["--stage", "2", "--config", str(CONFIGS / "tiny_stage2.yaml"), f"data.store={store}", *chain["common"],
+            f"teachers.0.weights={chain['root'] / 'stage1'}", f"out={tmp_path / 'run'}"]
+    capsys.readouterr()
+    assert train_main([*args, "max_steps=1"]) == 0
+    out = capsys.readouterr().out
+    assert "not used until their extraction finishes: proxy views 2..3" in out
+    assert "(12 usable images x 2 views))" in out
+    assert cache_main(["extract", "--data", photo_shards, "--out", store, "--limit", "12", "--images-per-chunk", "4",
+                       "--num-workers", "0", *grow, "--rank", "1", "--world-size", "2"]) == 0
+    capsys.readouterr()
+    assert train_main([*args, "max_steps=2"]) == 0  # resumes step 1 with the 2 views it started with
+    assert "resuming with the 2 views per image this run started with; the store now holds 4" in capsys.readouterr().out
+    assert train_main([*args[:-1], f"out={tmp_path / 'new'}", "max_steps=1"]) == 0
+    assert "(12 usable images x 4 views))" in capsys.readouterr().out

@@ -42,7 +42,7 @@ def teacher_arrays(path: str, teacher: str) -> dict[str, np.ndarray]:
 
 def cli_subprocess(args: list[str], **kwargs) -> subprocess.Popen:
     code = "import sys; from eupe.cache_tools.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **kwargs.pop("env", {})}
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **kwargs)
 
 

@@ -70,8 +70,8 @@ def test_rerunning_a_complete_extraction_does_no_work(tiny_store, photo_shards, 
 
 
 def test_a_store_built_differently_is_refused_naming_the_difference(tiny_store, photo_shards, capsys):
-    assert run_extract(*tiny_args(photo_shards, tiny_store, "--views", "3")) == 2
-    assert "views_per_image: store has 2, requested 3" in capsys.readouterr().err
+    assert run_extract(*tiny_args(photo_shards, tiny_store, "--views", "1")) == 2
+    assert "--views can only grow a store (pass --views 2 or more)" in capsys.readouterr().err
     assert run_extract(*tiny_args(photo_shards, tiny_store, "--codec", "int8")) == 2
     assert "codec" in capsys.readouterr().err
 

@@ -205,3 +205,19 @@ def test_a_prefix_holding_other_objects_is_never_written(s3, photo_shards, capsy
     assert "Error: --out s3://eupe-test/mine already holds objects" in err and "Traceback" not in err
     assert fs.ls(f"{BUCKET}/mine", detail=False) == [f"{BUCKET}/mine/notes.txt"]
     assert fs.cat_file(f"{BUCKET}/mine/notes.txt") == b"my own data"
+
+
+def test_two_ranks_grow_a_remote_store_like_a_local_one(s3, photo_shards, tmp_path):
+    """--views 2 -> 3 on object storage: rank 0 adds the view block, rank 1 waits for it."""
+    local, url = str(tmp_path / "grown.zarr"), f"s3://{BUCKET}/grown.zarr"
+    for out in (local, url):
+        assert run_extract(*tiny_args(photo_shards, out)) == 0
+    assert run_extract(*tiny_args(photo_shards, local, "--views", "3")) == 0
+    procs = [cli_subprocess(["extract", *tiny_args(photo_shards, url, "--views", "3", "--rank", str(r),
+                                                   "--world-size", "2")], stderr=-1, text=True) for r in (1, 0)]
+    results = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    _same_arrays(local, url)
+    group = FeatureStore.open(url).teacher(TEACHER)
+    assert group.complete_views() == 3 and group.blocks[1].group.path == f"teachers/{TEACHER}/blocks/2"
+    assert cache_json(["verify", "--json", url])["ok"]
