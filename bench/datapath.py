@@ -10,6 +10,8 @@ has the real teachers). Then, on one CPU thread, median thread CPU ms per random
 * ``targets``: ``TeacherGroup.read_parts(row, resolution, view)`` -- the fast reader's one
   ``pread`` per component, crc32c, zstd into a fresh array, for the patch tokens and the summary
   token: everything the DataLoader does for a teacher when the step decodes on its device;
+* ``pread+crc only``: the same reads without zstd (what the CPU would keep if the GPU also ran
+  the zstd stage, e.g. with nvCOMP: every inner chunk is one standard zstd frame);
 * ``+ decode numpy`` / ``+ decode torch``: the same plus the CPU decode to float32
   (``TeacherGroup.decode`` / ``Codec.decode_torch``), for reference (what a CPU-only run pays);
 * the peer: one bf16 safetensors blob per sample (patch tokens only) in an uncompressed tar, as
@@ -190,6 +192,9 @@ def codec_row(group, batches: int, reads: int) -> dict:
     def parts(row: int, view: int) -> dict:
         return group.read_parts(row, RESOLUTION, view)
 
+    def blobs(row: int, view: int) -> list:  # what stays on the CPU if zstd itself ran on the GPU
+        return [r.read_blob(row, view) for named in group.fast_readers(RESOLUTION).values() for r in named.values()]
+
     def flat(row: int, view: int) -> dict:
         return {f"{kind}/{n}": a for kind, named in parts(row, view).items() for n, a in named.items()}
 
@@ -200,7 +205,7 @@ def codec_row(group, batches: int, reads: int) -> dict:
 
     return {"what": codec.name, "bytes_per_value": stored_bytes_per_value(group),
             "components": sum(len(v) for v in parts(0, 0).values()),
-            "targets_ms": median_ms(parts, reads),
+            "targets_ms": median_ms(parts, reads), "blob_ms": median_ms(blobs, reads),
             "numpy_ms": median_ms(lambda r, v: group.decode(parts(r, v), RESOLUTION), reads),
             "torch_ms": median_ms(torch_decode, reads),
             "rate": [samples_per_s(flat, w, batches) for w in (1, 2)]}
@@ -208,7 +213,7 @@ def codec_row(group, batches: int, reads: int) -> dict:
 
 def peer_row(peer: PeerTar, tokens: int, dim: int, batches: int, reads: int) -> dict:
     return {"what": "peer: bf16 safetensors in tar", "bytes_per_value": peer.bytes_per_value(tokens, dim),
-            "components": 1, "targets_ms": median_ms(peer.read, reads),
+            "components": 1, "targets_ms": median_ms(peer.read, reads), "blob_ms": float("nan"),
             "numpy_ms": median_ms(lambda r, v: peer.read(r, v).float(), reads), "torch_ms": float("nan"),
             "rate": [samples_per_s(lambda r, v: {"patch": peer.read(r, v)}, w, batches) for w in (1, 2)]}
 
@@ -243,12 +248,12 @@ def print_rows(tokens: int, dim: int, rows: list[dict]) -> None:
     peer = rows[-1]
     print(f"\n### T={tokens} tokens, D={dim}: per sample (one teacher, patch + summary), one CPU thread, median CPU ms")
     print("| codec | B/value on disk | components | targets: read+unzstd ms (vs peer read / read+f32) | "
-          "+ decode numpy ms | + decode torch CPU ms | samples/s 1 / 2 workers |")
-    print("|---|---|---|---|---|---|---|")
+          "pread+crc only ms | + decode numpy ms | + decode torch CPU ms | samples/s 1 / 2 workers |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         vs = "" if r is peer else f" ({r['targets_ms'] / peer['targets_ms']:.2f}x / {r['targets_ms'] / peer['numpy_ms']:.2f}x)"
         decode = f"{r['numpy_ms']:.3f}" + (" (read+f32)" if r is peer else "")
-        print(f"| {r['what']} | {r['bytes_per_value']:.3f} | {r['components']} | {r['targets_ms']:.3f}{vs} | {decode} | "
+        print(f"| {r['what']} | {r['bytes_per_value']:.3f} | {r['components']} | {r['targets_ms']:.3f}{vs} | {r['blob_ms']:.3f} | {decode} | "
               f"{r['torch_ms']:.3f} | {r['rate'][0]:.0f} / {r['rate'][1]:.0f} |")
 
 

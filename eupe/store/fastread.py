@@ -149,18 +149,22 @@ class ShardedArrayReader:
             self._index.move_to_end(shard)
         return fd, table, path
 
-    def read(self, row: int, view: int) -> np.ndarray:
-        """The inner chunk of (row, view) without its two leading unit axes (a fresh, writable array)."""
+    def read_blob(self, row: int, view: int) -> memoryview:
+        """The zstd frame of (row, view) as stored, its crc32c verified (one ``pread``; no decompression)."""
         shard, i = divmod(row, self.shard[0])
         fd, table, path = self._open(shard, row, view)
         offset, nbytes = (int(v) for v in table[i * self.shard[1] + view])
         if offset == _MISSING:
             raise StoreIntegrityError(f"{path} holds no data for image {row}, view {view}")
         blob = os.pread(fd, nbytes, offset)
-        out = np.empty(self.inner[2:], dtype=self.dtype)
         if len(blob) != nbytes:
             raise StoreIntegrityError(f"{path} is truncated (image {row}, view {view})")
-        _ZSTD.decode(_checked(blob, f"chunk ({row}, {view}) of {path}"), out=out)
+        return _checked(blob, f"chunk ({row}, {view}) of {path}")
+
+    def read(self, row: int, view: int) -> np.ndarray:
+        """The inner chunk of (row, view) without its two leading unit axes (a fresh, writable array)."""
+        out = np.empty(self.inner[2:], dtype=self.dtype)
+        _ZSTD.decode(self.read_blob(row, view), out=out)
         return out
 
     def forget(self, shard: int | None = None) -> None:
