@@ -1,23 +1,35 @@
-"""Per-view CPU cost of the feature codecs on the data path, against a plain bf16 peer format.
+"""Per-sample CPU cost of the cached-targets data path, against a plain bf16 peer format.
 
 For each token count (T=256 and T=1024 by default; D=1536 as the proxy and PE-G produce) and each
-codec, on one CPU thread (as a writer thread or a DataLoader worker):
+codec (fp16, int8, compact by default), a real feature store is written with the store's own code
+(``FeatureStore.create`` over real photo shards, ``TeacherGroup.write_chunk``: sharded zarr arrays,
+zstd level 3 + crc32c, chunk manifests) holding synthetic ViT-like tokens (per-channel offsets + a
+spatially smooth field + noise, three channels x20; B/value is indicative only, ``bench/cache.py``
+has the real teachers). Then, on one CPU thread, median thread CPU ms per random (image, view):
 
-* ``B/value``: stored bytes per feature value (zstd level 3, as the store compresses);
-* ``encode+zstd``: numpy encode of one view plus zstd of every component (extraction on CPU),
-  and ``encode torch``: the same formulas with torch on CPU (``Codec.encode_torch``), no zstd
-  (on a GPU this runs on the teacher's device and only zstd stays on the CPU);
-* ``read+unzstd``: one random view's compressed components read from a file with ``os.pread`` and
-  decompressed: the CPU work left when the step decodes on the GPU (``Codec.decode_torch``);
-* ``read+decode numpy`` / ``read+decode torch``: the same plus the CPU decode to float32.
+* ``targets``: ``TeacherGroup.read_parts(row, resolution, view)`` -- the fast reader's one
+  ``pread`` per component, crc32c, zstd into a fresh array, for the patch tokens and the summary
+  token: everything the DataLoader does for a teacher when the step decodes on its device;
+* ``pread+crc only``: the same reads without zstd (what the CPU would keep if the GPU also ran
+  the zstd stage, e.g. with nvCOMP: every inner chunk is one standard zstd frame);
+* ``+ decode numpy`` / ``+ decode torch``: the same plus the CPU decode to float32
+  (``TeacherGroup.decode`` / ``Codec.decode_torch``), for reference (what a CPU-only run pays);
+* the peer: one bf16 safetensors blob per sample (patch tokens only) in an uncompressed tar, as
+  Theia stores features: ``pread`` of the member + ``safetensors`` load (``read``), and the same
+  plus bf16 -> float32 (``read+f32``).
 
-The peer is one bf16 safetensors blob per sample in an uncompressed tar (as Theia stores
-features): seek to the member, read it, ``safetensors`` load, bf16 -> float32 in torch.
-Features are synthetic ViT-like tokens (per-channel offsets + a spatially smooth field + noise,
-three channels x20), so B/value is indicative only: ``bench/cache.py`` has the real teachers.
-Medians of thread CPU time over ``--reads`` random views.  Run::
+``samples/s (1 | 2 workers)``: a DataLoader over 16-sample batches of random (image, view) that
+yields the stacked components (ours) or the stacked bf16 tensors (peer): wall time after the first
+batch, so it includes worker-to-main transfers; the machine's other load shows here (the CPU ms
+columns are per-thread CPU time and are not affected by it). The store's chunk checks run once per
+chunk and process before timing, as in a trainer's steady state.
 
-    .venv/bin/python bench/datapath.py [--tokens 256,1024] [--dim 1536] [--views 48]
+``why``: where the targets time goes, per codec: zstd decompression of the largest component as
+stored (level 3) and re-compressed at level 1, its size, the fixed cost of one tiny component
+(numcodecs creates a zstd context per call), and a plain copy of the same bytes (what a format
+without an entropy stage would cost). Run::
+
+    .venv/bin/python bench/datapath.py [--tokens 256,1024] [--dim 1536] [--codecs fp16,int8,compact]
 """
 
 from __future__ import annotations
@@ -34,24 +46,32 @@ import sys
 import tarfile
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
-from eupe.store.codecs import CODECS, get_codec, grid_shape  # noqa: E402
+from eupe.assets import bundled_photos, write_photo_shards  # noqa: E402
+from eupe.data.shards import index_shards  # noqa: E402
+from eupe.store import FeatureStore  # noqa: E402
+from eupe.store.codecs import get_codec, grid_shape  # noqa: E402
+from eupe.store.store import StoreParams  # noqa: E402
+from eupe.store.teacher_group import ChunkResult, TeacherIdentity  # noqa: E402
+from eupe.views import VIEW_DIM, ViewPolicy  # noqa: E402
+
+IMAGES, VIEWS, PER_CHUNK, RESOLUTION, BATCH = 8, 6, 4, 224, 16
 
 
 def vit_like(views: int, tokens: int, dim: int, seed: int = 0) -> np.ndarray:
     """Synthetic tokens [views, T, D]: channel offsets + smooth field on the patch grid + noise."""
     rng = np.random.default_rng(seed)
     h, w = grid_shape(tokens)
-    offset = rng.normal(0, 1, dim).astype(np.float32)
+    offset = np.random.default_rng(0).normal(0, 1, dim).astype(np.float32)  # one teacher: same offsets
     coarse = rng.normal(0, 1, (views, (h + 3) // 4, (w + 3) // 4, dim)).astype(np.float32)
     field = coarse.repeat(4, 1).repeat(4, 2)[:, :h, :w]  # [V, h, w, D] blocky, then smoothed
     field = 0.5 * (field + np.roll(field, 1, 1))
@@ -61,139 +81,204 @@ def vit_like(views: int, tokens: int, dim: int, seed: int = 0) -> np.ndarray:
     return x.reshape(views, tokens, dim)  # [V, h, w, D] -> [V, T, D]
 
 
-def median_ms(fn: Callable[[int], object], count: int, reads: int, seed: int = 0) -> float:
-    """Median CPU milliseconds of this thread for ``fn(i)`` over ``reads`` random indices in ``range(count)``.
+def median_ms(fn: Callable[[int, int], object], reads: int, seed: int = 0) -> float:
+    """Median CPU ms of this thread for ``fn(row, view)`` over ``reads`` random (row, view) picks.
 
     Thread CPU time (``time.thread_time``), not wall time: the cost a core pays, unaffected by other
     processes sharing the machine (cache and memory-bandwidth contention still show).
     """
-    rng = np.random.default_rng(seed)
-    fn(0)  # warm-up
+    picks = np.random.default_rng(seed).integers(0, (IMAGES, VIEWS), (reads, 2))
+    fn(0, 0)  # warm-up
     times = []
-    for i in rng.integers(0, count, reads):
+    for row, view in picks:
         start = time.thread_time()
-        fn(int(i))
+        fn(int(row), int(view))
         times.append(time.thread_time() - start)
     return 1000 * statistics.median(times)
 
 
-class CodecBlob:
-    """Every view's zstd-compressed components in one file, with an offset table (like a shard)."""
+def write_store(tmp: Path, shards: list[str], codec: str, tokens: int, dim: int, peer: "PeerTar | None"):
+    """A real store of one synthetic teacher at one resolution (T tokens); every view also goes to ``peer``."""
+    params = StoreParams(VIEWS, 0, ViewPolicy(), PER_CHUNK)
+    store = FeatureStore.create(tmp / f"{codec}-{tokens}.zarr", index_shards(shards), params, limit=None)
+    c = get_codec(codec)
+    identity = TeacherIdentity("bench", "0" * 64, {}, (RESOLUTION,), (grid_shape(tokens),), dim, dim, c.to_dict())
+    group = store.open_or_create_teacher(identity, c)
+    for chunk in range(store.num_chunks):
+        n = len(store.chunk_rows(chunk))
+        x = vit_like(n * VIEWS, tokens, dim, seed=chunk + 1).reshape(n, VIEWS, tokens, dim)  # [C, K, T, D]
+        group.write_chunk(ChunkResult(chunk, np.zeros((n, VIEWS, VIEW_DIM)), np.ones(n, np.uint8), [""] * n,
+                                      {RESOLUTION: x.mean(axis=2)}, {RESOLUTION: x}))
+        if peer is not None:
+            peer.add(x.reshape(n * VIEWS, tokens, dim))
+    group = FeatureStore.open(store.where).teacher("bench")
+    for row in range(IMAGES):  # chunk checks and shard indexes: once per chunk and process
+        group.read_parts(row, RESOLUTION, 0)
+    return group
 
-    def __init__(self, path: Path, codec_name: str, x: np.ndarray) -> None:
-        from numcodecs import Zstd
 
-        self.codec, self.zstd = get_codec(codec_name), Zstd(level=3)
-        parts = self.codec.encode(x)
-        self.meta = {k: (v.dtype, v.shape[1:]) for k, v in parts.items()}
-        self.index: list[dict[str, tuple[int, int]]] = []
-        offset, nbytes = 0, 0
-        with open(path, "wb") as f:
-            for i in range(len(x)):
-                entry = {}
-                for name, value in parts.items():
-                    blob = self.zstd.encode(np.ascontiguousarray(value[i]))
-                    f.write(blob)
-                    entry[name] = (offset, len(blob))
-                    offset += len(blob)
-                self.index.append(entry)
-        self.nbytes, self.values = offset, x.size
-        self.fd = os.open(path, os.O_RDONLY)
-
-    def read(self, i: int) -> dict[str, np.ndarray]:
-        """pread + zstd decompress of view ``i``'s components."""
-        out = {}
-        for name, (offset, size) in self.index[i].items():
-            dtype, shape = self.meta[name]
-            raw = self.zstd.decode(os.pread(self.fd, size, offset))
-            out[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
-        return out
-
-    def close(self) -> None:
-        os.close(self.fd)
+def stored_bytes_per_value(group) -> float:
+    root = Path(group.store.where) / group.group.path / f"r{RESOLUTION}"
+    nbytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != "zarr.json")
+    h, w = group.grids[RESOLUTION]
+    return nbytes / (IMAGES * VIEWS * (h * w + 1) * group.dim)
 
 
 class PeerTar:
     """One bf16 safetensors blob per sample in an uncompressed tar; member offsets indexed once."""
 
-    def __init__(self, path: Path, x: np.ndarray) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path, self.tar = path, tarfile.open(path, "w")
+        self.count, self.members, self.fd = 0, [], -1
+
+    def add(self, views: np.ndarray) -> None:
         from safetensors.torch import save
 
-        with tarfile.open(path, "w") as tar:
-            for i, view in enumerate(x):
-                blob = save({"patch": torch.from_numpy(view).to(torch.bfloat16)})
-                info = tarfile.TarInfo(f"{i:06d}.features.safetensors")
-                info.size = len(blob)
-                tar.addfile(info, io.BytesIO(blob))
-        with tarfile.open(path) as tar:
-            self.members = [(m.offset_data, m.size) for m in tar.getmembers()]
-        self.nbytes, self.values = sum(s for _, s in self.members), x.size
-        self.fd = os.open(path, os.O_RDONLY)
+        for view in views:
+            blob = save({"patch": torch.from_numpy(view).to(torch.bfloat16)})
+            info = tarfile.TarInfo(f"{self.count:06d}.features.safetensors")
+            info.size = len(blob)
+            self.tar.addfile(info, io.BytesIO(blob))
+            self.count += 1
 
-    def read_decode(self, i: int) -> torch.Tensor:
+    def finish(self) -> None:
+        self.tar.close()
+        with tarfile.open(self.path) as tar:
+            self.members = [(m.offset_data, m.size) for m in tar.getmembers()]
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def read(self, row: int, view: int) -> torch.Tensor:
+        """The sample's bf16 [T, D] tensor: pread + safetensors load."""
         from safetensors.torch import load
 
-        offset, size = self.members[i]
-        return load(os.pread(self.fd, size, offset))["patch"].float()
+        offset, size = self.members[row * VIEWS + view]
+        return load(os.pread(self.fd, size, offset))["patch"]
 
-    def close(self) -> None:
-        os.close(self.fd)
+    def bytes_per_value(self, tokens: int, dim: int) -> float:
+        return sum(s for _, s in self.members) / (len(self.members) * tokens * dim)
 
 
-def codec_row(tmp: Path, name: str, x: np.ndarray, reads: int) -> dict:
-    codec = get_codec(name)
-    blob = CodecBlob(tmp / f"{name}.bin", name, x)
-    xt = torch.from_numpy(x)
-    row = {"what": name, "bytes_per_value": blob.nbytes / blob.values,
-           "encode_ms": median_ms(lambda i: [blob.zstd.encode(np.ascontiguousarray(p))
-                                             for p in codec.encode(x[i]).values()], len(x), reads),
-           "encode_torch_ms": median_ms(lambda i: codec.encode_torch(xt[i]), len(x), reads),
-           "read_ms": median_ms(blob.read, len(x), reads),
-           "decode_numpy_ms": median_ms(lambda i: codec.decode(blob.read(i)), len(x), reads),
-           "decode_torch_ms": median_ms(lambda i: codec.decode_torch({k: torch.from_numpy(v) for k, v in
-                                                                     blob.read(i).items()}), len(x), reads)}
-    blob.close()
+class Loadable(Dataset):
+    """Batches of random (row, view) through ``read(row, view) -> {name: array}``, stacked."""
+
+    def __init__(self, read: Callable[[int, int], dict]) -> None:
+        self.read = read
+
+    def __len__(self) -> int:
+        return IMAGES * VIEWS
+
+    def __getitems__(self, samples: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        items = [self.read(row, view) for row, view in samples]
+        return {k: torch.stack([torch.as_tensor(i[k]) for i in items]) for k in items[0]}  # [B, *suffix]
+
+
+def samples_per_s(read: Callable[[int, int], dict], workers: int, batches: int) -> float:
+    rng = np.random.default_rng(1)
+    sampler = [[tuple(int(v) for v in p) for p in rng.integers(0, (IMAGES, VIEWS), (BATCH, 2))]
+               for _ in range(batches + 1)]
+    loader = DataLoader(Loadable(read), batch_sampler=sampler, num_workers=workers, collate_fn=lambda b: b,
+                        prefetch_factor=4)
+    it = iter(loader)
+    next(it)  # workers started
+    start = time.perf_counter()
+    for _ in it:
+        pass
+    return batches * BATCH / (time.perf_counter() - start)
+
+
+def codec_row(group, batches: int, reads: int) -> dict:
+    codec = group.codec
+
+    def parts(row: int, view: int) -> dict:
+        return group.read_parts(row, RESOLUTION, view)
+
+    def blobs(row: int, view: int) -> list:  # what stays on the CPU if zstd itself ran on the GPU
+        return [r.read_blob(row, view) for named in group.fast_readers(RESOLUTION).values() for r in named.values()]
+
+    def flat(row: int, view: int) -> dict:
+        return {f"{kind}/{n}": a for kind, named in parts(row, view).items() for n, a in named.items()}
+
+    def torch_decode(row: int, view: int) -> None:
+        p = parts(row, view)
+        codec.decode_vector_torch({n: torch.from_numpy(a) for n, a in p["summary"].items()})
+        codec.decode_torch({n: torch.from_numpy(a) for n, a in p["patch"].items()})
+
+    return {"what": codec.name, "bytes_per_value": stored_bytes_per_value(group),
+            "components": sum(len(v) for v in parts(0, 0).values()),
+            "targets_ms": median_ms(parts, reads), "blob_ms": median_ms(blobs, reads),
+            "numpy_ms": median_ms(lambda r, v: group.decode(parts(r, v), RESOLUTION), reads),
+            "torch_ms": median_ms(torch_decode, reads),
+            "rate": [samples_per_s(flat, w, batches) for w in (1, 2)]}
+
+
+def peer_row(peer: PeerTar, tokens: int, dim: int, batches: int, reads: int) -> dict:
+    return {"what": "peer: bf16 safetensors in tar", "bytes_per_value": peer.bytes_per_value(tokens, dim),
+            "components": 1, "targets_ms": median_ms(peer.read, reads), "blob_ms": float("nan"),
+            "numpy_ms": median_ms(lambda r, v: peer.read(r, v).float(), reads), "torch_ms": float("nan"),
+            "rate": [samples_per_s(lambda r, v: {"patch": peer.read(r, v)}, w, batches) for w in (1, 2)]}
+
+
+def why_row(group) -> dict:
+    """Break the targets time down: zstd of the largest component (level 3 as stored, level 1), fixed costs."""
+    from numcodecs import Zstd
+
+    parts = [a for named in group.read_parts(0, RESOLUTION, 0).values() for a in named.values()]
+    big, small = max(parts, key=lambda a: a.nbytes), min(parts, key=lambda a: a.nbytes)
+    out, row = np.empty_like(big), {"what": group.codec.name, "big": big.nbytes}
+    for level in (3, 1):
+        zstd = Zstd(level=level)
+        blob = zstd.encode(big)
+        row[level] = (len(blob) / big.size, median_ms(lambda r, v: zstd.decode(blob, out=out), 60))
+    zstd = Zstd(level=3)
+    tiny = zstd.encode(small)
+    row["tiny_ms"] = median_ms(lambda r, v: zstd.decode(tiny), 60)
+    row["copy_ms"] = median_ms(lambda r, v: np.copyto(out, big), 60)
     return row
 
 
-def peer_row(tmp: Path, x: np.ndarray, reads: int) -> dict:
-    peer = PeerTar(tmp / "peer.tar", x)
-    ms = median_ms(peer.read_decode, len(x), reads)
-    peer.close()
-    return {"what": "peer: bf16 safetensors in tar", "bytes_per_value": peer.nbytes / peer.values,
-            "encode_ms": float("nan"), "encode_torch_ms": float("nan"), "read_ms": ms,
-            "decode_numpy_ms": ms, "decode_torch_ms": ms}
+def print_why(rows: list[dict]) -> None:
+    print("\nwhy: | codec | largest component | its zstd decode L3 (as stored) | re-compressed at L1 | "
+          "one tiny component | plain copy of it |")
+    for r in rows:
+        print(f"why: | {r['what']} | {r['big'] / 1024:.0f} KiB | {r[3][1]:.3f} ms ({r[3][0]:.3f} B/value) | "
+              f"{r[1][1]:.3f} ms ({r[1][0]:.3f} B/value) | {r['tiny_ms']:.3f} ms | {r['copy_ms']:.3f} ms |")
 
 
 def print_rows(tokens: int, dim: int, rows: list[dict]) -> None:
-    peer = rows[-1]["decode_torch_ms"]
-    print(f"\n### T={tokens} tokens, D={dim}: per view, one CPU thread, median CPU ms")
-    print("| codec | B/value | encode+zstd numpy ms | encode torch ms (no zstd) | read+unzstd ms (vs peer) | "
-          "read+decode numpy ms | read+decode torch ms (vs peer) |")
-    print("|---|---|---|---|---|---|---|")
+    peer = rows[-1]
+    print(f"\n### T={tokens} tokens, D={dim}: per sample (one teacher, patch + summary), one CPU thread, median CPU ms")
+    print("| codec | B/value on disk | components | targets: read+unzstd ms (vs peer read / read+f32) | "
+          "pread+crc only ms | + decode numpy ms | + decode torch CPU ms | samples/s 1 / 2 workers |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['what']} | {r['bytes_per_value']:.3f} | {r['encode_ms']:.2f} | {r['encode_torch_ms']:.2f} | "
-              f"{r['read_ms']:.2f} ({r['read_ms'] / peer:.2f}x) | {r['decode_numpy_ms']:.2f} | "
-              f"{r['decode_torch_ms']:.2f} ({r['decode_torch_ms'] / peer:.2f}x) |")
+        vs = "" if r is peer else f" ({r['targets_ms'] / peer['targets_ms']:.2f}x / {r['targets_ms'] / peer['numpy_ms']:.2f}x)"
+        decode = f"{r['numpy_ms']:.3f}" + (" (read+f32)" if r is peer else "")
+        print(f"| {r['what']} | {r['bytes_per_value']:.3f} | {r['components']} | {r['targets_ms']:.3f}{vs} | {r['blob_ms']:.3f} | {decode} | "
+              f"{r['torch_ms']:.3f} | {r['rate'][0]:.0f} / {r['rate'][1]:.0f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", default="256,1024", help="comma-separated token counts per view")
     parser.add_argument("--dim", type=int, default=1536)
-    parser.add_argument("--views", type=int, default=48, help="distinct views written per format")
-    parser.add_argument("--reads", type=int, default=60, help="random reads timed per measurement")
-    parser.add_argument("--codecs", default=",".join(CODECS.names()))
+    parser.add_argument("--reads", type=int, default=120, help="random reads timed per measurement")
+    parser.add_argument("--batches", type=int, default=30, help="DataLoader batches of 16 timed per rate")
+    parser.add_argument("--codecs", default="fp16,int8,compact")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # read-only buffers, never written
     print(f"machine: {describe()}")
-    for tokens in (int(t) for t in args.tokens.split(",")):
-        x = vit_like(args.views, tokens, args.dim)
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = [codec_row(Path(tmp), c, x, args.reads) for c in args.codecs.split(",")]
-            rows.append(peer_row(Path(tmp), x, args.reads))
-        print_rows(tokens, args.dim, rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = write_photo_shards(Path(tmp) / "shards", bundled_photos()[:IMAGES], per_shard=IMAGES, max_side=64)
+        for tokens in (int(t) for t in args.tokens.split(",")):
+            peer = PeerTar(Path(tmp) / f"peer-{tokens}.tar")
+            groups = [write_store(Path(tmp), shards, c, tokens, args.dim, peer if i == 0 else None)
+                      for i, c in enumerate(args.codecs.split(","))]
+            peer.finish()
+            rows = [codec_row(g, args.batches, args.reads) for g in groups]
+            rows.append(peer_row(peer, tokens, args.dim, args.batches, args.reads))
+            print_rows(tokens, args.dim, rows)
+            print_why([why_row(g) for g in groups])
+            os.close(peer.fd)
 
 
 if __name__ == "__main__":

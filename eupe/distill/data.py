@@ -5,8 +5,14 @@ permutation, each image uses view ``k`` drawn from (seed, epoch, row) among its 
 and step ``s`` fixes the student's and the teacher's resolution. Rank ``r`` of ``W`` takes its
 micro-batches from each global batch by position, so a resumed run restarts at its step with
 exactly the samples an uninterrupted run would have seen. Workers re-render the stored view for
-the student, read + decode + normalize the cached targets, or render the teacher's input when a
-(view, resolution) is not in the store (the trainer then runs the teacher online).
+the student, read the cached targets' stored codec components (``TeacherGroup.read_parts``: int8
+codes, float16 scales, ...), or render the teacher's input when a (view, resolution) is not in the
+store (the trainer then runs the teacher online). The components of a micro-batch are stacked into
+:class:`StoredTargets` and decoded + normalized by :class:`TargetDecoder` in one batched call
+(``Codec.decode_torch``, the same formulas as ``Codec.decode``, bit for bit): on the training
+step's device when the trainer asks (a GPU: only the small components cross worker processes and
+the host-to-device copy), or in the worker (``DistillDataset(decode=True)``, the default; on CPU
+the workers decode in parallel with the step).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from eupe.config import ConfigError
 from eupe.data.shards import ShardReader, expand_shards
 from eupe.models.features import Features
 from eupe.store import OK, FeatureStore, StoreMismatchError, TeacherGroup
+from eupe.store.codecs import Codec
 from eupe.views import ViewSpec, open_image, render
 
 Sample = tuple[int, int, int, int]  # (row, view, student_resolution, teacher_resolution; 0 = each teacher's stored one)
@@ -142,37 +149,100 @@ class StepBatches(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.plan.accumulation
 
 
+Components = dict[str, dict[str, torch.Tensor]]  # "summary"|"patch" -> component name -> [B, *suffix]
+
+
+def _tree(parts: Components, fn) -> Components:
+    return {kind: {name: fn(t) for name, t in named.items()} for kind, named in parts.items()}
+
+
+@dataclass
+class StoredTargets:
+    """One teacher's cached targets for a micro-batch as stored: codec components, not yet decoded."""
+
+    codec: Codec
+    resolution: int
+    grid: tuple[int, int]  # (h, w) patch grid of the resolution
+    parts: Components  # e.g. int8 codes [B, T, D] + float32 scale [B, T]; summary components [B, ...]
+
+    def to(self, device: torch.device) -> "StoredTargets":
+        return StoredTargets(self.codec, self.resolution, self.grid,
+                             _tree(self.parts, lambda t: t.to(device, non_blocking=True)))
+
+    def pin_memory(self) -> "StoredTargets":
+        return StoredTargets(self.codec, self.resolution, self.grid, _tree(self.parts, torch.Tensor.pin_memory))
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.parts["patch"].values())).device
+
+    def decode(self) -> Features:
+        """Raw float32 targets where the components lie: {"summary": [B, Ds], "patch": [B, h, w, D]}."""
+        summary = self.codec.decode_vector_torch(self.parts["summary"])  # [B, Ds]
+        patch = self.codec.decode_torch(self.parts["patch"])  # [B, T, D]
+        return {"summary": summary, "patch": patch.reshape(len(patch), *self.grid, patch.shape[-1])}  # -> [B, h, w, D]
+
+
+class TargetDecoder:
+    """Decodes and normalizes :class:`StoredTargets` on their device; frozen statistics moved there once."""
+
+    def __init__(self, stats: dict[str, dict[int, dict[str, torch.Tensor]]]) -> None:
+        self.stats = stats  # teacher -> resolution -> {"summary_mean", ...} float32 tensors
+        self._on_device: dict[tuple[str, int, torch.device], dict[str, torch.Tensor]] = {}
+
+    def __call__(self, teacher: str, stored: StoredTargets) -> Features:
+        key = (teacher, stored.resolution, stored.device)
+        if key not in self._on_device:
+            self._on_device[key] = {k: v.to(stored.device) for k, v in self.stats[teacher][stored.resolution].items()}
+        return normalize(stored.decode(), self._on_device[key])
+
+
 @dataclass
 class Batch:
-    """One micro-batch: the student's pixels and, per teacher, cached targets or the teacher's input."""
+    """One micro-batch: the student's pixels and, per teacher, cached targets or the teacher's input.
+
+    A cached teacher is in ``targets`` (decoded and normalized in the loader) or in ``stored``
+    (components, for :class:`TargetDecoder` on the step's device); an uncached one in ``inputs``.
+    """
 
     pixels: torch.Tensor  # [B, 3, s, s] the student's view, in [0, 1]
     rows: torch.Tensor  # [B] store rows
     views: torch.Tensor  # [B] stored view index of each row
     targets: dict[str, Features] = field(default_factory=dict)  # teacher -> normalized cached targets
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher -> [B, 3, t, t] (not cached)
+    stored: dict[str, StoredTargets] = field(default_factory=dict)  # teacher -> stored components (not decoded)
 
     def __len__(self) -> int:
         return len(self.pixels)
 
+    def _map(self, fn, stored) -> "Batch":
+        return Batch(fn(self.pixels), fn(self.rows), fn(self.views),
+                     {n: {k: fn(v) for k, v in f.items()} for n, f in self.targets.items()},
+                     {n: fn(v) for n, v in self.inputs.items()}, {n: stored(s) for n, s in self.stored.items()})
+
     def to(self, device: torch.device) -> "Batch":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.pixels), move(self.rows), move(self.views),
-                     {n: {k: move(v) for k, v in f.items()} for n, f in self.targets.items()},
-                     {n: move(v) for n, v in self.inputs.items()})
+        return self._map(lambda t: t.to(device, non_blocking=True), lambda s: s.to(device))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copy (DataLoader ``pin_memory``): the host-to-device copies then run asynchronously."""
+        return self._map(torch.Tensor.pin_memory, StoredTargets.pin_memory)
 
 
 class DistillDataset(Dataset):
     """Renders the student's view and loads each teacher's targets (or its input pixels).
 
     ``store`` is used in this process; DataLoader workers reopen the store lazily from its path.
+    With ``decode`` a batch's cached targets are decoded and normalized here (``Batch.targets``);
+    without, they stay stored components (``Batch.stored``) for the step's device.
     """
 
     def __init__(self, store_path: str, teachers: Sequence[str], stats: dict[str, dict[int, dict]],
-                 store: FeatureStore | None = None) -> None:
+                 store: FeatureStore | None = None, decode: bool = True) -> None:
         self.store_path = store_path
         self.teachers = list(teachers)
         self.stats = stats  # teacher -> resolution -> {"summary_mean", ...} float32 tensors
+        self.decode = decode
+        self.decoder = TargetDecoder(stats)
         self._store: FeatureStore | None = store
         self._reader: ShardReader | None = None
         self._groups: dict[str, TeacherGroup] = {}
@@ -193,7 +263,11 @@ class DistillDataset(Dataset):
 
     def __getitems__(self, samples: list[Sample]) -> Batch:
         self._open()
-        return collate([self._item(*sample) for sample in samples])
+        batch = collate([self._item(*sample) for sample in samples], self._groups)
+        if self.decode:
+            batch.targets = {name: self.decoder(name, stored) for name, stored in batch.stored.items()}
+            batch.stored = {}
+        return batch
 
     def __getitem__(self, sample: Sample) -> Batch:
         return self.__getitems__([sample])
@@ -212,14 +286,13 @@ class DistillDataset(Dataset):
 
     def _item(self, row: int, k: int, s_resolution: int, t_resolution: int) -> dict:
         image, view = self._view(row, k)
-        item = {"pixels": render(image, view, s_resolution), "row": row, "view": k, "targets": {}, "inputs": {}}
+        item = {"pixels": render(image, view, s_resolution), "row": row, "view": k, "stored": {}, "inputs": {}}
         for name, group in self._groups.items():
             resolution = t_resolution or group.resolutions[0]
             if resolution in group.resolutions:
-                targets = group.targets(row, resolution, k)
-                item["targets"][name] = normalize(
-                    {key: torch.from_numpy(np.ascontiguousarray(v)) for key, v in targets.items()},
-                    self.stats[name][resolution])
+                parts = group.read_parts(row, resolution, k)  # checked; fresh arrays from the fast reader
+                item["stored"][name] = (resolution, {kind: {n: torch.from_numpy(np.require(a, requirements="C"))
+                                                            for n, a in named.items()} for kind, named in parts.items()})
             else:
                 item["inputs"][name] = render(image, view, resolution)
         return item
@@ -230,22 +303,30 @@ def normalize(features: dict[str, torch.Tensor], stats: dict[str, torch.Tensor])
     return {kind: (features[kind] - stats[f"{kind}_mean"]) / stats[f"{kind}_std"] for kind in ("summary", "patch")}
 
 
-def collate(items: list[dict]) -> Batch:
+def _stack_stored(group: TeacherGroup, stored: list[tuple[int, Components]]) -> StoredTargets:
+    resolution, first = stored[0]
+    parts = {kind: {n: torch.stack([s[1][kind][n] for s in stored]) for n in named}  # [B, *suffix]
+             for kind, named in first.items()}
+    return StoredTargets(group.codec, resolution, tuple(group.grids[resolution]), parts)
+
+
+def collate(items: list[dict], groups: dict[str, TeacherGroup]) -> Batch:
     """Stack per-sample dicts into a Batch (every sample of a micro-batch has the same resolutions)."""
     first = items[0]
     return Batch(
         pixels=torch.stack([i["pixels"] for i in items]),
         rows=torch.tensor([i["row"] for i in items]), views=torch.tensor([i["view"] for i in items]),
-        targets={name: {kind: torch.stack([i["targets"][name][kind] for i in items]) for kind in ("summary", "patch")}
-                 for name in first["targets"]},
         inputs={name: torch.stack([i["inputs"][name] for i in items]) for name in first["inputs"]},
+        stored={name: _stack_stored(groups[name], [i["stored"][name] for i in items]) for name in first["stored"]},
     )
 
 
-def make_loader(dataset: DistillDataset, plan: Plan, rank: int, start: int, stop: int, workers: int) -> DataLoader:
+def make_loader(dataset: DistillDataset, plan: Plan, rank: int, start: int, stop: int, workers: int,
+                pin_memory: bool = False) -> DataLoader:
+    """The rank's micro-batches of steps start..stop-1 (``pin_memory``: page-locked, for a GPU step)."""
     return DataLoader(dataset, batch_sampler=StepBatches(plan, rank, start, stop), num_workers=workers,
                       collate_fn=_already_collated, prefetch_factor=4 if workers else None,
-                      persistent_workers=False)
+                      persistent_workers=False, pin_memory=pin_memory)
 
 
 def _already_collated(batch: Batch) -> Batch:

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from eupe import config as config_io
 from eupe.config import ConfigError
 from eupe.distill.config import TrainConfig
-from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows, usable_views
+from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
+                               usable_views)
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, stored_stats)
@@ -123,7 +124,10 @@ class LossLog:
 class Trainer:
     """One run: the store (opened once), the model, optimizer, loss, data plan and online teachers."""
 
-    def __init__(self, cfg: TrainConfig, say: Callable[[str], None] = print) -> None:
+    def __init__(self, cfg: TrainConfig, say: Callable[[str], None] = print,
+                 decode_on_device: bool | None = None) -> None:
+        """``decode_on_device``: cached targets decoded by the step on its device (default: when it is
+        not the CPU; on CPU the DataLoader workers decode them, in parallel with the step)."""
         self.cfg, self.out = cfg, Path(cfg.out)
         cpu = not torch.cuda.is_available()  # also makes torchrun on CPU one gloo process group, not N runs
         precision = "no" if cpu else cfg.mixed_precision
@@ -146,6 +150,9 @@ class Trainer:
         self.teachers = cfg.teacher_names()
         self.stats = self._store_stats()
         self.loss = cfg.loss.build(cfg.patch_weights())
+        device = self.accelerator.device
+        self.decode_on_device = device.type != "cpu" if decode_on_device is None else decode_on_device
+        self.decoder = TargetDecoder(self.stats)
         self.counts = {"cache_hits": 0, "online_fallbacks": 0}
 
     def _store_stats(self) -> dict[str, dict[int, Stats]]:
@@ -167,7 +174,8 @@ class Trainer:
         optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                       betas=tuple(cfg.optim.betas))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.dataset = DistillDataset(cfg.data.store, self.teachers, self.stats, store=self.store)
+        self.dataset = DistillDataset(cfg.data.store, self.teachers, self.stats, store=self.store,
+                                      decode=not self.decode_on_device)
         self.online = online_teachers(cfg, self.store, self.stats, self.accelerator.device)
         self._online_stats()
         self.checkpoints = Checkpoints(self.out / "checkpoints", cfg.keep_checkpoints)
@@ -192,8 +200,11 @@ class Trainer:
         """Cached targets where the batch has them, else the online teacher's at ``t_resolution``."""
         out = {}
         for name in self.teachers:
-            if name in batch.targets:
+            if name in batch.targets:  # decoded in the loader
                 out[name] = batch.targets[name]
+                self.counts["cache_hits"] += len(batch)
+            elif name in batch.stored:  # decoded + normalized here, on the step's device
+                out[name] = self.decoder(name, batch.stored[name])
                 self.counts["cache_hits"] += len(batch)
             else:
                 out[name] = self.online[name](batch.inputs[name], t_resolution)
@@ -236,7 +247,7 @@ class Trainer:
         """Train from the resumed step to the stop step; write outputs when the schedule is complete."""
         cfg, acc = self.cfg, self.accelerator
         batches = iter(make_loader(self.dataset, self.plan, acc.process_index, self.start, self.stop,
-                                   cfg.data.num_workers))
+                                   cfg.data.num_workers, pin_memory=acc.device.type == "cuda"))
         acc.init_trackers("tensorboard")
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
         bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)

@@ -5,13 +5,26 @@ zarr-python each such read costs ~1 ms of event-loop round trips on a 2-core mac
 5x the actual work. For the exact layout the store writes (zarr v3 ``sharding_indexed``, index
 at the end with a crc32c, inner chunks ``bytes -> zstd -> crc32c``) this module reads the shard
 index and the one inner chunk directly, verifying both checksums, and decompresses with
-numcodecs' zstd. Anything else (remote stores, other layouts) is refused with
-``Unsupported`` and callers fall back to zarr; tests check both paths return identical arrays.
+numcodecs' zstd straight into a fresh (writable) numpy array. Anything else (remote stores,
+other layouts) is refused with ``Unsupported`` and callers fall back to zarr; tests check both
+paths return identical arrays.
+
+System calls: shard files stay open in a per-process LRU of file descriptors (:class:`OpenShards`,
+bounded by ``RLIMIT_NOFILE``) and each shard's index is parsed once and kept in a bounded LRU, so
+a read of a shard already seen is one ``os.pread`` per component: no ``stat``, no ``open``, no
+``seek``. A first read of a shard costs ``open`` + ``fstat`` + ``pread`` (index) + ``pread``.
+Nothing re-stats the file per read: whether a shard is the one its chunk's manifest recorded is
+checked once per chunk and process by ``TeacherGroup.require_chunk``; a process that rewrites a
+chunk it has read calls :meth:`ShardedArrayReader.forget` (zarr replaces shard files by rename, so
+an open descriptor would keep showing the old, self-consistent file). Descriptors are read with
+``pread`` only (no file offset), so DataLoader workers forked with inherited ones are safe.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+from collections import OrderedDict
 from pathlib import Path
 
 import crc32c
@@ -23,6 +36,7 @@ from eupe.store.layout import StoreIntegrityError
 
 _MISSING = 2**64 - 1  # offset/nbytes of an inner chunk that was never written
 _ZSTD = Zstd()
+INDEX_CACHE = 4096  # shard indexes a reader keeps (each [per_shard, 2] uint64: 1 KB for 16 images x 4 views)
 
 
 class Unsupported(ValueError):
@@ -44,18 +58,58 @@ def _sharding_config(array: zarr.Array) -> dict:
     return config
 
 
-def _checked(blob: bytes, what: str) -> bytes:
-    """Strip and verify the trailing little-endian crc32c of a blob."""
-    body, stored = blob[:-4], int.from_bytes(blob[-4:], "little")
-    if crc32c.crc32c(body) != stored:
+def _checked(blob: bytes, what: str) -> memoryview:
+    """The blob without its trailing little-endian crc32c, verified (a view: no copy)."""
+    body = memoryview(blob)[:-4]
+    if len(blob) < 4 or crc32c.crc32c(body) != int.from_bytes(blob[-4:], "little"):
         raise ValueError(f"checksum mismatch in {what}")
     return body
+
+
+def _default_capacity() -> int:
+    """Descriptors the process may keep open: a quarter of the soft RLIMIT_NOFILE, at most 4096."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(8, min(4096, (soft if soft != resource.RLIM_INFINITY else 4096) // 4))
+
+
+class OpenShards:
+    """A bounded LRU of read-only file descriptors, keyed by path (one per process)."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity or _default_capacity()
+        self._fds: OrderedDict[Path, int] = OrderedDict()
+        self.opened = 0  # files opened so far (the benchmark reports it)
+
+    def get(self, path: Path) -> int:
+        """An open descriptor of ``path`` (FileNotFoundError when it does not exist)."""
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._fds.move_to_end(path)
+            return fd
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.opened += 1
+        self._fds[path] = fd
+        while len(self._fds) > self.capacity:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def close(self, path: Path) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def clear(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+
+OPEN_SHARDS = OpenShards()
 
 
 class ShardedArrayReader:
     """Reads ``array[i, j]`` (one inner chunk of shape ``[1, 1, *rest]``) straight from disk."""
 
-    def __init__(self, array: zarr.Array) -> None:
+    def __init__(self, array: zarr.Array, files: OpenShards | None = None) -> None:
         root = getattr(array.store, "root", None)
         if root is None:
             raise Unsupported("not a local store")
@@ -68,44 +122,57 @@ class ShardedArrayReader:
             raise Unsupported(f"inner chunks {self.inner} are not one (image, view)")
         self.per_shard = self.shard[0] * self.shard[1]  # inner chunks in a shard, C order
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
-        self._index: dict[int, tuple[tuple[int, int], np.ndarray]] = {}
+        self.files = files or OPEN_SHARDS
+        self._index: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _shard_path(self, shard: int) -> Path:
         coords = (shard,) + (0,) * (len(self.shard) - 1)
         return self.base / self.array.metadata.encode_chunk_key(coords)
 
-    def _shard_index(self, shard: int, path: Path) -> np.ndarray | None:
-        """[per_shard, 2] (offset, nbytes), cached per shard file version."""
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return None
-        version = (stat.st_mtime_ns, stat.st_size)
-        cached = self._index.get(shard)
-        if cached is None or cached[0] != version:
-            nbytes = self.per_shard * 16 + 4
-            with open(path, "rb") as handle:
-                handle.seek(-nbytes, os.SEEK_END)
-                blob = handle.read(nbytes)
-            table = np.frombuffer(_checked(blob, f"shard index of {path}"), dtype="<u8").reshape(-1, 2)
-            self._index[shard] = cached = (version, table)
-        return cached[1]
-
-    def read(self, row: int, view: int) -> np.ndarray:
-        """The inner chunk of (row, view) without its two leading unit axes."""
-        shard = row // self.shard[0]
+    def _open(self, shard: int, row: int, view: int) -> tuple[int, np.ndarray, Path]:
+        """(descriptor, [per_shard, 2] (offset, nbytes) index, path) of a shard; index parsed once."""
         path = self._shard_path(shard)
-        table = self._shard_index(shard, path)
+        try:
+            fd = self.files.get(path)
+        except FileNotFoundError:
+            raise StoreIntegrityError(f"{path} is missing (image {row}, view {view})") from None
+        table = self._index.get(shard)
         if table is None:
-            raise StoreIntegrityError(f"{path} is missing (image {row}, view {view})")
-        offset, nbytes = table[(row % self.shard[0]) * self.shard[1] + view]
+            nbytes = self.per_shard * 16 + 4
+            size = os.fstat(fd).st_size
+            blob = os.pread(fd, nbytes, size - nbytes) if size >= nbytes else b""
+            table = np.frombuffer(_checked(blob, f"shard index of {path}"), dtype="<u8").reshape(-1, 2)
+            self._index[shard] = table
+            if len(self._index) > INDEX_CACHE:
+                self._index.popitem(last=False)
+        else:
+            self._index.move_to_end(shard)
+        return fd, table, path
+
+    def read_blob(self, row: int, view: int) -> memoryview:
+        """The zstd frame of (row, view) as stored, its crc32c verified (one ``pread``; no decompression)."""
+        shard, i = divmod(row, self.shard[0])
+        fd, table, path = self._open(shard, row, view)
+        offset, nbytes = (int(v) for v in table[i * self.shard[1] + view])
         if offset == _MISSING:
             raise StoreIntegrityError(f"{path} holds no data for image {row}, view {view}")
-        with open(path, "rb") as handle:
-            handle.seek(int(offset))
-            blob = handle.read(int(nbytes))
-        raw = _ZSTD.decode(_checked(blob, f"chunk ({row}, {view}) of {path}"))
-        return np.frombuffer(raw, dtype=self.dtype).reshape(self.inner[2:])
+        blob = os.pread(fd, nbytes, offset)
+        if len(blob) != nbytes:
+            raise StoreIntegrityError(f"{path} is truncated (image {row}, view {view})")
+        return _checked(blob, f"chunk ({row}, {view}) of {path}")
+
+    def read(self, row: int, view: int) -> np.ndarray:
+        """The inner chunk of (row, view) without its two leading unit axes (a fresh, writable array)."""
+        out = np.empty(self.inner[2:], dtype=self.dtype)
+        _ZSTD.decode(self.read_blob(row, view), out=out)
+        return out
+
+    def forget(self, shard: int | None = None) -> None:
+        """Drop the cached index and descriptor of one shard (all when None): after rewriting it."""
+        shards = list(self._index) if shard is None else [shard]
+        for s in shards:
+            self._index.pop(s, None)
+            self.files.close(self._shard_path(s))
 
 
 def reader_or_none(array: zarr.Array) -> ShardedArrayReader | None:

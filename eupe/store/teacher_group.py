@@ -339,8 +339,12 @@ class TeacherGroup:
             self.array(f"{prefix}/patch/{name}")[region] = part
 
     def _forget(self, chunk: int) -> None:
+        """Drop what this process knows of a chunk it rewrites (checks, metadata, open shard files)."""
         self._checked = {c for c in self._checked if c[0] != chunk}
         self._meta.pop(chunk, None)
+        for readers in self._fast.values():
+            for reader in (r for kind in (readers or {}).values() for r in kind.values()):
+                reader.forget(chunk)  # one shard per chunk of images
 
     # -- checked reading --------------------------------------------------------------------
 

@@ -53,3 +53,50 @@ def test_other_layouts_are_refused():
     group = zarr.open_group(store=zarr.storage.MemoryStore(), mode="w")
     with pytest.raises(Unsupported):
         ShardedArrayReader(group.create_array("m", shape=(2, 2, 3), dtype="int8", chunks=(1, 1, 3)))
+
+
+def _sharded(tmp_path, rows: int = 6) -> tuple[zarr.Array, np.ndarray]:
+    group = zarr.open_group(str(tmp_path / "b.zarr"), mode="w")
+    array = group.create_array("x", shape=(rows, 2, 3, 5), dtype="int8", shards=(2, 2, 3, 5),
+                               chunks=(1, 1, 3, 5), compressors=compressors(), fill_value=0)
+    values = (np.arange(rows * 2 * 15) % 251 - 125).astype(np.int8).reshape(rows, 2, 3, 5)
+    array[:] = values
+    return array, values
+
+
+def test_a_shard_is_opened_once_and_its_descriptors_are_bounded(tmp_path):
+    from eupe.store.fastread import OpenShards
+
+    array, values = _sharded(tmp_path)
+    files = OpenShards(capacity=2)
+    reader = ShardedArrayReader(array, files)
+    for _ in range(3):
+        for row in (0, 1, 2, 3):  # shards 0 and 1, read three times: opened once each
+            for view in (0, 1):
+                out = reader.read(row, view)
+                np.testing.assert_array_equal(out, values[row, view])
+                assert out.flags.writeable  # decompressed into a fresh array, usable by torch.from_numpy
+    assert files.opened == 2 and len(files._fds) == 2
+    np.testing.assert_array_equal(reader.read(5, 1), values[5, 1])  # a third shard evicts the oldest descriptor
+    assert files.opened == 3 and len(files._fds) == 2
+    np.testing.assert_array_equal(reader.read(0, 0), values[0, 0])  # reopened, its index still cached
+    assert files.opened == 4
+    files.clear()
+
+
+def test_forget_rereads_a_rewritten_shard(tmp_path):
+    array, values = _sharded(tmp_path)
+    reader = ShardedArrayReader(array)
+    np.testing.assert_array_equal(reader.read(0, 0), values[0, 0])
+    array[0:2] = -values[0:2]  # zarr writes a new file and renames it over the old one
+    np.testing.assert_array_equal(reader.read(0, 0), values[0, 0])  # the open descriptor: old, consistent file
+    reader.forget(0)
+    np.testing.assert_array_equal(reader.read(0, 0), -values[0, 0])
+
+
+def test_a_truncated_shard_raises(tmp_path):
+    array, _ = _sharded(tmp_path)
+    shard = tmp_path / "b.zarr" / "x" / "c" / "1" / "0" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:20])  # same file, cut short: its index is gone
+    with pytest.raises(ValueError, match="checksum mismatch in shard index"):
+        ShardedArrayReader(array).read(2, 0)
