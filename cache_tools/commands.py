@@ -204,24 +204,41 @@ def _verify_text(result: dict) -> str:
 @click.command()
 @click.argument("store_path", metavar="STORE")
 @click.option("--teacher", "teachers", multiple=True, help="Teacher(s) to compute (default: all in the store).")
-def stats(store_path: str, teachers: tuple[str, ...]) -> int:
+@click.option("--sample", default=8192, show_default=True, type=click.IntRange(1),
+              help="Estimate from this many (image, view) pairs drawn uniformly without replacement among the "
+                   "usable views (all of them when the store has fewer).")
+@click.option("--full", is_flag=True, help="A full pass over every usable view instead of a sample.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sample.")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Threads reading and decoding chunks in parallel (default: CPU cores, at most 8).")
+@click.pass_context
+def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample: int, full: bool, seed: int, workers: int | None) -> int:
     """Compute per-coordinate float64 mean/std of each teacher's outputs and save them in the store.
 
     The trainer normalizes targets with these frozen statistics (EUPE teacher normalization).
-    Statistics record which chunks they cover; after the store grows they are recomputed.
+    By default they are estimated from a seeded sample of 8192 views (seconds at paper scale; the
+    error against a full pass is in the README); --full reads every view. The store records how
+    they were computed and which chunks they cover; after the store grows they are recomputed.
     """
+    if full and ctx.get_parameter_source("sample") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--full reads every view; give either --full or --sample N, not both")
     import numpy as np
     from tqdm import tqdm
 
     from eupe.store import FeatureStore, compute_stats, save_stats
+    from eupe.store.stats import describe_method
 
     store = FeatureStore.open(store_path, mode="a")
     for name in teachers or store.teacher_names():
         group = store.teacher(name)
         for resolution in group.resolutions:
-            with tqdm(total=store.num_images, desc=f"stats {name} r{resolution}", unit="img", disable=None) as bar:
-                moments = compute_stats(group, resolution, bar.update)
+            with tqdm(desc=f"stats {name} r{resolution}", unit="view", disable=None) as bar:
+                def progress(n: int, total: int, bar=bar) -> None:
+                    bar.total = total
+                    bar.update(n)
+                moments = compute_stats(group, resolution, progress, None if full else sample, seed, workers)
             save_stats(group, resolution, moments)
-            click.echo(f"{name} r{resolution}: {moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "
+            click.echo(f"{name} r{resolution}: {describe_method(moments['patch'].method)}; "
+                       f"{moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "
                        f"patch std median {float(np.median(moments['patch'].std)):.4g}")
     return 0
