@@ -3,7 +3,8 @@
 :func:`measure_costs` writes a few realistic feature views (spatially smooth low-rank tokens,
 log-normal channel scales, a few outlier channels, as ViT features have) of every teacher shape
 with every codec into a temporary real feature store through the real writer, then times on one
-CPU thread: encode + compress + write per view, reading one (image, view) of stored components
+CPU thread (median CPU time of single calls): encode + compress + write per view (mean), reading
+one (image, view) of stored components
 (what the trainer's loader does when the step decodes on the GPU), reading + decoding it (decode
 on the CPU), and the student image path (JPEG decode + ``render`` of one augmented view at the
 student resolution, on a real bundled photo when one is installed). Stored bytes per view come
@@ -29,7 +30,7 @@ from eupe.store.layout import StoreError
 from eupe.store.teacher_group import ChunkResult, TeacherIdentity, chunk_array_names
 
 MAX_VALUES_PER_VIEW = 32 * 1024 * 1024  # T*D; larger views would not fit the measurement in memory
-_IMAGES, _VIEWS, _READS = 2, 2, 12  # the temporary store: 2 images x 2 views per shape; timed reads
+_IMAGES, _VIEWS, _READS = 2, 2, 15  # the temporary store: 2 images x 2 views per shape; timed reads (median)
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,8 @@ def _measure(store, shape: Shape, codec, features: tuple[np.ndarray, np.ndarray]
     stored = float(group.manifest_rows()[0, columns, 0].sum()) / (_IMAGES * _VIEWS)
     picks = [(int(r), int(k)) for r, k in zip(rng.integers(_IMAGES, size=_READS), rng.integers(_VIEWS, size=_READS))]
     group.targets(picks[0][0], resolution, picks[0][1])  # open files and shard indexes once, as a warm loader has
-    read = _cpu_ms(lambda: [group.read_parts(r, resolution, k) for r, k in picks]) / _READS
-    decoded = _cpu_ms(lambda: [group.targets(r, resolution, k) for r, k in picks]) / _READS
+    read = _median_ms([lambda r=r, k=k: group.read_parts(r, resolution, k) for r, k in picks])
+    decoded = _median_ms([lambda r=r, k=k: group.targets(r, resolution, k) for r, k in picks])
     files = len(chunk_array_names([resolution], codec, shape.dim, shape.summary_dim, {resolution: (h, w)})) + 1
     return ViewCost(stored, encode, read, decoded, files)
 
@@ -178,7 +179,7 @@ def _render_ms(resolution: int, seed: int) -> tuple[float, str]:
     height, width = open_image(data).shape[1:]
     views = sample_views(ViewPolicy(), seed, "plan", height, width, _READS)
     render(open_image(data), views[0], resolution)  # warm-up
-    ms = _cpu_ms(lambda: [render(open_image(data), v, resolution) for v in views]) / _READS
+    ms = _median_ms([lambda v=v: render(open_image(data), v, resolution) for v in views])
     return ms, f"{source} ({len(data) / 1e3:.0f} kB) -> {resolution} px"
 
 
@@ -190,6 +191,11 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+def _median_ms(works: list) -> float:
+    """Median CPU milliseconds of each call (robust to other processes' load on a shared machine)."""
+    return float(np.median([_cpu_ms(work) for work in works]))
 
 
 def _cpu_ms(work) -> float:
