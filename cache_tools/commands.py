@@ -298,7 +298,8 @@ def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_pe
     Columns, per teacher and codec: B/value and MB/view stored (summary + patch tokens);
     store TB for N x K views; files per teacher for the chunk size; read ms of one view's stored
     components (decode on the GPU) and +decode (read + decode on the CPU); encode ms per view at
-    extraction; stats s to sample --stats-views views on one core. The "all" line sums the
+    extraction; stats s to sample --stats-views views on one core, full h for a full pass (hours).
+    The "all" line sums the
     teachers: store size, read bandwidth per GPU (targets + JPEG), CPU ms per sample (image path
     + targets) and the CPU cores per GPU that makes at --samples-per-s.
     """
@@ -338,14 +339,14 @@ def _plan_text(run, costs, rows: list[dict]) -> str:
              f"run: {run.images} images x {run.views} views, {run.samples_per_s:g} samples/s per GPU x {run.gpus} "
              f"GPUs, chunks of {run.images_per_chunk} images, {run.image_bytes / 1e3:.0f} kB JPEG per sample",
              f"{'codec':<8} {'teacher':<20} {'B/value':>7} {'MB/view':>8} {'store TB':>9} {'files':>9} "
-             f"{'read ms':>8} {'+decode':>8} {'encode ms':>9} {'stats s':>8}"]
+             f"{'read ms':>8} {'+decode':>8} {'encode ms':>9} {'stats s':>8} {'full h':>7}"]
     for row in rows:
         for shape in costs.shapes:
             t = row["teachers"][shape.name]
             lines.append(f"{row['codec']:<8} {shape.name:<20} {t['bytes_per_value']:>7.3f} "
                          f"{t['bytes_per_view'] / 1e6:>8.3f} {t['store_bytes'] / 1e12:>9.2f} {t['files']:>9} "
                          f"{t['read_ms']:>8.2f} {t['read_decode_ms']:>8.2f} {t['encode_ms']:>9.1f} "
-                         f"{t['stats_s_one_core']:>8.1f}")
+                         f"{t['stats_s_one_core']:>8.1f} {t['full_stats_h_one_core']:>7.1f}")
         cpu, gpu, bandwidth = row["cpu_ms_per_sample"], row["cores_per_gpu"], row["read_bytes_per_s_per_gpu"]
         lines.append(f"{'':<8} all: store {row['store_bytes'] / 1e12:.2f} TB; read {bandwidth / 1e9:.2f} "
                      f"GB/s per GPU ({bandwidth * run.gpus / 1e9:.1f} for {run.gpus}); CPU "

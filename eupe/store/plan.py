@@ -27,6 +27,7 @@ import numpy as np
 
 from eupe.store.codecs import get_codec, grid_shape
 from eupe.store.layout import StoreError
+from eupe.store.stats import DEFAULT_SAMPLE, RunningMoments
 from eupe.store.teacher_group import ChunkResult, TeacherIdentity, chunk_array_names
 
 MAX_VALUES_PER_VIEW = 32 * 1024 * 1024  # T*D; larger views would not fit the measurement in memory
@@ -60,6 +61,7 @@ class ViewCost:
     encode_ms: float  # codec encode + zstd + write of one view (extraction's CPU cost)
     read_ms: float  # read + decompress one (image, view) of stored components (decode on the GPU)
     read_decode_ms: float  # the same plus Codec.decode to float32 (decode on the CPU)
+    stats_ms: float  # `eupe-cache stats` per sampled view: read + decode + float64 moments (one thread)
     files_per_chunk: int  # files one chunk of images holds for this teacher (arrays + manifest)
 
 
@@ -161,8 +163,16 @@ def _measure(store, shape: Shape, codec, features: tuple[np.ndarray, np.ndarray]
     group.targets(picks[0][0], resolution, picks[0][1])  # open files and shard indexes once, as a warm loader has
     read = _median_ms([lambda r=r, k=k: group.read_parts(r, resolution, k) for r, k in picks])
     decoded = _median_ms([lambda r=r, k=k: group.targets(r, resolution, k) for r, k in picks])
+    moments = {"summary": RunningMoments(shape.summary_dim), "patch": RunningMoments(shape.dim)}
+    stats = _median_ms([lambda r=r, k=k: _update(moments, group.targets(r, resolution, k)) for r, k in picks])
     files = len(chunk_array_names([resolution], codec, shape.dim, shape.summary_dim, {resolution: (h, w)})) + 1
-    return ViewCost(stored, encode, read, decoded, files)
+    return ViewCost(stored, encode, read, decoded, stats, files)
+
+
+def _update(moments: dict, targets: dict) -> None:
+    """What `eupe-cache stats` does per sampled view after reading and decoding it."""
+    for kind, m in moments.items():
+        m.update(targets[kind])
 
 
 def _render_ms(resolution: int, seed: int) -> tuple[float, str]:
@@ -230,7 +240,7 @@ class Run:
     gpus: int = 8
     images_per_chunk: int = 16
     image_bytes: int = 110_000  # mean ImageNet-1k train JPEG
-    stats_views: int = 8192  # `eupe-cache stats` default sample
+    stats_views: int = DEFAULT_SAMPLE  # `eupe-cache stats` default sample
 
 
 def estimate(run: Run, costs: Costs) -> list[dict]:
@@ -247,7 +257,8 @@ def estimate(run: Run, costs: Costs) -> list[dict]:
             "teachers": {s.name: {**asdict(per[s.name]), "bytes_per_value": per[s.name].bytes_per_view / s.values,
                                   "store_bytes": run.images * run.views * per[s.name].bytes_per_view,
                                   "files": chunks * per[s.name].files_per_chunk,
-                                  "stats_s_one_core": run.stats_views * per[s.name].read_decode_ms / 1e3}
+                                  "stats_s_one_core": run.stats_views * per[s.name].stats_ms / 1e3,
+                                  "full_stats_h_one_core": run.images * run.views * per[s.name].stats_ms / 3.6e6}
                          for s in costs.shapes},
             "bytes_per_view": view_bytes,
             "store_bytes": run.images * run.views * view_bytes,

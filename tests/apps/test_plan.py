@@ -38,8 +38,9 @@ def test_plan_values_are_consistent_with_the_measured_costs(capsys):
             assert t["store_bytes"] == 1000 * 3 * t["bytes_per_view"]
             assert t["files"] == 100 * t["files_per_chunk"]  # 1000 images in chunks of 10
             assert t["bytes_per_value"] == pytest.approx(t["bytes_per_view"] / values[name])
-            assert t["stats_s_one_core"] == pytest.approx(100 * t["read_decode_ms"] / 1e3)
-            assert t["read_ms"] > 0 and t["read_decode_ms"] > 0 and t["encode_ms"] > 0
+            assert t["stats_s_one_core"] == pytest.approx(100 * t["stats_ms"] / 1e3)
+            assert t["full_stats_h_one_core"] == pytest.approx(3000 * t["stats_ms"] / 3.6e6)
+            assert min(t["read_ms"], t["read_decode_ms"], t["encode_ms"], t["stats_ms"]) > 0
         view_bytes = sum(t["bytes_per_view"] for t in teachers.values())
         assert row["bytes_per_view"] == pytest.approx(view_bytes)
         assert row["store_bytes"] == pytest.approx(3000 * view_bytes)
@@ -59,8 +60,8 @@ def test_plan_values_are_consistent_with_the_measured_costs(capsys):
 
 def test_estimate_is_the_arithmetic_of_the_costs():
     shapes = [Shape("a", 4, 2, 2), Shape("b", 9, 3, 1)]
-    costs = Costs(shapes, ["x"], {"a": {"x": ViewCost(100.0, 5.0, 1.0, 2.0, 7)},
-                                  "b": {"x": ViewCost(50.0, 4.0, 0.5, 1.5, 6)}}, render_ms=3.0, render_source="test")
+    costs = Costs(shapes, ["x"], {"a": {"x": ViewCost(100.0, 5.0, 1.0, 2.0, 2.5, 7)},
+                                  "b": {"x": ViewCost(50.0, 4.0, 0.5, 1.5, 2.0, 6)}}, render_ms=3.0, render_source="test")
     [row] = estimate(Run(images=10, views=2, samples_per_s=1000, gpus=4, images_per_chunk=3, image_bytes=1000,
                          stats_views=10), costs)
     assert row["teachers"]["a"]["files"] == 4 * 7 and row["teachers"]["b"]["files"] == 4 * 6  # ceil(10 / 3) chunks
@@ -68,7 +69,8 @@ def test_estimate_is_the_arithmetic_of_the_costs():
     assert row["store_bytes"] == 10 * 2 * 150 and row["read_bytes_per_s_per_gpu"] == 1000 * 1150
     assert row["cpu_ms_per_sample"] == {"decode_on_cpu": 6.5, "decode_on_gpu": 4.5}
     assert row["cores_per_gpu"] == {"decode_on_cpu": 6.5, "decode_on_gpu": 4.5}
-    assert row["extract_cpu_ms_per_view"] == 9.0 and row["teachers"]["a"]["stats_s_one_core"] == 10 * 2.0 / 1e3
+    assert row["extract_cpu_ms_per_view"] == 9.0 and row["teachers"]["a"]["stats_s_one_core"] == 10 * 2.5 / 1e3
+    assert row["teachers"]["b"]["full_stats_h_one_core"] == 10 * 2 * 2.0 / 3.6e6
 
 
 def test_realistic_views_are_smooth_and_seeded():
