@@ -137,17 +137,17 @@ def _empty(group: TeacherGroup, covers: str = "", method: dict | None = None) ->
 
 
 def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments: dict[str, RunningMoments]) -> None:
-    """Add the targets of ``pairs`` (all in one chunk): the whole chunk read at once when it holds
-    many of them, else one direct (row, view) read each."""
+    """Add the targets of ``pairs`` (all in one chunk): one direct (row, view) read each on a local
+    store (0.7 ms/view against 1.6 ms through zarr for a whole chunk of 16 x 4 views at T=256,
+    D=768), the whole chunk at once through zarr elsewhere (object stores) when it holds many."""
     rows = group.store.chunk_rows(int(pairs[0, 0]) // group.store.params.images_per_chunk)
-    if len(pairs) * 2 >= len(rows) * group.store.params.views_per_image:
-        targets = group.decode(group.read_parts(slice(rows.start, rows.stop), resolution), resolution)
-        local = pairs[:, 0] - rows.start
-        for kind in moments:
-            moments[kind].update(targets[kind][local, pairs[:, 1]])  # [S, D] or [S, h, w, D]
-        return
-    for row, view in pairs:
-        targets = group.targets(int(row), resolution, int(view))
+    dense = len(pairs) * 2 >= len(rows) * group.store.params.views_per_image
+    if dense and group.fast_readers(resolution) is None:
+        chunk = group.decode(group.read_parts(slice(rows.start, rows.stop), resolution), resolution)
+        views = ({kind: chunk[kind][row - rows.start, view] for kind in moments} for row, view in pairs)
+    else:
+        views = (group.targets(int(row), resolution, int(view)) for row, view in pairs)
+    for targets in views:  # one update per view either way: the same values bit for bit on every path
         for kind in moments:
             moments[kind].update(targets[kind])
 
