@@ -4,9 +4,9 @@ Float64 per-coordinate mean and standard deviation of the summary and patch toke
 with Chan's parallel update (numerically stable, constant memory). By default they are
 estimated from a seeded uniform sample of ``DEFAULT_SAMPLE`` (image, view) pairs drawn without
 replacement among the usable images of done chunks; ``sample=None`` makes a full pass over every
-view. Work is split over chunks between ``workers`` threads (decompression and numpy release the
-GIL) and the per-thread moments are merged in chunk order, so the result does not depend on
-timing. Why 8192 views: one paper-sized batch; the estimate's error shrinks as 1/sqrt(views)
+view. Work is split over chunks between ``workers`` threads (numpy's array operations release the
+GIL; the speed-up could not be measured on the loaded 2-core development machine) and the
+per-thread moments are merged in chunk order, so the result does not depend on timing. Why 8192 views: one paper-sized batch; the estimate's error shrinks as 1/sqrt(views)
 (README "eupe-cache stats" gives the error measured against a full pass by ``bench/plan.py``),
 and at the paper's shapes it reads in seconds per teacher instead of the ~31 h of a full pass.
 
