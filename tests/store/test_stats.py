@@ -134,3 +134,12 @@ def test_record_of_older_stores_reads_as_full_pass(store):
     save_stats(group, 64, moments)
     assert stats_method(group, 64) == {} and load_stats(group, 64) is not None
     assert describe_method({}).startswith("full pass") and describe_method(None) == "absent"
+
+
+def test_cli_defaults_are_the_library_defaults():
+    from eupe.cache_tools import commands
+    from eupe.store.stats import DEFAULT_SAMPLE, DEFAULT_SEED
+
+    stats = {p.name: p.default for p in commands.stats.params}
+    plan = {p.name: p.default for p in commands.plan.params}
+    assert stats["sample"] == plan["stats_views"] == DEFAULT_SAMPLE and stats["seed"] == DEFAULT_SEED
