@@ -4,9 +4,10 @@ Float64 per-coordinate mean and standard deviation of the summary and patch toke
 with Chan's parallel update (numerically stable, constant memory). By default they are
 estimated from a seeded uniform sample of ``DEFAULT_SAMPLE`` (image, view) pairs drawn without
 replacement among the usable images of done chunks; ``sample=None`` makes a full pass over every
-view. Work is split over chunks between ``workers`` threads (numpy's array operations release the
-GIL; the speed-up could not be measured on the loaded 2-core development machine) and the
-per-thread moments are merged in chunk order, so the result does not depend on timing. Why 8192 views: one paper-sized batch; the estimate's error shrinks as 1/sqrt(views)
+view. Work is split in blocks of chunks between ``workers`` threads (numpy's array operations
+release the GIL; the speed-up could not be measured on the loaded 2-core development machine) and
+the blocks' moments are merged in chunk order, so the values do not depend on the number of threads
+nor on their timing. Why 8192 views: one paper-sized batch; the estimate's error shrinks as 1/sqrt(views)
 (README "eupe-cache stats" gives the error measured against a full pass by ``bench/plan.py``),
 and at the paper's shapes it reads in seconds per teacher instead of the ~31 h of a full pass.
 
@@ -34,6 +35,7 @@ from eupe.store.teacher_group import TeacherGroup, resolution_group_name
 NAMES = ("summary_mean", "summary_std", "patch_mean", "patch_std")
 DEFAULT_SAMPLE = 8192  # (image, view) pairs; see the module docstring
 DEFAULT_SEED = 0
+_BLOCK = 64  # chunks per unit of parallel work
 Progress = Callable[[int, int], None]  # (views just done, views in all)
 
 
@@ -112,7 +114,9 @@ def compute_stats(group: TeacherGroup, resolution: int, progress: Progress | Non
               "seed": None if len(pairs) == population else seed}
     group.fast_readers(resolution)  # built once here, not raced by the threads
     per_chunk = np.split(pairs, np.flatnonzero(np.diff(pairs[:, 0] // group.store.params.images_per_chunk)) + 1)
-    parts = np.array_split(np.arange(len(per_chunk)), min(workers or default_workers(), len(per_chunk)))
+    # blocks of _BLOCK chunks are the unit of work, merged in order: the same values bit for bit
+    # whatever the number of threads or their timing
+    blocks = np.array_split(np.arange(len(per_chunk)), -(-len(per_chunk) // _BLOCK))
 
     def run(indices: np.ndarray) -> dict[str, RunningMoments]:
         moments = _empty(group)
@@ -122,10 +126,10 @@ def compute_stats(group: TeacherGroup, resolution: int, progress: Progress | Non
                 progress(len(per_chunk[i]), len(pairs))
         return moments
 
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        results = list(pool.map(run, parts))
+    with ThreadPoolExecutor(max_workers=min(workers or default_workers(), len(blocks))) as pool:
+        results = list(pool.map(run, blocks))
     total = _empty(group, covers, method)
-    for result in results:  # in chunk order: the same result whatever the threads' timing
+    for result in results:  # in chunk order
         for kind in total:
             total[kind].merge(result[kind])
     return total
