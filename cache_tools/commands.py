@@ -1,4 +1,4 @@
-"""``eupe-cache extract | info | verify | stats``: thin click wrappers over ``eupe.store``."""
+"""``eupe-cache extract | info | verify | stats | plan``: thin click wrappers over ``eupe.store``."""
 
 from __future__ import annotations
 
@@ -218,24 +218,152 @@ def _verify_text(result: dict) -> str:
 @click.command()
 @click.argument("store_path", metavar="STORE")
 @click.option("--teacher", "teachers", multiple=True, help="Teacher(s) to compute (default: all in the store).")
-def stats(store_path: str, teachers: tuple[str, ...]) -> int:
+@click.option("--sample", default=8192, show_default=True, type=click.IntRange(1),
+              help="Estimate from this many (image, view) pairs drawn uniformly without replacement among the "
+                   "usable views (all of them when the store has fewer).")
+@click.option("--full", is_flag=True, help="A full pass over every usable view instead of a sample.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sample.")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Threads reading and decoding chunks in parallel (default: CPU cores, at most 8).")
+@click.pass_context
+def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample: int, full: bool, seed: int, workers: int | None) -> int:
     """Compute per-coordinate float64 mean/std of each teacher's outputs and save them in the store.
 
     The trainer normalizes targets with these frozen statistics (EUPE teacher normalization).
-    Statistics record which chunks they cover; after the store grows they are recomputed.
+    By default they are estimated from a seeded sample of 8192 views (seconds at paper scale; the
+    error against a full pass is in the README); --full reads every view. The store records how
+    they were computed and which chunks they cover; after the store grows they are recomputed.
     """
+    if full and ctx.get_parameter_source("sample") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--full reads every view; give either --full or --sample N, not both")
     import numpy as np
     from tqdm import tqdm
 
     from eupe.store import FeatureStore, compute_stats, save_stats
+    from eupe.store.stats import describe_method
 
     store = FeatureStore.open(store_path, mode="a")
     for name in teachers or store.teacher_names():
         group = store.teacher(name)
         for resolution in group.resolutions:
-            with tqdm(total=store.num_images, desc=f"stats {name} r{resolution}", unit="img", disable=None) as bar:
-                moments = compute_stats(group, resolution, bar.update)
+            with tqdm(desc=f"stats {name} r{resolution}", unit="view", disable=None) as bar:
+                def progress(n: int, total: int, bar=bar) -> None:
+                    bar.total = total
+                    bar.update(n)
+                moments = compute_stats(group, resolution, progress, None if full else sample, seed, workers)
             save_stats(group, resolution, moments)
-            click.echo(f"{name} r{resolution}: {moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "
+            click.echo(f"{name} r{resolution}: {describe_method(moments['patch'].method)}; "
+                       f"{moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "
                        f"patch std median {float(np.median(moments['patch'].std)):.4g}")
     return 0
+
+
+def _shapes(_ctx, _param, value: tuple[str, ...]) -> list[tuple[int, int, int]]:
+    out = []
+    for text in value:
+        try:
+            numbers = [int(v) for v in text.lower().split("x")]
+        except ValueError:
+            numbers = []
+        if len(numbers) not in (2, 3) or min(numbers) < 1:
+            raise click.BadParameter(f"{text!r} is not TOKENSxDIM or TOKENSxDIMxSUMMARY_DIM of positive integers, "
+                                     "e.g. 1024x1536")
+        out.append((numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else numbers[1]))
+    return out
+
+
+def _extract_default(name: str):
+    return next(p.default for p in extract.params if p.name == name)
+
+
+@click.command()
+@click.option("--teacher", "teachers", multiple=True,
+              help="Registered teacher (repeatable): its tokens and widths at its native resolution.")
+@click.option("--shape", "shapes", multiple=True, callback=_shapes,
+              help="A teacher given by shape (repeatable): TOKENSxDIM[xSUMMARY_DIM] per view, e.g. 1024x1536 "
+                   "(PE-G at 448 px). Default when no --teacher: 1024x1536.")
+@click.option("--codec", "codecs", default="fp16,int8,int6,int4,compact,tiny", show_default=True,
+              help="Comma-separated codecs to measure (see `eupe-cache extract --help`).")
+@click.option("--images", default=1_281_167, show_default=True, type=click.IntRange(1), help="Images (N).")
+@click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Views per image (K).")
+@click.option("--samples-per-s", default=3000.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Samples one GPU's student consumes per second (ViT-B on an H100: ~3000).")
+@click.option("--gpus", default=8, show_default=True, type=click.IntRange(1), help="GPUs training at once.")
+@click.option("--images-per-chunk", default=None, type=click.IntRange(1),
+              help="Images per store chunk, as for extract (default: extract's).")
+@click.option("--student-resolution", default=256, show_default=True, type=click.IntRange(16, 4096),
+              help="Resolution of the student's rendered view (the timed image path).")
+@click.option("--image-bytes", default=110_000, show_default=True, type=click.IntRange(0),
+              help="Mean JPEG size read per sample (ImageNet-1k train: ~110 kB).")
+@click.option("--stats-views", default=8192, show_default=True, type=click.IntRange(1),
+              help="Views `eupe-cache stats` samples (for its time estimate).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON (measured costs and estimates).")
+def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_per_chunk, student_resolution,
+         image_bytes, stats_views, as_json) -> int:
+    """Plan a paper-scale cache: bytes per view, store size, files, read bandwidth and CPU cores per GPU.
+
+    Per-view costs are measured here first (a few seconds): realistic feature views of each
+    teacher shape are written with each codec into a temporary real store, then reading one
+    (image, view), reading + decoding it, and rendering a student view from a JPEG are timed on
+    one CPU thread. The estimates are those costs times the run's numbers. Reads are timed hot in
+    the page cache: the store must also deliver the printed bandwidth.
+
+    \b
+    Columns, per teacher and codec: B/value and MB/view stored (summary + patch tokens);
+    store TB for N x K views; files per teacher for the chunk size; read ms of one view's stored
+    components (decode on the GPU) and +decode (read + decode on the CPU); encode ms per view at
+    extraction; stats s to sample --stats-views views on one core, full h for a full pass (hours).
+    The "all" line sums the
+    teachers: store size, read bandwidth per GPU (targets + JPEG), CPU ms per sample (image path
+    + targets) and the CPU cores per GPU that makes at --samples-per-s.
+    """
+    from eupe.store.plan import Run, Shape, estimate, measure_costs
+
+    chosen = [_teacher_shape(name) for name in teachers]
+    chosen += [Shape(f"{t}x{d}" + (f"x{s}" if s != d else ""), t, d, s) for t, d, s in shapes]
+    chosen = chosen or [Shape("1024x1536", 1024, 1536, 1536)]  # PE-G at 448 px, the paper's widest teacher
+    run = Run(images, views, samples_per_s, gpus, images_per_chunk or _extract_default("images_per_chunk"),
+              image_bytes, stats_views)
+    costs = measure_costs(chosen, [c.strip() for c in codecs.split(",") if c.strip()], student_resolution)
+    rows = estimate(run, costs)
+    if as_json:
+        from dataclasses import asdict
+
+        click.echo(json.dumps({"run": asdict(run), "render_ms": costs.render_ms, "render_source": costs.render_source,
+                               "measure_seconds": costs.seconds, "codecs": rows}, indent=2))
+        return 0
+    click.echo(_plan_text(run, costs, rows))
+    return 0
+
+
+def _teacher_shape(name: str):
+    from eupe.models import teacher_spec
+    from eupe.store.plan import Shape
+
+    spec = teacher_spec(name)
+    return Shape(name, (spec.resolution // spec.patch_size) ** 2, spec.patch_dim, spec.summary_dim)
+
+
+def _plan_text(run, costs, rows: list[dict]) -> str:
+    import os
+    import platform
+
+    lines = [f"measured in {costs.seconds:.1f} s on {platform.machine()} with {os.cpu_count()} cores (one thread; "
+             f"reads hot in page cache); student image path {costs.render_ms:.1f} ms ({costs.render_source})",
+             f"run: {run.images} images x {run.views} views, {run.samples_per_s:g} samples/s per GPU x {run.gpus} "
+             f"GPUs, chunks of {run.images_per_chunk} images, {run.image_bytes / 1e3:.0f} kB JPEG per sample",
+             f"{'codec':<8} {'teacher':<20} {'B/value':>7} {'MB/view':>8} {'store TB':>9} {'files':>9} "
+             f"{'read ms':>8} {'+decode':>8} {'encode ms':>9} {'stats s':>8} {'full h':>7}"]
+    for row in rows:
+        for shape in costs.shapes:
+            t = row["teachers"][shape.name]
+            lines.append(f"{row['codec']:<8} {shape.name:<20} {t['bytes_per_value']:>7.3f} "
+                         f"{t['bytes_per_view'] / 1e6:>8.3f} {t['store_bytes'] / 1e12:>9.2f} {t['files']:>9} "
+                         f"{t['read_ms']:>8.2f} {t['read_decode_ms']:>8.2f} {t['encode_ms']:>9.1f} "
+                         f"{t['stats_s_one_core']:>8.1f} {t['full_stats_h_one_core']:>7.1f}")
+        cpu, gpu, bandwidth = row["cpu_ms_per_sample"], row["cores_per_gpu"], row["read_bytes_per_s_per_gpu"]
+        lines.append(f"{'':<8} all: store {row['store_bytes'] / 1e12:.2f} TB; read {bandwidth / 1e9:.2f} "
+                     f"GB/s per GPU ({bandwidth * run.gpus / 1e9:.1f} for {run.gpus}); CPU "
+                     f"{cpu['decode_on_cpu']:.1f} ms/sample -> {gpu['decode_on_cpu']:.1f} cores per GPU decoding on "
+                     f"the CPU, {cpu['decode_on_gpu']:.1f} ms -> {gpu['decode_on_gpu']:.1f} decoding on the GPU")
+    return "\n".join(lines)
