@@ -191,6 +191,8 @@ def _teacher_check(store, name, n, seed, weights, test_scale) -> dict:
 
 
 def _verify_text(result: dict) -> str:
+    from eupe.store import describe_method
+
     lines = [f"corrupt chunk {p['array']}[{p['chunk']}]: {p['error']}" for p in result["images"]]
     for name, r in result["teachers"].items():
         lines.append(f"{name}: {'OK' if r['ok'] else 'PROBLEMS'}; {len(r['incomplete'])} incomplete images, "
@@ -200,7 +202,9 @@ def _verify_text(result: dict) -> str:
                          f"--retry-failed ({', '.join(r['read_errors'][:5])})")
         lines += [f"  corrupt {p['array']} chunk {p['chunk']} (images {', '.join(p['keys'])}): {p['error']}"
                   for p in r["corrupt"]]
-        lines += [f"  statistics r{resolution}: {state}" + (" (run `eupe-cache stats`)" if state != "ok" else "")
+        lines += [f"  statistics r{resolution}: {state}"
+                  + (f" ({describe_method(r['stats_method'].get(resolution))})" if state == "ok" else
+                     " (run `eupe-cache stats`)")
                   for resolution, state in r.get("stats", {}).items() if state != "absent"]
         if r["incomplete"]:
             lines.append(f"  incomplete: {', '.join(r['incomplete'][:20])}{' ...' if len(r['incomplete']) > 20 else ''}")
@@ -239,8 +243,7 @@ def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample
     import numpy as np
     from tqdm import tqdm
 
-    from eupe.store import FeatureStore, compute_stats, save_stats
-    from eupe.store.stats import describe_method
+    from eupe.store import FeatureStore, compute_stats, describe_method, save_stats
 
     store = FeatureStore.open(store_path, mode="a")
     for name in teachers or store.teacher_names():
@@ -317,7 +320,7 @@ def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_pe
     teachers: store size, read bandwidth per GPU (targets + JPEG), CPU ms per sample (image path
     + targets) and the CPU cores per GPU that makes at --samples-per-s.
     """
-    from eupe.store.plan import Run, Shape, estimate, measure_costs
+    from eupe.store import Run, Shape, estimate, measure_costs
 
     chosen = [_teacher_shape(name) for name in teachers]
     chosen += [Shape(f"{t}x{d}" + (f"x{s}" if s != d else ""), t, d, s) for t, d, s in shapes]
@@ -338,7 +341,7 @@ def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_pe
 
 def _teacher_shape(name: str):
     from eupe.models import teacher_spec
-    from eupe.store.plan import Shape
+    from eupe.store import Shape
 
     spec = teacher_spec(name)
     return Shape(name, (spec.resolution // spec.patch_size) ** 2, spec.patch_dim, spec.summary_dim)

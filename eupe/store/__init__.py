@@ -15,6 +15,8 @@ _EXPORTS = {
     "FeatureStore": "store", "StoreParams": "store",
     "TeacherGroup": "teacher_group", "TeacherIdentity": "teacher_group",
     "RunningMoments": "stats", "compute_stats": "stats", "load_stats": "stats", "save_stats": "stats",
+    "describe_method": "stats", "sample_pairs": "stats", "stats_method": "stats",
+    "Run": "plan", "Shape": "plan", "estimate": "plan", "measure_costs": "plan",
     "ExtractConfig": "extract", "extract_teacher": "extract", "load_teachers": "extract",
     "open_or_create_store": "extract",
     "teacher_check": "verify", "verify_images": "verify", "verify_teacher": "verify",

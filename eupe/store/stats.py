@@ -88,7 +88,7 @@ def sample_pairs(group: TeacherGroup, sample: int | None = DEFAULT_SAMPLE, seed:
     None or at least their number."""
     status = group.status() if status is None else status
     rows = np.flatnonzero(status == OK)
-    k = group.store.params.views_per_image
+    k = group.views_per_image
     total = len(rows) * k
     if sample is None or sample >= total:
         picks = np.arange(total, dtype=np.int64)
@@ -109,7 +109,7 @@ def compute_stats(group: TeacherGroup, resolution: int, progress: Progress | Non
     if not len(pairs):
         raise StoreError(f"{group.group.path}: no usable views in done chunks to compute statistics from; "
                          "extract first (or check `eupe-cache info` for failed inputs)")
-    population = int((status == OK).sum()) * group.store.params.views_per_image
+    population = int((status == OK).sum()) * group.views_per_image
     method = {"full": len(pairs) == population, "views": len(pairs), "population": population,
               "seed": None if len(pairs) == population else seed}
     group.fast_readers(resolution)  # built once here, not raced by the threads
@@ -145,7 +145,7 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
     store (0.7 ms/view against 1.6 ms through zarr for a whole chunk of 16 x 4 views at T=256,
     D=768), the whole chunk at once through zarr elsewhere (object stores) when it holds many."""
     rows = group.store.chunk_rows(int(pairs[0, 0]) // group.store.params.images_per_chunk)
-    dense = len(pairs) * 2 >= len(rows) * group.store.params.views_per_image
+    dense = len(pairs) * 2 >= len(rows) * group.views_per_image
     if dense and group.fast_readers(resolution) is None:
         chunk = group.decode(group.read_parts(slice(rows.start, rows.stop), resolution), resolution)
         views = ({kind: chunk[kind][row - rows.start, view] for kind in moments} for row, view in pairs)

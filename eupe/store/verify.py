@@ -21,7 +21,7 @@ from eupe.models import create_teacher, run_teacher
 from eupe.store import manifest
 from eupe.store.codecs import fidelity
 from eupe.store.layout import OK, READ_ERROR, StoreError
-from eupe.store.stats import load_stats
+from eupe.store.stats import load_stats, stats_method
 from eupe.store.store import FeatureStore
 from eupe.store.teacher_group import TeacherGroup, resolution_group_name
 from eupe.views import ViewSpec, open_image, render
@@ -35,6 +35,7 @@ class TeacherReport:
     failed_images: int = 0
     read_errors: list[str] = field(default_factory=list)  # keys that failed to *read* (transient: retry)
     stats: dict = field(default_factory=dict)  # resolution -> "ok" | "absent" | "stale" | "partial or altered"
+    stats_method: dict = field(default_factory=dict)  # resolution -> how they were computed (stats_method)
     check: dict | None = None
 
     @property
@@ -66,6 +67,7 @@ def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
             report.failed_images += len(failures) if block is group else 0  # an image fails in every block alike
             report.read_errors += [_label(key, block) for key, reason in failures if reason.startswith(READ_ERROR)]
         report.stats = {str(resolution): stats_state(group, resolution) for resolution in group.resolutions}
+        report.stats_method = {str(resolution): stats_method(group, resolution) for resolution in group.resolutions}
     return report
 
 
