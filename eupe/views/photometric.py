@@ -63,25 +63,23 @@ def saturation_(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 def _wrap6_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
     """``x mod 6`` for ``x`` in [0, 12), in place: ``x - 6 floor(x / 6)`` (exact there: ``x / 6`` never
-    rounds across 1 or 2 in float32, and ``x - 6`` is exact by Sterbenz), without ``remainder``."""
-    return x.sub_(torch.div(x, 6.0, out=tmp).floor_().mul_(6.0))
-
-
-def _one_minus(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``1 - x`` into ``out`` (``-x + 1``: the same float)."""
-    return torch.mul(x, -1.0, out=out).add_(1.0)
+    rounds across 1 or 2 in float32, and ``x - 6`` is exact by Sterbenz), without ``remainder``;
+    ``6 floor(.)`` is exact, so subtracting it with ``alpha=6`` is the same float in one pass."""
+    return x.sub_(torch.div(x, 6.0, out=tmp).floor_(), alpha=6.0)
 
 
 def _hue6(x: torch.Tensor, maxc: torch.Tensor, chroma: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
     """HSV hue x 6 of ``x`` ``[3, h, w]`` as a new plane ``[h, w]`` in [-1, 5) (0 where chroma is 0).
 
     The sector formula of the channel holding the max (r before g before b on ties), selected by
-    0/1 float masks (exact; ``torch.where`` is many times slower on small CPU tensors).
+    0/1 float masks (exact; boolean masks and ``torch.where`` are many times slower on small CPU
+    tensors).
     """
     r, g, b = x.unbind(0)
     is_r = torch.eq(maxc, r, out=torch.empty_like(r))
-    is_g = torch.eq(maxc, g, out=torch.empty_like(r)).mul_(_one_minus(is_r, tmp))
-    is_b = _one_minus(is_r, tmp).sub_(is_g)
+    is_g = torch.eq(maxc, g, out=torch.empty_like(r))
+    is_g = torch.gt(is_g, is_r, out=is_g)  # max is g and not r
+    is_b = torch.lt(torch.add(is_r, is_g, out=tmp), 0.5, out=tmp)  # neither
     sector = torch.sub(g, b, out=torch.empty_like(r)).mul_(is_r)
     term = torch.sub(b, r, out=is_r).add_(chroma, alpha=2.0).mul_(is_g)  # is_r is not needed any more
     sector.add_(term)
@@ -101,15 +99,16 @@ def adjust_hue_(x: torch.Tensor, hue: float) -> torch.Tensor:
     if not -0.5 <= hue <= 0.5:
         raise ValueError(f"hue must be in [-0.5, 0.5], got {hue}")
     r, g, b = x.unbind(0)
-    maxc = torch.maximum(torch.maximum(r, g), b)
+    maxc = torch.maximum(r, g)
+    maxc = torch.maximum(maxc, b, out=maxc)
     chroma = torch.minimum(r, g)
-    chroma = torch.minimum(chroma, b, out=chroma).neg_().add_(maxc)  # max - min
+    chroma = torch.sub(maxc, torch.minimum(chroma, b, out=chroma), out=chroma)  # max - min
     tmp = torch.empty_like(maxc)
     h6 = _wrap6_(_wrap6_(_hue6(x, maxc, chroma, tmp).add_(6.0 + 6.0 * hue), tmp), tmp)  # shifted, in [0, 6)
     for plane, offset in zip(x.unbind(0), _HUE_OFFSETS):  # one plane at a time: it stays in cache
         phase = _wrap6_(torch.add(h6, offset, out=plane), tmp)
-        ramp = torch.minimum(phase, torch.mul(phase, -1.0, out=tmp).add_(4.0), out=plane).clamp_(0.0, 1.0)
-        ramp.mul_(chroma).neg_().add_(maxc)
+        ramp = torch.minimum(phase, torch.rsub(phase, 4.0), out=plane).clamp_(0.0, 1.0)
+        torch.sub(maxc, ramp.mul_(chroma), out=plane)
     return x
 
 
