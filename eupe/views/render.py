@@ -15,7 +15,9 @@ Renderer version 2 (:data:`~eupe.views.spec.RENDERER_VERSION`), in order:
    flip (on those uint8 pixels) and the conversion to float32 in [0, 1].
 2. Colour jitter in the view's order, grayscale, Gaussian blur (sigma relative to the output
    side), solarize, clamp to [0, 1] -- float32, torchvision's formulas
-   (:mod:`eupe.views.photometric` computes hue and blur in fewer passes, equal to rounding).
+   (:mod:`eupe.views.photometric` runs them in place, and hue and blur in fewer passes, equal to
+   rounding; a grayscale view is blurred, solarized and clamped as one luma plane, then copied
+   to the three channels: the same pixels).
 
 No mean/std normalization happens here: each model normalizes its own input.  Nothing random
 happens here: the same (bytes, view, size) gives bit-identical pixels for a given Pillow/libjpeg
