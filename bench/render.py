@@ -2,8 +2,14 @@
 
 Real photos (the bundled ones) re-encoded as quality-90 JPEGs with the longer side at each
 ``--sides`` value; for every photo ``--views`` views are drawn by the default ``ViewPolicy``.
+Two view sets per source size: ``policy`` (the default ``ViewPolicy``: jitter 0.8, grayscale 0.2,
+blur 0.5, solarize 0.2) and ``every op`` (jitter, blur and solarize on every view; grayscale off,
+as it would replace the jittered colours and leave one plane to blur).
+
 Paths, each timed on the same (JPEG, view) samples in one process, one torch thread (as in a
-DataLoader worker), passes interleaved, the median pass reported:
+DataLoader worker).  Every path runs on every sample in turn (interleaved per sample), the
+process CPU time of each call is taken, and the figure is the mean over samples of each
+sample's fastest of ``--passes`` calls (robust to the other processes on a shared machine):
 
 * ``pil``       PIL decode + resize of the view's crop box to the output size (uint8, the target's
                 reference: the naive peer's whole image path)
@@ -12,9 +18,14 @@ DataLoader worker), passes interleaved, the median pass reported:
 * ``render_geo`` the same with the photometric ops removed (crop, resize, flip only)
 * ``decoded``   ``render(decode_image(jpeg), view, size)``: renderer 2 from a full decode (what a
                 caller that decodes first gets)
+* ``pil_aug``   a uint8 peer: ``pil`` + flip + the view's ops on the PIL image as torchvision does
+                for PIL inputs (ImageEnhance blends, HSV hue in uint8), PIL's box-approximated
+                GaussianBlur, ImageOps.solarize, then float32 (not our formulas: a cost reference)
 * ``v1``        renderer 1 as it was (full decode, float32 torch resize, torchvision colour ops)
 
-Run:  .venv/bin/python bench/render.py  [--sides 500,1000,0] [--resolutions 224,256] [--views 4] [--passes 7]
+``--stages`` also prints where ``render``'s time goes at the first source size, stage by stage.
+
+Run:  .venv/bin/python bench/render.py  [--sides 500,1000,0] [--resolutions 224] [--views 4] [--passes 7] [--stages]
 """
 
 from __future__ import annotations
@@ -23,7 +34,6 @@ import argparse
 import dataclasses
 import io
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import InterpolationMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,7 +50,8 @@ from machine import describe  # noqa: E402
 
 from eupe.assets import bundled_photos  # noqa: E402
 from eupe.views import ViewPolicy, ViewSpec, decode_image, open_image, render, sample_views  # noqa: E402
-from eupe.views.render import dct_scale  # noqa: E402
+from eupe.views import photometric as P  # noqa: E402
+from eupe.views.render import _blur, _crop_resize, _to_float, dct_scale  # noqa: E402
 
 Sample = tuple[bytes, ViewSpec]
 
@@ -59,11 +70,14 @@ def jpegs(side: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def samples(side: int, resolution: int, k: int) -> list[Sample]:
+POLICIES = {"policy": ViewPolicy(), "every op": ViewPolicy(jitter_p=1.0, grayscale_p=0.0, blur_p=1.0, solarize_p=1.0)}
+
+
+def samples(side: int, resolution: int, k: int, policy: ViewPolicy = POLICIES["policy"]) -> list[Sample]:
     found = []
     for key, data in jpegs(side):
         w, h = Image.open(io.BytesIO(data)).size
-        found += [(data, v) for v in sample_views(ViewPolicy(), 0, key, h, w, k, resolution=resolution)]
+        found += [(data, v) for v in sample_views(policy, 0, key, h, w, k, resolution=resolution)]
     return found
 
 
@@ -71,6 +85,24 @@ def pil_path(data: bytes, v: ViewSpec) -> np.ndarray:
     img = Image.open(io.BytesIO(data)).convert("RGB")
     box = (v.left, v.top, v.left + v.width, v.top + v.height)
     return np.asarray(img.resize((v.out_w, v.out_h), Image.Resampling.BILINEAR, box=box))
+
+
+def pil_aug_path(data: bytes, v: ViewSpec) -> torch.Tensor:
+    """The uint8 peer: PIL decode + resize + flip + the view's ops on the PIL image, then float32."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    box = (v.left, v.top, v.left + v.width, v.top + v.height)
+    img = img.resize((v.out_w, v.out_h), Image.Resampling.BILINEAR, box=box)
+    img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if v.flip else img
+    ops = {0: (v.brightness, 1.0, F.adjust_brightness), 1: (v.contrast, 1.0, F.adjust_contrast),
+           2: (v.saturation, 1.0, F.adjust_saturation), 3: (v.hue, 0.0, F.adjust_hue)}
+    for op in v.jitter_order:
+        factor, identity, fn = ops[op]
+        img = fn(img, factor) if factor != identity else img
+    img = img.convert("L").convert("RGB") if v.grayscale else img
+    if v.blur_sigma > 0:
+        img = img.filter(ImageFilter.GaussianBlur(v.blur_sigma * min(v.out_h, v.out_w)))
+    img = ImageOps.solarize(img, 128) if v.solarize else img
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div_(255.0)
 
 
 def geometric(v: ViewSpec) -> ViewSpec:
@@ -103,52 +135,111 @@ PATHS: dict[str, Callable[[bytes, ViewSpec], object]] = {
     "render": lambda d, v: render(open_image(d), v),
     "render_geo": lambda d, v: render(open_image(d), geometric(v)),
     "decoded": lambda d, v: render(decode_image(d), v),
+    "pil_aug": pil_aug_path,
     "v1": render_v1,
 }
 
 
 def time_paths(found: list[Sample], passes: int) -> dict[str, float]:
-    """Median over interleaved passes of the per-sample time (ms) of each path."""
-    per_pass: dict[str, list[float]] = {name: [] for name in PATHS}
+    """CPU ms per sample of each path: each sample's fastest of ``passes`` calls, averaged."""
+    best = {name: np.full(len(found), np.inf) for name in PATHS}
     for _ in range(passes):
-        for name, fn in PATHS.items():
-            start = time.perf_counter()
-            for data, view in found:
+        for i, (data, view) in enumerate(found):
+            for name, fn in PATHS.items():
+                start = time.process_time_ns()
                 fn(data, view)
-            per_pass[name].append(1e3 * (time.perf_counter() - start) / len(found))
-    return {name: statistics.median(ms) for name, ms in per_pass.items()}
+                best[name][i] = min(best[name][i], time.process_time_ns() - start)
+    return {name: float(ns.mean()) / 1e6 for name, ns in best.items()}
+
+
+def _stage_ops(x: torch.Tensor, v: ViewSpec) -> list[tuple[str, Callable[[], torch.Tensor]]]:
+    """``render``'s photometric steps on ``x`` in order, as (stage name, call) pairs (see render.py)."""
+    jitter = {0: ("brightness", v.brightness, 1.0, P.brightness_), 1: ("contrast", v.contrast, 1.0, P.contrast_),
+              2: ("saturation", v.saturation, 1.0, P.saturation_), 3: ("hue", v.hue, 0.0, P.adjust_hue_)}
+    state = {"x": x}
+
+    def step(fn: Callable[..., torch.Tensor], *args: object) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            state["x"] = fn(state["x"], *args)
+            return state["x"]
+        return call
+    ops = [(name, step(fn, f)) for name, f, ident, fn in (jitter[o] for o in v.jitter_order) if f != ident]
+    if v.grayscale:
+        ops.append(("grayscale", step(lambda t: P.grayscale(t).unsqueeze(0))))
+    if v.blur_sigma > 0:
+        ops.append(("blur", step(_blur, v.blur_sigma)))
+    if v.solarize:
+        ops.append(("solarize", step(P.solarize, 0.5)))
+    ops.append(("clamp", step(lambda t: t.clamp_(0.0, 1.0).expand(3, -1, -1).contiguous() if t.shape[0] == 1
+                              else t.clamp_(0.0, 1.0))))
+    return ops
+
+
+def stages(found: list[Sample], passes: int) -> dict[str, tuple[float, float]]:
+    """Per stage of ``render``: (CPU ms per sample, fraction of samples that run it); fastest pass per sample."""
+    best: dict[tuple[int, str], float] = {}
+
+    def clock(i: int, name: str, fn: Callable[[], object]) -> object:
+        start = time.process_time_ns()
+        out = fn()
+        best[i, name] = min(best.get((i, name), math.inf), time.process_time_ns() - start)
+        return out
+    for _ in range(passes):
+        for i, (data, v) in enumerate(found):
+            src = clock(i, "open (header)", lambda: open_image(data))
+            out = (v.out_h, v.out_w)
+            clock(i, "decode", lambda: src.pixels(dct_scale(v, out) if src.scalable else 1))
+            img = clock(i, "crop+resize+flip", lambda: _crop_resize(src, v, out))
+            x = clock(i, "to float", lambda: _to_float(img))
+            for name, fn in _stage_ops(x, v):
+                clock(i, name, fn)
+    names = list(dict.fromkeys(name for _, name in best))
+    return {name: (sum(t for (_, n), t in best.items() if n == name) / len(found) / 1e6,
+                   sum(n == name for _, n in best) / len(found)) for name in names}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sides", default="500,1000,0",
                         help="longer side of the source JPEGs (px; 0: the photos' own sizes, 300-1411 px)")
-    parser.add_argument("--resolutions", default="224,256", help="view resolutions (px)")
+    parser.add_argument("--resolutions", default="224", help="view resolutions (px)")
     parser.add_argument("--views", type=int, default=4, help="views per photo")
     parser.add_argument("--passes", type=int, default=7)
+    parser.add_argument("--stages", action="store_true", help="also time render stage by stage")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    sides = [int(s) for s in args.sides.split(",")]
     print(f"machine: {describe()}")
-    print(f"{len(bundled_photos())} photos x {args.views} views, median of {args.passes} interleaved passes, "
-          "ms per sample")
+    print(f"{len(bundled_photos())} photos x {args.views} views; CPU ms per sample (each sample's fastest of "
+          f"{args.passes} interleaved calls, averaged)")
     names = list(PATHS)
-    print("| source side | view | reduced decodes | " + " | ".join(f"{n} (ms)" for n in names)
-          + " | render / pil | render_geo / pil | decoded / pil | v1 / render |")
-    print("|---" * (3 + len(names) + 4) + "|")
-    for side in (int(s) for s in args.sides.split(",")):
+    print("| source side | views | size | reduced decodes | " + " | ".join(f"{n} (ms)" for n in names)
+          + " | render / pil | render_geo / pil | decoded / pil | render / pil_aug | v1 / render |")
+    print("|---" * (4 + len(names) + 5) + "|")
+    for side in sides:
         for resolution in (int(s) for s in args.resolutions.split(",")):
-            print(row(side, resolution, args.views, args.passes))
+            for label, policy in POLICIES.items():
+                print(row(samples(side, resolution, args.views, policy), side, label, resolution, args.passes))
+    if args.stages:
+        resolution = int(args.resolutions.split(",")[0])
+        for label, policy in POLICIES.items():
+            print(f"\nrender stage by stage, {sides[0]} px sources, {label} views at {resolution} px:")
+            print("| stage | CPU ms per sample | share of samples |\n|---|---|---|")
+            timed = stages(samples(sides[0], resolution, args.views, policy), args.passes)
+            for name, (ms, used) in timed.items():
+                print(f"| {name} | {ms:.3f} | {used:.0%} |")
+            print(f"| total | {sum(ms for ms, _ in timed.values()):.3f} | |")
 
 
-def row(side: int, resolution: int, views: int, passes: int) -> str:
-    """One table row: times of every path and their ratios, for one source side and view resolution."""
-    found = samples(side, resolution, views)
+def row(found: list[Sample], side: int, label: str, resolution: int, passes: int) -> str:
+    """One table row: times of every path and their ratios, for one source side, view set and size."""
     reduced = sum(dct_scale(v, (resolution, resolution)) > 1 for _, v in found) / len(found)
     ms = time_paths(found, passes)
     cells = " | ".join(f"{ms[n]:.2f}" for n in PATHS)
-    ratios = [ms["render"] / ms["pil"], ms["render_geo"] / ms["pil"], ms["decoded"] / ms["pil"]]
-    label = f"{side} px" if side else "own size"
-    return (f"| {label} | {resolution} px | {reduced:.0%} | {cells} | "
+    ratios = [ms["render"] / ms["pil"], ms["render_geo"] / ms["pil"], ms["decoded"] / ms["pil"],
+              ms["render"] / ms["pil_aug"]]
+    where = f"{side} px" if side else "own size"
+    return (f"| {where} | {label} | {resolution} px | {reduced:.0%} | {cells} | "
             + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {ms['v1'] / ms['render']:.1f}x |")
 
 

@@ -15,7 +15,9 @@ Renderer version 2 (:data:`~eupe.views.spec.RENDERER_VERSION`), in order:
    flip (on those uint8 pixels) and the conversion to float32 in [0, 1].
 2. Colour jitter in the view's order, grayscale, Gaussian blur (sigma relative to the output
    side), solarize, clamp to [0, 1] -- float32, torchvision's formulas
-   (:mod:`eupe.views.photometric` computes hue and blur in fewer passes, equal to rounding).
+   (:mod:`eupe.views.photometric` runs them in place, and hue and blur in fewer passes, equal to
+   rounding; a grayscale view is blurred, solarized and clamped as one luma plane, then copied
+   to the three channels: the same pixels).
 
 No mean/std normalization happens here: each model normalizes its own input.  Nothing random
 happens here: the same (bytes, view, size) gives bit-identical pixels for a given Pillow/libjpeg
@@ -29,10 +31,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-from eupe.views.photometric import adjust_hue, gaussian_blur, solarize
+from eupe.views.photometric import (
+    adjust_hue_,
+    brightness_,
+    contrast_,
+    gaussian_blur,
+    grayscale,
+    saturation_,
+    solarize,
+)
 from eupe.views.source import (
     DCT_SCALES,
     DEFAULT_MAX_PIXELS,
@@ -104,34 +113,41 @@ def _tensor_region(image: torch.Tensor, view: ViewSpec) -> tuple[Image.Image, _B
     return Image.fromarray(hwc, "RGB"), (0.0, 0.0, float(view.width), float(view.height))
 
 
-def _crop_resize(image: ImageLike, view: ViewSpec, out: tuple[int, int]) -> torch.Tensor:
-    """Float32 ``[3, h, w]`` in [0, 1]: the view's box resized (antialiased bilinear) to ``out``,
-    mirrored when the view is flipped (on the uint8 pixels: the same values, one copy fewer)."""
+def _crop_resize(image: ImageLike, view: ViewSpec, out: tuple[int, int]) -> Image.Image:
+    """The view's box resized (antialiased bilinear, uint8) to ``out``, mirrored when the view is
+    flipped (on the uint8 pixels: the same values as flipping the floats, one copy fewer)."""
     if isinstance(image, SourceImage):
         region, box = _source_region(image, view, out)
     else:
         region, box = _tensor_region(image, view)
     resized = region.resize((out[1], out[0]), Image.Resampling.BILINEAR, box=box)
-    if view.flip:
-        resized = resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    hwc = torch.from_numpy(np.array(resized, dtype=np.uint8))
-    return hwc.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    return resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view.flip else resized
+
+
+def _to_float(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as float32 ``[3, h, w]`` = uint8 / 255, one channel plane at a time (PIL
+    packs each band; converting planes is ~3x faster than a transposing HWC -> CHW conversion)."""
+    x = torch.empty(3, img.height, img.width)
+    for plane, band in zip(x.unbind(0), "RGB"):
+        raw = bytearray(img.tobytes("raw", band))  # writable, so torch shares it without a warning
+        plane.copy_(torch.frombuffer(raw, dtype=torch.uint8).view(img.height, img.width))
+    return x.div_(255.0)
 
 
 # -- photometric ---------------------------------------------------------------------------------
 
-def _jitter(x: torch.Tensor, view: ViewSpec) -> torch.Tensor:
-    """Colour jitter in ``view.jitter_order``; identity factors are skipped (bit-exact identity)."""
+def _jitter_(x: torch.Tensor, view: ViewSpec) -> torch.Tensor:
+    """Colour jitter in ``view.jitter_order``, in place; identity factors are skipped (bit-exact identity)."""
     steps = {
-        0: (view.brightness, 1.0, F.adjust_brightness),
-        1: (view.contrast, 1.0, F.adjust_contrast),
-        2: (view.saturation, 1.0, F.adjust_saturation),
-        3: (view.hue, 0.0, adjust_hue),
+        0: (view.brightness, 1.0, brightness_),
+        1: (view.contrast, 1.0, contrast_),
+        2: (view.saturation, 1.0, saturation_),
+        3: (view.hue, 0.0, adjust_hue_),
     }
     for op in view.jitter_order:
         factor, identity, fn = steps[op]
         if factor != identity:
-            x = fn(x, factor)
+            fn(x, factor)
     return x
 
 
@@ -149,6 +165,19 @@ def _blur(x: torch.Tensor, blur_sigma: float) -> torch.Tensor:
     return gaussian_blur(x, radius, sigma_px)
 
 
+def _photometric(x: torch.Tensor, view: ViewSpec) -> torch.Tensor:
+    """Jitter, grayscale, blur, solarize and clamp ``x`` ``[3, h, w]`` (overwritten)."""
+    _jitter_(x, view)
+    if view.grayscale:  # one luma plane [1, h, w]: blur, solarize and clamp it once, copy it at the end
+        x = grayscale(x).unsqueeze(0)
+    if view.blur_sigma > 0.0:
+        x = _blur(x, view.blur_sigma)
+    if view.solarize:
+        x = solarize(x, 0.5)
+    x = x.clamp_(0.0, 1.0)
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+
+
 def render(image: ImageLike, view: ViewSpec, size: Size = None) -> torch.Tensor:
     """Render ``view`` of ``image`` to float32 ``[3, h, w]`` in [0, 1].
 
@@ -158,17 +187,10 @@ def render(image: ImageLike, view: ViewSpec, size: Size = None) -> torch.Tensor:
     :class:`ImageDecodeError`.
     """
     _check_image(image, view)
-    x = _crop_resize(image, view, _output_size(view, size))  # cropped, resized and flipped
+    x = _to_float(_crop_resize(image, view, _output_size(view, size)))  # cropped, resized and flipped
     if not (view.has_jitter or view.grayscale or view.blur_sigma > 0.0 or view.solarize):
         return x  # already in [0, 1]: clamping would change nothing
-    x = _jitter(x, view)
-    if view.grayscale:
-        x = F.rgb_to_grayscale(x, num_output_channels=3)
-    if view.blur_sigma > 0.0:
-        x = _blur(x, view.blur_sigma)
-    if view.solarize:
-        x = solarize(x, 0.5)
-    return x.clamp(0.0, 1.0).contiguous()
+    return _photometric(x, view)
 
 
 def render_views(image: ImageLike, views: Sequence[ViewSpec], size: Size = None) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import pickle
 import struct
 import zlib
@@ -31,7 +32,16 @@ from eupe.views import (
     render_views,
     sample_views,
 )
-from eupe.views.photometric import adjust_hue, gaussian_blur, solarize
+from eupe.views.photometric import (
+    adjust_hue,
+    adjust_hue_,
+    brightness_,
+    contrast_,
+    gaussian_blur,
+    grayscale,
+    saturation_,
+    solarize,
+)
 from eupe.views.render import dct_scale
 
 skimage = pytest.importorskip("skimage")
@@ -227,3 +237,56 @@ def test_solarize_is_bit_identical_to_torchvision():
     for threshold in (0.5, 0.3, 0.1):
         assert torch.equal(solarize(x, threshold), F.solarize(x, threshold))
     assert float(solarize(x, 0.5)[0, 0, 0]) == 0.5 and float(solarize(x, 0.5)[0, 0, 2]) == 0.0
+
+
+@pytest.mark.parametrize("factor", [0.6, 0.93, 1.0, 1.4])
+def test_in_place_colour_ops_are_torchvision_bit_for_bit(factor):
+    """The renderer's in-place brightness/contrast/saturation/luma repeat torchvision's float ops exactly."""
+    x = render(decode_image((DATA / "chelsea.png").read_bytes()), ViewSpec.full(300, 451, 96, 128))
+    for mine, theirs in ((brightness_, F.adjust_brightness), (contrast_, F.adjust_contrast),
+                         (saturation_, F.adjust_saturation)):
+        y = x.clone()
+        assert mine(y, factor) is y  # in place
+        assert torch.equal(y, theirs(x, factor)), mine.__name__
+    assert torch.equal(grayscale(x), F.rgb_to_grayscale(x)[0])
+    if factor != 1.0:
+        assert not torch.equal(brightness_(x.clone(), factor), x)
+
+
+def test_hue_in_place_equals_the_copy():
+    x = render(decode_image((DATA / "astronaut.png").read_bytes()), ViewSpec.full(512, 512, 64, 80))
+    before = x.clone()
+    shifted = adjust_hue(x, 0.2)
+    assert torch.equal(x, before)  # adjust_hue leaves its input alone
+    y = x.clone()
+    assert adjust_hue_(y, 0.2) is y and torch.equal(y, shifted)
+
+
+def _reference_render(pixels: torch.Tensor, v: ViewSpec) -> torch.Tensor:
+    """Renderer 2 as first written: float crop of the PIL resize, torchvision ops on [3, h, w] tensors."""
+    box = pixels[:, v.top:v.top + v.height, v.left:v.left + v.width].permute(1, 2, 0).numpy()
+    img = Image.fromarray(np.ascontiguousarray(box)).resize((v.out_w, v.out_h), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div_(255.0)
+    x = x.flip(-1) if v.flip else x
+    ops = {0: (v.brightness, 1.0, F.adjust_brightness), 1: (v.contrast, 1.0, F.adjust_contrast),
+           2: (v.saturation, 1.0, F.adjust_saturation), 3: (v.hue, 0.0, adjust_hue)}
+    for op in v.jitter_order:
+        factor, identity, fn = ops[op]
+        x = fn(x, factor) if factor != identity else x
+    x = F.rgb_to_grayscale(x, num_output_channels=3) if v.grayscale else x
+    sigma = v.blur_sigma * min(v.out_h, v.out_w)
+    radius = min(math.ceil(3.0 * sigma), min(v.out_h, v.out_w) - 1)
+    x = gaussian_blur(x, radius, sigma) if sigma > 0 and radius >= 1 else x
+    x = solarize(x, 0.5) if v.solarize else x
+    return x.clamp(0.0, 1.0).contiguous()
+
+
+def test_render_is_still_renderer_2_bit_for_bit():
+    """Planar conversion, in-place ops and one-plane grayscale changed no pixel (RENDERER_VERSION stays 2)."""
+    pixels = decode_image((DATA / "chelsea.png").read_bytes())
+    every = ViewPolicy(jitter_p=1.0, grayscale_p=0.3, blur_p=1.0, solarize_p=0.5)
+    views = sample_views(every, 4, "v2", 300, 451, 12, resolution=96) + sample_views(ViewPolicy(), 5, "v2", 300, 451, 4)
+    views[0] = dataclasses.replace(views[0], grayscale=True, blur_sigma=0.02)  # one luma plane blurred
+    assert {v.grayscale for v in views} == {True, False} and all(v.blur_sigma > 0 for v in views[:12])
+    for v in views:
+        assert torch.equal(render(pixels, v), _reference_render(pixels, v)), v
