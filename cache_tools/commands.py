@@ -50,8 +50,13 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
               help="Seed of the view sampling. Default: the existing store's; for a new store, a hash of the "
                    "teacher names, so a proxy's store (Stage 2) draws other views than its teachers' (Stage 1).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N images (trials).")
-@click.option("--images-per-chunk", default=16, show_default=True, type=click.IntRange(1),
-              help="Images per store chunk: the unit of writing, resuming and parallel work.")
+@click.option("--images-per-chunk", default=256, show_default=True, type=click.IntRange(1),
+              help="Images per store chunk: the unit of writing, resuming and parallel work (one file per "
+                   "array and chunk: 1.28M images make ~5k chunks). Host memory per chunk in flight: "
+                   "images x views x tokens x dim x codec bytes (compact, int8 codes: 2, 1 B/value).")
+@click.option("--writers", default=None, type=click.IntRange(1),
+              help="Writer threads (zstd, write, fsync); at most this many chunks wait or are being written "
+                   "while the teacher fills the next. Default: half the CPU cores, 1..8.")
 @click.option("--rank", default=None, type=click.IntRange(0), help="This process's rank (default: $RANK or 0).")
 @click.option("--world-size", default=None, type=click.IntRange(1), help="Number of processes (default: $WORLD_SIZE or 1).")
 @click.option("--device", default=None, help="torch device (default: cuda:<rank> when available, else cpu).")
@@ -61,7 +66,7 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
               help="Redo chunks holding images that failed with a read error (e.g. a shard was offline).")
 @click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init teachers (tests).")
 def extract(teachers, data, out, views, resolutions, codec, weights, batch_size, num_workers, seed, limit,
-            images_per_chunk, rank, world_size, device, max_pixels, retry_failed, test_scale) -> int:
+            images_per_chunk, writers, rank, world_size, device, max_pixels, retry_failed, test_scale) -> int:
     """Run teachers once over a dataset and write their outputs to a feature store.
 
     Each image gets K views drawn from (seed, image key, view index); each view is rendered at
@@ -76,7 +81,7 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     rank, world_size = _rank_world(rank, world_size)
     cfg = ExtractConfig(list(teachers), data, out, views, resolutions, codec, weights, batch_size,
                         num_workers, seed, limit, images_per_chunk, rank, world_size, device, test_scale,
-                        retry_failed=retry_failed, max_pixels=max_pixels)
+                        retry_failed=retry_failed, max_pixels=max_pixels, writers=writers)
     encoders = load_teachers(cfg)  # unknown teacher/codec, missing weights, bad sizes: fail before any work
     store = open_or_create_store(cfg, progress=rank == 0)
     for teacher in encoders:

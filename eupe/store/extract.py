@@ -3,8 +3,9 @@
 Work is divided into chunks of consecutive images. A rank owns the chunks with
 ``chunk % world_size == rank``; for each pending chunk, DataLoader workers read the images by
 random access from the tar shards, draw the K views from (seed, key, view index), and render them
-at each resolution; the main process runs the teacher; a writer thread encodes and writes the
-chunk and then marks it done. A killed run resumes with exactly the chunks not marked done, and
+at each resolution; the main process runs the teacher and encodes each forward batch on the
+teacher's device (``Codec.encode_torch``); a pool of writer threads compresses (zstd), writes and
+fsyncs chunks, several in flight, and marks each done only once its data is durable. A killed run resumes with exactly the chunks not marked done, and
 the batch composition of a chunk never depends on what ran before, so results are identical.
 """
 
@@ -14,6 +15,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -22,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader, expand_shards, index_shards
-from eupe.models import Encoder, create_teacher, run_teacher
+from eupe.models import Encoder, create_teacher
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
@@ -55,7 +57,7 @@ class ExtractConfig:
     num_workers: int = 2
     seed: int | None = None  # None: the existing store's, else derived from the teacher names (derived_seed)
     limit: int | None = None
-    images_per_chunk: int = 16
+    images_per_chunk: int = 256  # 1.28M images -> 5k chunks, ~4.5e4 files per teacher and resolution
     rank: int = 0
     world_size: int = 1
     device: str | None = None
@@ -63,6 +65,7 @@ class ExtractConfig:
     policy: ViewPolicy = field(default_factory=ViewPolicy)
     retry_failed: bool = False  # redo chunks holding images that failed with a read error
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger source images are recorded as failed, never decoded
+    writers: int | None = None  # writer threads (zstd + write + fsync); None: default_writers()
 
     def params(self) -> StoreParams:
         return StoreParams(self.views, self.seed, self.policy, self.images_per_chunk)
@@ -226,19 +229,42 @@ class ChunkImages(Dataset):
 
 def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batch_size: int,
                  device: torch.device) -> ChunkResult:
-    """Run the teacher on a chunk and lay the outputs out as [C, K, ...] (zeros for failed rows)."""
-    c, k = len(batch.status), group.store.params.views_per_image
-    ok = batch.status == OK
+    """Run the teacher on a chunk, encode every forward batch on the teacher's device, and lay the
+    codec's components out as [C, K, *suffix] host arrays (zeros for failed rows: what the codecs
+    encode zeros to). No float32 chunk buffer exists: one batch of features at a time, on the device."""
+    c, k, codec = len(batch.status), group.store.params.views_per_image, group.codec
+    rows = (np.flatnonzero(batch.status == OK)[:, None] * k + np.arange(k)).reshape(-1)  # view j -> row*K + view
     summary, patch = {}, {}
     for resolution, pixels in batch.pixels.items():
         h, w = group.grids[resolution]
-        summary[resolution] = np.zeros((c, k, group.summary_dim), np.float32)
-        patch[resolution] = np.zeros((c, k, h * w, group.dim), np.float32)
-        if len(pixels):
-            s, p = run_teacher(teacher, pixels, batch_size, device)
-            summary[resolution][ok] = s.reshape(-1, k, group.summary_dim)  # [n_ok*K, Ds] -> [n_ok, K, Ds]
-            patch[resolution][ok] = p.reshape(-1, k, h * w, group.dim)
+        summary[resolution] = _component_buffers(codec.vector_components(group.summary_dim), c, k)
+        patch[resolution] = _component_buffers(codec.components(h * w, group.dim), c, k)
+        for start in range(0, len(pixels), batch_size):
+            s, p = _teacher_batch(teacher, pixels[start:start + batch_size], device)
+            with torch.inference_mode():
+                _put(summary[resolution], rows[start:start + len(s)], codec.encode_vector_torch(s))
+                _put(patch[resolution], rows[start:start + len(s)], codec.encode_torch(p))
     return ChunkResult(batch.chunk, batch.views, batch.status, batch.errors, summary, patch)
+
+
+def _teacher_batch(teacher: Encoder, pixels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward exactly as :func:`eupe.models.run_teacher` runs it (bf16 autocast on CUDA); float32
+    summary [b, Ds] and patch [b, h*w, D] left on ``device``."""
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    with torch.inference_mode(), amp:
+        out = teacher(pixels.to(device, non_blocking=True))
+    return out["summary"].float(), out["patch"].flatten(1, 2).float()  # [b, h, w, D] -> [b, h*w, D]
+
+
+def _component_buffers(spec: dict, c: int, k: int) -> dict[str, np.ndarray]:
+    return {name: np.zeros((c, k, *suffix), dtype) for name, (dtype, suffix) in spec.items()}
+
+
+def _put(buffers: dict[str, np.ndarray], rows: np.ndarray, parts: dict[str, torch.Tensor]) -> None:
+    """Copy a batch's encoded components [b, *suffix] (device) into the chunk's host buffers at flat view rows."""
+    for name, part in parts.items():
+        flat = buffers[name].reshape(-1, *buffers[name].shape[2:])  # [C, K, *suffix] -> [C*K, *suffix], a view
+        flat[rows] = part.cpu().numpy()
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -276,22 +302,33 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
             claim.release()
 
 
+def default_writers() -> int:
+    """Writer threads when ``--writers`` is not given: half the cores (zstd releases the GIL; the
+    other half read and render images), at least 1, at most 8."""
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
 def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resolutions: list[int],
                 summary: ExtractSummary, claim, progress) -> None:
-    """Teacher on the main thread; encode + write + fsync of one chunk in flight on a writer thread."""
+    """Teacher + encode on the main thread; zstd + write + fsync of chunks on a pool of writer threads.
+
+    At most ``writers`` chunks are queued or being written while the teacher fills the next one, so
+    host memory holds at most ``writers + 1`` chunks of encoded components. A failed write stops
+    the run (StoreWriteError naming the chunk; that chunk is not marked done)."""
     store = group.store
     pending = group.pending_chunks(cfg.rank, cfg.world_size)
     if progress is not None:
         progress.reset(total=sum(len(store.chunk_rows(c)) for c in pending))
     device = default_device(cfg)
     teacher.to(device)
+    writers = cfg.writers or default_writers()
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="eupe-writer") as pool:
         in_flight: list[Future] = []
         for batch in _batches(store, pending, resolutions, cfg):
             result = chunk_result(batch, teacher, group, cfg.batch_size, device)
-            in_flight = _drain(in_flight, keep=1, summary=summary)
-            in_flight.append(writer.submit(_write, group, result))
+            in_flight = _drain(in_flight, keep=writers - 1, summary=summary)
+            in_flight.append(pool.submit(_write, group, result))
             if claim is not None:
                 claim.heartbeat()
             _count(summary, result, resolutions, group)
@@ -338,6 +375,11 @@ def _write(group: TeacherGroup, result: ChunkResult) -> int:
 
 
 def _drain(futures: list[Future], keep: int, summary: ExtractSummary) -> list[Future]:
+    """Collect finished writes; wait (oldest first) until at most ``keep`` are in flight. A write
+    that failed raises here at once, whichever its place in the queue."""
+    for future in [f for f in futures if f.done()]:
+        summary.bytes_written += future.result()  # raises a failed chunk's StoreWriteError
+        futures.remove(future)
     while len(futures) > keep:
         summary.bytes_written += futures.pop(0).result()
     return futures

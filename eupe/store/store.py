@@ -69,7 +69,7 @@ class StoreParams:
     views_per_image: int
     seed: int
     policy: ViewPolicy
-    images_per_chunk: int = 16
+    images_per_chunk: int = 256  # see ExtractConfig.images_per_chunk
 
     def identity(self) -> dict:
         return {
