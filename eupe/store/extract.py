@@ -3,8 +3,8 @@
 Work is divided into chunks of consecutive images. A rank owns the chunks with
 ``chunk % world_size == rank``; for each pending chunk, DataLoader workers read the images by
 random access from the tar shards, draw the K views from (seed, key, view index), and render them
-at each resolution; the main process runs the teacher and encodes each forward batch on the
-teacher's device (``Codec.encode_torch``); a pool of writer threads compresses (zstd), writes and
+at each resolution; the main process runs the teacher and encodes each forward batch where it ran
+(``Codec.encode_torch`` on a GPU, numpy on a CPU); a pool of writer threads compresses (zstd), writes and
 fsyncs chunks, several in flight, and marks each done only once its data is durable. A killed run resumes with exactly the chunks not marked done, and
 the batch composition of a chunk never depends on what ran before, so results are identical.
 """
@@ -229,9 +229,9 @@ class ChunkImages(Dataset):
 
 def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batch_size: int,
                  device: torch.device) -> ChunkResult:
-    """Run the teacher on a chunk, encode every forward batch on the teacher's device, and lay the
-    codec's components out as [C, K, *suffix] host arrays (zeros for failed rows: what the codecs
-    encode zeros to). No float32 chunk buffer exists: one batch of features at a time, on the device."""
+    """Run the teacher on a chunk, encode every forward batch where the teacher ran (:func:`encode_batch`),
+    and lay the codec's components out as [C, K, *suffix] host arrays (zeros for failed rows: what the
+    codecs encode zeros to). No float32 chunk buffer exists: one batch of features at a time."""
     c, k, codec = len(batch.status), group.store.params.views_per_image, group.codec
     rows = (np.flatnonzero(batch.status == OK)[:, None] * k + np.arange(k)).reshape(-1)  # view j -> row*K + view
     summary, patch = {}, {}
@@ -241,9 +241,9 @@ def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batc
         patch[resolution] = _component_buffers(codec.components(h * w, group.dim), c, k)
         for start in range(0, len(pixels), batch_size):
             s, p = _teacher_batch(teacher, pixels[start:start + batch_size], device)
-            with torch.inference_mode():
-                _put(summary[resolution], rows[start:start + len(s)], codec.encode_vector_torch(s))
-                _put(patch[resolution], rows[start:start + len(s)], codec.encode_torch(p))
+            parts = encode_batch(codec, s, p, on_device=device.type != "cpu")
+            _put(summary[resolution], rows[start:start + len(s)], parts[0])
+            _put(patch[resolution], rows[start:start + len(s)], parts[1])
     return ChunkResult(batch.chunk, batch.views, batch.status, batch.errors, summary, patch)
 
 
@@ -256,15 +256,30 @@ def _teacher_batch(teacher: Encoder, pixels: torch.Tensor, device: torch.device)
     return out["summary"].float(), out["patch"].flatten(1, 2).float()  # [b, h, w, D] -> [b, h*w, D]
 
 
+def encode_batch(codec: Codec, summary: torch.Tensor, patch: torch.Tensor,
+                 on_device: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Components of a forward batch (summary [b, Ds], patch [b, T, D]) as host numpy arrays.
+
+    ``on_device``: quantise with ``Codec.encode_torch`` where the tensors are (a GPU) and move only the
+    small integer/fp16 components to the host. Otherwise (a CPU teacher) numpy ``Codec.encode``: 2-4x
+    less CPU than torch's CPU kernels for these formulas (bench/cache.py), and bit for bit the bytes
+    that encoding a whole chunk gave (every formula is per view)."""
+    if not on_device:
+        return codec.encode_vector(summary.cpu().numpy()), codec.encode(patch.cpu().numpy())
+    with torch.inference_mode():
+        parts = codec.encode_vector_torch(summary), codec.encode_torch(patch)
+        return tuple({n: v.cpu().numpy() for n, v in d.items()} for d in parts)
+
+
 def _component_buffers(spec: dict, c: int, k: int) -> dict[str, np.ndarray]:
     return {name: np.zeros((c, k, *suffix), dtype) for name, (dtype, suffix) in spec.items()}
 
 
-def _put(buffers: dict[str, np.ndarray], rows: np.ndarray, parts: dict[str, torch.Tensor]) -> None:
-    """Copy a batch's encoded components [b, *suffix] (device) into the chunk's host buffers at flat view rows."""
+def _put(buffers: dict[str, np.ndarray], rows: np.ndarray, parts: dict[str, np.ndarray]) -> None:
+    """Copy a batch's components [b, *suffix] into the chunk's buffers at flat (image * K + view) rows."""
     for name, part in parts.items():
         flat = buffers[name].reshape(-1, *buffers[name].shape[2:])  # [C, K, *suffix] -> [C*K, *suffix], a view
-        flat[rows] = part.cpu().numpy()
+        flat[rows] = part
 
 
 # -- the run -------------------------------------------------------------------------------------
