@@ -56,7 +56,7 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
                    "images x views x tokens x dim x codec bytes (compact, int8 codes: 2, 1 B/value).")
 @click.option("--writers", default=None, type=click.IntRange(1),
               help="Writer threads (zstd, write, fsync); at most this many chunks wait or are being written "
-                   "while the teacher fills the next. Default: half the CPU cores, 1..8.")
+                   "while the teacher fills the next. Default: a quarter of the CPU cores, 2..4.")
 @click.option("--rank", default=None, type=click.IntRange(0), help="This process's rank (default: $RANK or 0).")
 @click.option("--world-size", default=None, type=click.IntRange(1), help="Number of processes (default: $WORLD_SIZE or 1).")
 @click.option("--device", default=None, help="torch device (default: cuda:<rank> when available, else cpu).")

@@ -261,7 +261,7 @@ def encode_batch(codec: Codec, summary: torch.Tensor, patch: torch.Tensor,
     """Components of a forward batch (summary [b, Ds], patch [b, T, D]) as host numpy arrays.
 
     ``on_device``: quantise with ``Codec.encode_torch`` where the tensors are (a GPU) and move only the
-    small integer/fp16 components to the host. Otherwise (a CPU teacher) numpy ``Codec.encode``: 2-4x
+    small integer/fp16 components to the host. Otherwise (a CPU teacher) numpy ``Codec.encode``: 4-20x
     less CPU than torch's CPU kernels for these formulas (bench/cache.py), and bit for bit the bytes
     that encoding a whole chunk gave (every formula is per view)."""
     if not on_device:
@@ -318,9 +318,12 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
 
 
 def default_writers() -> int:
-    """Writer threads when ``--writers`` is not given: half the cores (zstd releases the GIL; the
-    other half read and render images), at least 1, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 1) // 2))
+    """Writer threads when ``--writers`` is not given: a quarter of the cores, 2..4.
+
+    Each write already compresses its inner chunks on zarr's thread pool (numcodecs' zstd releases
+    the GIL), so more writers mostly overlap fsyncs and manifest records; each one costs a chunk of
+    host memory (``writers + 1`` chunks of components are held at most)."""
+    return max(2, min(4, (os.cpu_count() or 1) // 4))
 
 
 def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resolutions: list[int],
@@ -328,8 +331,10 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
     """Teacher + encode on the main thread; zstd + write + fsync of chunks on a pool of writer threads.
 
     At most ``writers`` chunks are queued or being written while the teacher fills the next one, so
-    host memory holds at most ``writers + 1`` chunks of encoded components. A failed write stops
-    the run (StoreWriteError naming the chunk; that chunk is not marked done)."""
+    host memory holds at most ``writers + 1`` chunks of encoded components: at 256 images x 4 views x
+    T=1024 x D=1536, 3.2 GB per chunk for compact/fp16 (2 B/value), 1.6 GB for int8 (the float32
+    chunk it replaces was 6.4 GB). A failed write stops the run (StoreWriteError naming the chunk;
+    that chunk is not marked done; chunks already in flight finish and are marked done)."""
     store = group.store
     pending = group.pending_chunks(cfg.rank, cfg.world_size)
     if progress is not None:
