@@ -205,7 +205,8 @@ def print_write_path(title: str, rows: list[dict], forward_ms: float | None) -> 
     for r in rows:
         total = r["numpy_ms"] + r["zstd_ms"]
         share = f"{100 * total / forward_ms:.1f}%" if forward_ms else "n/a"
-        print(f"| {r['codec']} | {r['numpy_ms']:.2f} | {r['torch_ms']:.2f} | {r['zstd_ms']:.2f} | {total:.2f} | {share} |")
+        print(f"| {r['codec']} | {r['numpy_ms']:.2f} | {r['torch_ms']:.2f} | {r['zstd_ms']:.2f} | "
+              f"{total:.2f} | {share} |")
 
 
 def write_path_part(args: argparse.Namespace, raw: np.ndarray, forward_ms: float) -> None:

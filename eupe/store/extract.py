@@ -4,9 +4,10 @@ Work is divided into chunks of consecutive images. A rank owns the chunks with
 ``chunk % world_size == rank``; for each pending chunk, DataLoader workers read the images by
 random access from the tar shards, draw the K views from (seed, key, view index), and render them
 at each resolution; the main process runs the teacher and encodes each forward batch where it ran
-(``Codec.encode_torch`` on a GPU, numpy on a CPU); a pool of writer threads compresses (zstd), writes and
-fsyncs chunks, several in flight, and marks each done only once its data is durable. A killed run resumes with exactly the chunks not marked done, and
-the batch composition of a chunk never depends on what ran before, so results are identical.
+(``Codec.encode_torch`` on a GPU, numpy on a CPU); a pool of writer threads compresses (zstd),
+writes and fsyncs chunks, several in flight, and marks each done only once its data is durable.
+A killed run resumes with exactly the chunks not marked done, and the batch composition of a
+chunk never depends on what ran before, so results are identical.
 """
 
 from __future__ import annotations
