@@ -149,3 +149,30 @@ def test_a_failed_write_stops_the_run_naming_the_chunk_and_a_rerun_completes(tmp
 def test_writers_must_be_positive(tmp_path, photo_shards, capsys):
     assert run_extract(*tiny_args(photo_shards, str(tmp_path / "w.zarr"), "--writers", "0")) == 2
     assert "--writers" in capsys.readouterr().err
+
+
+def test_a_failed_write_is_raised_at_once_even_behind_a_slow_one():
+    """The run stops on the first failed chunk, not after every older write has finished."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eupe.store.extract import ExtractSummary, _drain
+    from eupe.store.layout import StoreWriteError
+
+    release = threading.Event()
+
+    def fail() -> int:
+        raise StoreWriteError("writing chunk 7 (images 14..15) failed: disk full")
+
+    with ThreadPoolExecutor(2) as pool:
+        slow, failed = pool.submit(release.wait, 30), pool.submit(fail)
+        assert isinstance(failed.exception(timeout=30), StoreWriteError)
+        with pytest.raises(StoreWriteError, match="chunk 7"):
+            _drain([slow, failed], keep=1, summary=ExtractSummary("t"))
+        assert not slow.done()  # raised without waiting for the older write
+        release.set()
+    summary = ExtractSummary("t")
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(lambda n=n: n) for n in (10, 20, 30)]
+        left = _drain(futures, keep=1, summary=summary)
+    assert len(left) <= 1 and summary.bytes_written + sum(f.result() for f in left) == 60
