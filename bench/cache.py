@@ -7,11 +7,18 @@ the raw features), the smooth-L1 floor (beta 1) the codec puts under the loss, a
 encode + zstd per view (one thread) against the teacher's forward time per view; then the default
 codec: the smallest one keeping normalized cosine >= 0.999 (patch and summary) on every teacher.
 
+Part 1b (always; alone with ``--write-path``), the extraction write path as it runs now: encode of
+each forward batch where the teacher ran (numpy for a CPU teacher; ``Codec.encode_torch`` on a GPU,
+timed here on CPU tensors) plus zstd of every component per view (one writer thread), CPU ms per view, for every codec on
+dinov2s_imgfocus (as % of its forward) and on synthetic T=1024, D=1536 tokens (``bench/datapath.py``'s
+ViT-like features); then zstd throughput of a pool of 1 and 2 writer threads side by side (numcodecs
+releases the GIL while compressing, so writers scale with cores).
+
 Part 2 (``--store``): through the real extractor and store for dinov2s_imgfocus: extraction
 throughput vs teacher-forward-only throughput, and the time to read + decode one sample's cached
 targets vs decoding and rendering its JPEG.
 
-Run:  .venv/bin/python bench/cache.py  [--views 4] [--codecs fp16,int8,...] [--store]
+Run:  .venv/bin/python bench/cache.py  [--views 4] [--codecs fp16,int8,...] [--store] [--write-path] [--writers N]
 """
 
 from __future__ import annotations
@@ -130,6 +137,8 @@ def fidelity_part(args: argparse.Namespace) -> None:
     results = {}
     for name in REAL_TEACHERS:
         raw, forward_ms = teacher_features(name, args.views, args.batch_size)
+        if name == TEACHER:
+            write_path_part(args, raw, forward_ms)
         results[name] = [codec_fidelity(c, raw) for c in args.codecs.split(",")]
         print_fidelity(name, raw, forward_ms, results[name])
         if name == TEACHER:  # a teacher without a final norm (PE-lang): a few channels 100x the rest
@@ -138,6 +147,86 @@ def fidelity_part(args: argparse.Namespace) -> None:
             print_fidelity(f"{name} with channels 7, 100, 300 x100 (outlier test, not a real teacher)",
                            outliers, forward_ms, [codec_fidelity(c, outliers) for c in args.codecs.split(",")])
     choose_default(results)
+
+
+# -- part 1b: the extraction write path (encode on the teacher's device, zstd in writer threads) ---
+
+
+def write_cost(codec_name: str, raw: np.ndarray, batch: int) -> dict:
+    """CPU ms per view of extraction's encode, per forward batch of ``batch`` views, as numpy (what a CPU
+    teacher runs) and as ``encode_torch`` on CPU tensors (the formulas a GPU teacher runs; process CPU
+    time: every torch thread), and zstd-3 of every component of one view at a time (thread CPU time:
+    one writer thread)."""
+    from numcodecs import Zstd
+
+    from eupe.store.extract import encode_batch
+
+    codec, x = get_codec(codec_name), torch.from_numpy(raw)  # [V, 1+T, D], summary first
+    times = {}
+    for label, on_device in (("numpy_ms", False), ("torch_ms", True)):
+        encode_batch(codec, x[:batch, 0], x[:batch, 1:], on_device)  # warm-up
+        start = time.process_time()
+        parts = [encode_batch(codec, x[i:i + batch, 0], x[i:i + batch, 1:], on_device) for i in range(0, len(x), batch)]
+        times[label] = 1000 * (time.process_time() - start) / len(x)
+    host = [np.concatenate([p[j][n] for p in parts]) for j in (0, 1) for n in parts[0][j]]
+    zstd, start = Zstd(level=3), time.thread_time()
+    for i in range(len(x)):
+        for component in host:
+            zstd.encode(np.ascontiguousarray(component[i]))
+    zstd_ms = 1000 * (time.thread_time() - start) / len(x)
+    return {"codec": codec_name, **times, "zstd_ms": zstd_ms, "blocks": host}
+
+
+def pool_views_per_s(blocks: list[np.ndarray], writers: int, repeats: int = 3) -> tuple[float, float]:
+    """Views per second (wall) that ``writers`` threads compress with zstd-3 (best of ``repeats``), and the
+    CPU seconds the process spent per wall second meanwhile (above 1 only if zstd releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numcodecs import Zstd
+
+    views, zstd = len(blocks[0]), Zstd(level=3)
+    work = lambda i: [zstd.encode(np.ascontiguousarray(b[i])) for b in blocks]  # noqa: E731
+    best, busy = float("inf"), 0.0
+    with ThreadPoolExecutor(writers) as pool:
+        for _ in range(repeats):
+            start, cpu = time.perf_counter(), time.process_time()
+            list(pool.map(work, [i % views for i in range(4 * views)]))
+            wall = time.perf_counter() - start
+            busy = max(busy, (time.process_time() - cpu) / wall)
+            best = min(best, wall)
+    return 4 * views / best, busy
+
+
+def print_write_path(title: str, rows: list[dict], forward_ms: float | None) -> None:
+    print(f"\n### extraction write path, {title}")
+    print("| codec | encode numpy (CPU teacher) ms/view | encode torch on CPU (GPU path's formulas) ms/view | "
+          "zstd (1 writer thread) ms/view | CPU extraction encode+zstd ms/view | vs teacher forward |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        total = r["numpy_ms"] + r["zstd_ms"]
+        share = f"{100 * total / forward_ms:.1f}%" if forward_ms else "n/a"
+        print(f"| {r['codec']} | {r['numpy_ms']:.2f} | {r['torch_ms']:.2f} | {r['zstd_ms']:.2f} | "
+              f"{total:.2f} | {share} |")
+
+
+def write_path_part(args: argparse.Namespace, raw: np.ndarray, forward_ms: float) -> None:
+    """Part 1b on the real teacher's features ``raw`` [V, 1+T, D] and on synthetic T=1024, D=1536 tokens."""
+    from datapath import vit_like
+
+    codecs = args.codecs.split(",")
+    print_write_path(f"{TEACHER} ({raw.shape[1] - 1} patch tokens + summary, D={raw.shape[2]}; forward "
+                     f"{forward_ms:.1f} CPU ms/view, all {torch.get_num_threads()} threads)",
+                     [write_cost(c, raw, args.batch_size) for c in codecs], forward_ms)
+    big = vit_like(args.big_views, 1024, 1536)  # [V, T, D]
+    big = np.concatenate([big[:, :1], big], axis=1)  # [V, 1+T, D]: a summary token in front
+    rows = [write_cost(c, big, 8) for c in codecs]
+    print_write_path(f"synthetic ViT-like T=1024, D=1536 ({args.big_views} views; no teacher of that size "
+                     "runs here)", rows, None)
+    compact = next((r for r in rows if r["codec"] == "compact"), rows[0])
+    (one, busy1), (two, busy2) = (pool_views_per_s(compact["blocks"], n) for n in (1, 2))
+    print(f"\nzstd of {compact['codec']} components at T=1024, D=1536, side by side: 1 writer {one:.1f} views/s "
+          f"({busy1:.2f} CPU s per wall s), 2 writers {two:.1f} views/s ({busy2:.2f} CPU s per wall s; "
+          f"{two / one:.2f}x) on {os.cpu_count()} cores")
 
 
 # -- part 2: the real extractor and store -----------------------------------------------------------
@@ -212,9 +301,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-side", type=int, default=512, help="downscale photos to this longer side")
+    parser.add_argument("--images-per-chunk", type=int, default=4,
+                        help="part 2 (a few dozen photos: small chunks, so the writers overlap the teacher)")
+    parser.add_argument("--writers", type=int, default=None, help="extraction writer threads (part 2)")
+    parser.add_argument("--write-path", action="store_true", help="only part 1b (and part 2 with --store)")
+    parser.add_argument("--big-views", type=int, default=16, help="synthetic T=1024, D=1536 views in part 1b")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)  # the teacher forward uses every core
-    fidelity_part(args)
+    if args.write_path:
+        print(f"machine: {describe()}")
+        write_path_part(args, *teacher_features(TEACHER, args.views, args.batch_size))
+    else:
+        fidelity_part(args)
     if args.store:
         store_part(args)
 
@@ -232,7 +330,8 @@ def store_part(args: argparse.Namespace) -> None:
         forward_rate = raw = None
         for codec in args.codecs.split(","):
             cfg = ExtractConfig([TEACHER], data, str(Path(tmp) / f"{codec}.zarr"), views=args.views, codec=codec,
-                                batch_size=args.batch_size, num_workers=args.workers)
+                                batch_size=args.batch_size, num_workers=args.workers, writers=args.writers,
+                                images_per_chunk=args.images_per_chunk)
             if raw is None:
                 store = open_or_create_store(cfg, progress=False)
                 raw, forward_rate = raw_outputs(store, teacher, teacher.spec.resolution, args.batch_size)
@@ -242,10 +341,13 @@ def store_part(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: list[dict], raw: np.ndarray, forward_rate: float, jpeg: float, args) -> None:
+    from eupe.store.extract import default_writers
+
     n, k, t, d = raw.shape
     print(f"\nmachine: {describe()}")
     print(f"teacher {TEACHER} at 224 px: {n} photos x {k} views = {n * k} views, {t} tokens (CLS + 256 patches) x {d}; "
-          f"extraction with batch {args.batch_size}, {args.workers} DataLoader worker(s)")
+          f"extraction with batch {args.batch_size}, {args.workers} DataLoader worker(s), "
+          f"{args.writers or default_writers()} writer thread(s), {args.images_per_chunk} images per chunk")
     print(f"teacher forward only: {forward_rate:.1f} views/s; JPEG decode + render one view: {jpeg:.2f} ms (median)")
     print()
     print("| codec | bytes/value | mean token cos | min token cos | read+decode one view (ms) | vs JPEG+render | extraction views/s | vs forward-only |")

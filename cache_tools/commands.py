@@ -50,8 +50,14 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
               help="Seed of the view sampling. Default: the existing store's; for a new store, a hash of the "
                    "teacher names, so a proxy's store (Stage 2) draws other views than its teachers' (Stage 1).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N images (trials).")
-@click.option("--images-per-chunk", default=16, show_default=True, type=click.IntRange(1),
-              help="Images per store chunk: the unit of writing, resuming and parallel work.")
+@click.option("--images-per-chunk", default=None, type=click.IntRange(1),
+              help="Images per store chunk [default: the existing store's, else 256]: the unit of writing, "
+                   "resuming and parallel work (one file per "
+                   "array and chunk: 1.28M images make ~5k chunks). Host memory per chunk in flight: "
+                   "images x views x tokens x dim x codec bytes (compact, int8 codes: 2, 1 B/value).")
+@click.option("--writers", default=None, type=click.IntRange(1),
+              help="Writer threads (zstd, write, fsync); at most this many chunks wait or are being written "
+                   "while the teacher fills the next. Default: a quarter of the CPU cores, 2..4.")
 @click.option("--rank", default=None, type=click.IntRange(0), help="This process's rank (default: $RANK or 0).")
 @click.option("--world-size", default=None, type=click.IntRange(1), help="Number of processes (default: $WORLD_SIZE or 1).")
 @click.option("--device", default=None, help="torch device (default: cuda:<rank> when available, else cpu).")
@@ -61,7 +67,7 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
               help="Redo chunks holding images that failed with a read error (e.g. a shard was offline).")
 @click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init teachers (tests).")
 def extract(teachers, data, out, views, resolutions, codec, weights, batch_size, num_workers, seed, limit,
-            images_per_chunk, rank, world_size, device, max_pixels, retry_failed, test_scale) -> int:
+            images_per_chunk, writers, rank, world_size, device, max_pixels, retry_failed, test_scale) -> int:
     """Run teachers once over a dataset and write their outputs to a feature store.
 
     Each image gets K views drawn from (seed, image key, view index); each view is rendered at
@@ -76,7 +82,7 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     rank, world_size = _rank_world(rank, world_size)
     cfg = ExtractConfig(list(teachers), data, out, views, resolutions, codec, weights, batch_size,
                         num_workers, seed, limit, images_per_chunk, rank, world_size, device, test_scale,
-                        retry_failed=retry_failed, max_pixels=max_pixels)
+                        retry_failed=retry_failed, max_pixels=max_pixels, writers=writers)
     encoders = load_teachers(cfg)  # unknown teacher/codec, missing weights, bad sizes: fail before any work
     store = open_or_create_store(cfg, progress=rank == 0)
     for teacher in encoders:
@@ -275,10 +281,6 @@ def _shapes(_ctx, _param, value: tuple[str, ...]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _extract_default(name: str):
-    return next(p.default for p in extract.params if p.name == name)
-
-
 @click.command()
 @click.option("--teacher", "teachers", multiple=True,
               help="Registered teacher (repeatable): its tokens and widths at its native resolution.")
@@ -321,11 +323,12 @@ def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_pe
     + targets) and the CPU cores per GPU that makes at --samples-per-s.
     """
     from eupe.store import Run, Shape, estimate, measure_costs
+    from eupe.store.layout import DEFAULT_IMAGES_PER_CHUNK
 
     chosen = [_teacher_shape(name) for name in teachers]
     chosen += [Shape(f"{t}x{d}" + (f"x{s}" if s != d else ""), t, d, s) for t, d, s in shapes]
     chosen = chosen or [Shape("1024x1536", 1024, 1536, 1536)]  # PE-G at 448 px, the paper's widest teacher
-    run = Run(images, views, samples_per_s, gpus, images_per_chunk or _extract_default("images_per_chunk"),
+    run = Run(images, views, samples_per_s, gpus, images_per_chunk or DEFAULT_IMAGES_PER_CHUNK,
               image_bytes, stats_views)
     costs = measure_costs(chosen, [c.strip() for c in codecs.split(",") if c.strip()], student_resolution)
     rows = estimate(run, costs)

@@ -18,12 +18,12 @@ from eupe.models.weights import MissingWeightsError, WeightsFileError
 from eupe.registry import UnknownNameError
 
 _HEAVY = {"Encoder": "eupe.models.features", "Features": "eupe.models.features",
-          "run_teacher": "eupe.models.features"}
+          "run_teacher": "eupe.models.features", "teacher_batch": "eupe.models.features"}
 
 __all__ = [
     "Encoder", "EncoderSpec", "Features", "MissingWeightsError", "ProxyConfig", "UnknownNameError",
     "WeightsFileError", "count_parameters", "create_student", "create_teacher", "list_students",
-    "list_teachers", "load_proxy", "run_teacher", "save_proxy", "student_spec", "teacher_spec",
+    "list_teachers", "load_proxy", "run_teacher", "save_proxy", "student_spec", "teacher_batch", "teacher_spec",
     "teacher_weights_path",
 ]
 

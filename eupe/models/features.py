@@ -85,15 +85,18 @@ class Encoder(nn.Module):
         return patch.mean(dim=(1, 2))
 
 
-def run_teacher(teacher: Encoder, pixels: torch.Tensor, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher forward of extraction and verify: summary [n, D] and patch [n, h*w, D] float32 numpy.
-
-    Runs in fixed sub-batches of ``batch_size`` (bf16 autocast on CUDA, as the cache is extracted)."""
-    summaries, patches = [], []
+def teacher_batch(teacher: Encoder, pixels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One teacher forward as the cache is extracted (bf16 autocast on CUDA): float32 summary [b, Ds]
+    and patch [b, h*w, D], left on ``device``."""
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     with torch.inference_mode(), amp:
-        for start in range(0, len(pixels), batch_size):
-            out = teacher(pixels[start:start + batch_size].to(device, non_blocking=True))
-            summaries.append(out["summary"].float().cpu())
-            patches.append(out["patch"].flatten(1, 2).float().cpu())  # [b, h, w, D] -> [b, h*w, D]
-    return torch.cat(summaries).numpy(), torch.cat(patches).numpy()
+        out = teacher(pixels.to(device, non_blocking=True))
+    return out["summary"].float(), out["patch"].flatten(1, 2).float()  # [b, h, w, D] -> [b, h*w, D]
+
+
+def run_teacher(teacher: Encoder, pixels: torch.Tensor, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher forward of extraction and verify: summary [n, D] and patch [n, h*w, D] float32 numpy,
+    in fixed sub-batches of ``batch_size`` (:func:`teacher_batch`)."""
+    outs = [teacher_batch(teacher, pixels[start:start + batch_size], device)
+            for start in range(0, len(pixels), batch_size)]
+    return torch.cat([s.cpu() for s, _ in outs]).numpy(), torch.cat([p.cpu() for _, p in outs]).numpy()

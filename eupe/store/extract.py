@@ -3,9 +3,11 @@
 Work is divided into chunks of consecutive images. A rank owns the chunks with
 ``chunk % world_size == rank``; for each pending chunk, DataLoader workers read the images by
 random access from the tar shards, draw the K views from (seed, key, view index), and render them
-at each resolution; the main process runs the teacher; a writer thread encodes and writes the
-chunk and then marks it done. A killed run resumes with exactly the chunks not marked done, and
-the batch composition of a chunk never depends on what ran before, so results are identical.
+at each resolution; the main process runs the teacher and encodes each forward batch where it ran
+(``Codec.encode_torch`` on a GPU, numpy on a CPU); a pool of writer threads compresses (zstd),
+writes and fsyncs chunks, several in flight, and marks each done only once its data is durable.
+A killed run resumes with exactly the chunks not marked done, and the batch composition of a
+chunk never depends on what ran before, so results are identical.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader, expand_shards, index_shards
-from eupe.models import Encoder, create_teacher, run_teacher
+from eupe.models import Encoder, create_teacher, teacher_batch
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
-    FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError, is_url,
+    DEFAULT_IMAGES_PER_CHUNK, FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError,
+    is_url,
 )
 from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
@@ -55,7 +58,7 @@ class ExtractConfig:
     num_workers: int = 2
     seed: int | None = None  # None: the existing store's, else derived from the teacher names (derived_seed)
     limit: int | None = None
-    images_per_chunk: int = 16
+    images_per_chunk: int | None = None  # None: the existing store's, else DEFAULT_IMAGES_PER_CHUNK
     rank: int = 0
     world_size: int = 1
     device: str | None = None
@@ -63,6 +66,7 @@ class ExtractConfig:
     policy: ViewPolicy = field(default_factory=ViewPolicy)
     retry_failed: bool = False  # redo chunks holding images that failed with a read error
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger source images are recorded as failed, never decoded
+    writers: int | None = None  # writer threads (zstd + write + fsync); None: default_writers()
 
     def params(self) -> StoreParams:
         return StoreParams(self.views, self.seed, self.policy, self.images_per_chunk)
@@ -105,17 +109,21 @@ def derived_seed(teachers: list[str]) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def resolve_seed(cfg: ExtractConfig) -> int:
-    """``--seed`` when given; else the seed of the store already at ``--out``; else :func:`derived_seed`."""
-    if cfg.seed is not None:
-        return int(cfg.seed)
+def resolve_params(cfg: ExtractConfig) -> None:
+    """Fill what the command line left open from the store already at ``--out`` (its seed and chunk
+    size), else the defaults of a new store (:func:`derived_seed`, DEFAULT_IMAGES_PER_CHUNK)."""
+    if cfg.seed is not None and cfg.images_per_chunk is not None:
+        return
     existing = FeatureStore.existing_params(cfg.out)
-    return existing.seed if existing is not None else derived_seed(cfg.teachers)
+    if cfg.seed is None:
+        cfg.seed = existing.seed if existing is not None else derived_seed(cfg.teachers)
+    if cfg.images_per_chunk is None:
+        cfg.images_per_chunk = existing.images_per_chunk if existing is not None else DEFAULT_IMAGES_PER_CHUNK
 
 
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
     """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
-    cfg.seed = resolve_seed(cfg)
+    resolve_params(cfg)
     shards = expand_shards(cfg.data)
     if is_url(cfg.out) and cfg.rank != 0:
         wait_for_rank0(f"the store {cfg.out}", lambda: FeatureStore.exists(cfg.out))
@@ -166,38 +174,45 @@ def teacher_identity(teacher: Encoder, resolutions: list[int], codec: Codec) -> 
 
 @dataclass
 class ChunkPixels:
+    """The rendered views of a piece of a chunk: images ``first..first+len(status)-1`` of it."""
+
     chunk: int
-    views: np.ndarray  # [C, K, VIEW_DIM]
-    status: np.ndarray  # [C] uint8
+    first: int  # position of the piece's first image inside its chunk
+    views: np.ndarray  # [c, K, VIEW_DIM]
+    status: np.ndarray  # [c] uint8
     errors: list[str]
     pixels: dict[int, torch.Tensor]  # resolution -> [n_ok * K, 3, resolution, resolution]
 
 
 class ChunkImages(Dataset):
-    """Item j = the rendered views of every image of chunk ``chunks[j]``."""
+    """Item j = the rendered views of piece j: a run of images of one chunk holding about one teacher
+    batch of views, so a worker never holds a whole chunk of float32 pixels (256 images x 4 views at
+    448 px would be 2.5 GB)."""
 
     def __init__(self, group: TeacherGroup, chunks: list[int], resolutions: list[int],
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, batch_size: int = 32) -> None:
         store = group.store
         self.views = range(group.view_start, group.view_stop)  # the global views this block holds
         self.index = store.shard_index()
-        self.rows = [store.chunk_rows(c) for c in chunks]
-        self.chunks = chunks
+        per_piece = max(1, batch_size // len(self.views))
+        self.pieces = [(c, rows.start, range(first, min(first + per_piece, rows.stop)))
+                       for c in chunks for rows in [store.chunk_rows(c)] for first in range(rows.start, rows.stop, per_piece)]
         self.resolutions = resolutions
         self.params = store.params
         self.reader = ShardReader(self.index)
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.pieces)
 
     def __getitem__(self, j: int) -> ChunkPixels:
+        chunk, chunk_start, rows = self.pieces[j]
         k = len(self.views)
-        views = np.full((len(self.rows[j]), k, VIEW_DIM), np.nan)
-        status = np.zeros(len(self.rows[j]), dtype=np.uint8)
-        errors = [""] * len(self.rows[j])
+        views = np.full((len(rows), k, VIEW_DIM), np.nan)
+        status = np.zeros(len(rows), dtype=np.uint8)
+        errors = [""] * len(rows)
         rendered: dict[int, list[torch.Tensor]] = {r: [] for r in self.resolutions}
-        for i, row in enumerate(self.rows[j]):
+        for i, row in enumerate(rows):
             image = self._load(row, errors, i)
             if image is None:
                 status[i] = FAILED
@@ -214,7 +229,7 @@ class ChunkImages(Dataset):
             for resolution in self.resolutions:
                 rendered[resolution].append(out[resolution])
         pixels = {r: torch.cat(v) if v else torch.zeros(0, 3, r, r) for r, v in rendered.items()}
-        return ChunkPixels(self.chunks[j], views, status, errors, pixels)
+        return ChunkPixels(chunk, rows.start - chunk_start, views, status, errors, pixels)
 
     def _load(self, row: int, errors: list[str], i: int) -> SourceImage | None:
         try:
@@ -229,21 +244,76 @@ class ChunkImages(Dataset):
 # -- teacher forward -----------------------------------------------------------------------------
 
 
+class ChunkBuilder:
+    """One chunk's encoded components, filled piece by piece: each forward batch is encoded where the
+    teacher ran (:func:`encode_batch`) into [C, K, *suffix] host arrays (zeros for failed rows: what
+    the codecs encode zeros to). No float32 chunk buffer exists: one batch of features at a time."""
+
+    def __init__(self, group: TeacherGroup, chunk: int, resolutions: list[int]) -> None:
+        c, k, codec = len(group.store.chunk_rows(chunk)), group.views_per_image, group.codec
+        self.group, self.chunk, self.filled = group, chunk, 0
+        self.views = np.full((c, k, VIEW_DIM), np.nan)
+        self.status = np.zeros(c, dtype=np.uint8)
+        self.errors = [""] * c
+        self.summary = {r: _component_buffers(codec.vector_components(group.summary_dim), c, k) for r in resolutions}
+        self.patch = {r: _component_buffers(codec.components(int(np.prod(group.grids[r])), group.dim), c, k)
+                      for r in resolutions}
+
+    @property
+    def complete(self) -> bool:
+        return self.filled == len(self.status)
+
+    def add(self, piece: ChunkPixels, teacher: Encoder, batch_size: int, device: torch.device) -> None:
+        """Run the teacher on a piece's views and put their components at the piece's rows."""
+        k, n = self.group.views_per_image, len(piece.status)
+        span = slice(piece.first, piece.first + n)
+        self.views[span], self.status[span], self.errors[span] = piece.views, piece.status, piece.errors
+        ok = piece.first + np.flatnonzero(piece.status == OK)
+        rows = (ok[:, None] * k + np.arange(k)).reshape(-1)  # view j of the piece -> image * K + view
+        for resolution, pixels in piece.pixels.items():
+            for start in range(0, len(pixels), batch_size):
+                s, p = teacher_batch(teacher, pixels[start:start + batch_size], device)
+                summary, patch = encode_batch(self.group.codec, s, p, on_device=device.type != "cpu")
+                _put(self.summary[resolution], rows[start:start + len(s)], summary)
+                _put(self.patch[resolution], rows[start:start + len(s)], patch)
+        self.filled += n
+
+    def result(self) -> ChunkResult:
+        return ChunkResult(self.chunk, self.views, self.status, self.errors, self.summary, self.patch)
+
+
 def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batch_size: int,
                  device: torch.device) -> ChunkResult:
-    """Run the teacher on a chunk and lay the outputs out as [C, K, ...] (zeros for failed rows)."""
-    c, k = len(batch.status), group.views_per_image
-    ok = batch.status == OK
-    summary, patch = {}, {}
-    for resolution, pixels in batch.pixels.items():
-        h, w = group.grids[resolution]
-        summary[resolution] = np.zeros((c, k, group.summary_dim), np.float32)
-        patch[resolution] = np.zeros((c, k, h * w, group.dim), np.float32)
-        if len(pixels):
-            s, p = run_teacher(teacher, pixels, batch_size, device)
-            summary[resolution][ok] = s.reshape(-1, k, group.summary_dim)  # [n_ok*K, Ds] -> [n_ok, K, Ds]
-            patch[resolution][ok] = p.reshape(-1, k, h * w, group.dim)
-    return ChunkResult(batch.chunk, batch.views, batch.status, batch.errors, summary, patch)
+    """The encoded components of a whole chunk given as one piece (tests and benchmarks)."""
+    builder = ChunkBuilder(group, batch.chunk, list(batch.pixels))
+    builder.add(batch, teacher, batch_size, device)
+    return builder.result()
+
+
+def encode_batch(codec: Codec, summary: torch.Tensor, patch: torch.Tensor,
+                 on_device: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Components of a forward batch (summary [b, Ds], patch [b, T, D]) as host numpy arrays.
+
+    ``on_device``: quantise with ``Codec.encode_torch`` where the tensors are (a GPU) and move only the
+    small integer/fp16 components to the host. Otherwise (a CPU teacher) numpy ``Codec.encode``: 4-20x
+    less CPU than torch's CPU kernels for these formulas (bench/cache.py), and bit for bit the bytes
+    that encoding a whole chunk gave (every formula is per view)."""
+    if not on_device:
+        return codec.encode_vector(summary.cpu().numpy()), codec.encode(patch.cpu().numpy())
+    with torch.inference_mode():
+        parts = codec.encode_vector_torch(summary), codec.encode_torch(patch)
+        return tuple({n: v.cpu().numpy() for n, v in d.items()} for d in parts)
+
+
+def _component_buffers(spec: dict, c: int, k: int) -> dict[str, np.ndarray]:
+    return {name: np.zeros((c, k, *suffix), dtype) for name, (dtype, suffix) in spec.items()}
+
+
+def _put(buffers: dict[str, np.ndarray], rows: np.ndarray, parts: dict[str, np.ndarray]) -> None:
+    """Copy a batch's components [b, *suffix] into the chunk's buffers at flat (image * K + view) rows."""
+    for name, part in parts.items():
+        flat = buffers[name].reshape(-1, *buffers[name].shape[2:])  # [C, K, *suffix] -> [C*K, *suffix], a view
+        flat[rows] = part
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -297,27 +367,49 @@ def grow_views(cfg: ExtractConfig, group: TeacherGroup, codec: Codec, summary: E
     return group.add_views(cfg.views, codec)
 
 
+def default_writers() -> int:
+    """Writer threads when ``--writers`` is not given: a quarter of the cores, 2..4.
+
+    Each write already compresses its inner chunks on zarr's thread pool (numcodecs' zstd releases
+    the GIL), so more writers mostly overlap fsyncs and manifest records; each one costs a chunk of
+    host memory (``writers + 1`` chunks of components are held at most)."""
+    return max(2, min(4, (os.cpu_count() or 1) // 4))
+
+
 def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resolutions: list[int],
                 summary: ExtractSummary, claim, progress) -> None:
-    """Teacher on the main thread; encode + write + fsync of one chunk in flight on a writer thread."""
+    """Teacher + encode on the main thread; zstd + write + fsync of chunks on a pool of writer threads.
+
+    At most ``writers`` chunks are queued or being written while the teacher fills the next one, so
+    host memory holds at most ``writers + 1`` chunks of encoded components: at 256 images x 4 views x
+    T=1024 x D=1536, 3.2 GB per chunk for compact/fp16 (2 B/value), 1.6 GB for int8 (the float32
+    chunk it replaces was 6.4 GB). A failed write stops the run (StoreWriteError naming the chunk;
+    that chunk is not marked done; chunks already in flight finish and are marked done)."""
     store = group.store
     pending = group.pending_chunks(cfg.rank, cfg.world_size)
     if progress is not None:
         progress.reset(total=sum(len(store.chunk_rows(c)) for c in pending))
     device = default_device(cfg)
     teacher.to(device)
+    writers = cfg.writers or default_writers()
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="eupe-writer") as pool:
         in_flight: list[Future] = []
-        for batch in _batches(group, pending, resolutions, cfg):
-            result = chunk_result(batch, teacher, group, cfg.batch_size, device)
-            in_flight = _drain(in_flight, keep=1, summary=summary)
-            in_flight.append(writer.submit(_write, group, result))
+        builder: ChunkBuilder | None = None
+        for piece in _batches(group, pending, resolutions, cfg):
+            if builder is None:  # pieces come in chunk order, each chunk's in row order
+                builder = ChunkBuilder(group, piece.chunk, resolutions)
+            builder.add(piece, teacher, cfg.batch_size, device)
+            if progress is not None:
+                progress.update(len(piece.status))
+            if not builder.complete:
+                continue
+            result, builder = builder.result(), None
+            in_flight = _drain(in_flight, keep=writers - 1, summary=summary)
+            in_flight.append(pool.submit(_write, group, result))
             if claim is not None:
                 claim.heartbeat()
             _count(summary, result, resolutions, group)
-            if progress is not None:
-                progress.update(len(batch.status))
         _drain(in_flight, keep=0, summary=summary)
     summary.elapsed_s += time.perf_counter() - start
 
@@ -340,7 +432,7 @@ def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
 def _batches(group: TeacherGroup, chunks: list[int], resolutions: list[int], cfg: ExtractConfig) -> Iterator[ChunkPixels]:
     if not chunks:
         return iter(())
-    dataset = ChunkImages(group, chunks, resolutions, cfg.max_pixels)
+    dataset = ChunkImages(group, chunks, resolutions, cfg.max_pixels, cfg.batch_size)
     workers = cfg.num_workers
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
@@ -359,6 +451,11 @@ def _write(group: TeacherGroup, result: ChunkResult) -> int:
 
 
 def _drain(futures: list[Future], keep: int, summary: ExtractSummary) -> list[Future]:
+    """Collect finished writes; wait (oldest first) until at most ``keep`` are in flight. A write
+    that failed raises here at once, whichever its place in the queue."""
+    for future in [f for f in futures if f.done()]:
+        summary.bytes_written += future.result()  # raises a failed chunk's StoreWriteError
+        futures.remove(future)
     while len(futures) > keep:
         summary.bytes_written += futures.pop(0).result()
     return futures

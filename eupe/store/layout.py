@@ -24,6 +24,7 @@ MANIFEST = "manifest"  # per teacher: [n_chunks, n_arrays, 3] uint64 (bytes, dig
 CLAIMS_DIR = ".eupe-claims"  # per-rank claims of running extractions (not a zarr node)
 STAGING_PREFIX = ".eupe-staging-"  # atomic creation: built under this name, then renamed
 
+DEFAULT_IMAGES_PER_CHUNK = 256  # a new store's chunk: 1.28M images -> 5k chunks, ~4.5e4 files per teacher
 MAX_VIEWS_PER_IMAGE = 1024
 MAX_RESOLUTION = 4096
 

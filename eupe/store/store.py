@@ -53,7 +53,8 @@ import zarr
 from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
 from eupe.store import manifest
 from eupe.store.layout import (
-    FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STAGING_PREFIX, STORE_FORMAT, STORE_VERSION, TEACHERS,
+    DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STAGING_PREFIX, STORE_FORMAT, STORE_VERSION,
+    TEACHERS,
     StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, pid_alive,
     publish_dir, sha256_of,
 )
@@ -73,7 +74,7 @@ class StoreParams:
     views_per_image: int
     seed: int
     policy: ViewPolicy
-    images_per_chunk: int = 16
+    images_per_chunk: int = DEFAULT_IMAGES_PER_CHUNK
 
     def identity(self) -> dict:
         return {

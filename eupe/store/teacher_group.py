@@ -25,7 +25,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Union
 
 import numpy as np
 import zarr
@@ -70,16 +70,24 @@ class TeacherIdentity:
         }
 
 
+Targets = Union[np.ndarray, Mapping[str, np.ndarray]]  # float32 features, or the codec's components of them
+
+
 @dataclass
 class ChunkResult:
-    """Teacher outputs for one chunk of images (rows whose status is FAILED hold zeros)."""
+    """Teacher outputs for one chunk of images (rows whose status is FAILED hold zeros).
+
+    ``summary``/``patch`` hold, per resolution, either the codec's components already encoded
+    (``{name: [C, K, *suffix]}``, what extraction passes: it encodes on the teacher's device) or
+    float32 features (``[C, K, Ds]`` / ``[C, K, T, D]``), which ``write_chunk`` encodes with numpy.
+    """
 
     chunk: int
     views: np.ndarray  # [C, K, VIEW_DIM] float64
     status: np.ndarray  # [C] uint8
     errors: list[str]  # [C]
-    summary: dict[int, np.ndarray]  # resolution -> [C, K, Ds] float32
-    patch: dict[int, np.ndarray]  # resolution -> [C, K, T, D] float32
+    summary: dict[int, Targets]  # resolution -> components {name: [C, K, *suffix]} or [C, K, Ds] float32
+    patch: dict[int, Targets]  # resolution -> components {name: [C, K, *suffix]} or [C, K, T, D] float32
 
 
 def chunk_array_names(resolutions: list[int], codec: Codec, dim: int, summary_dim: int,
@@ -331,12 +339,14 @@ class TeacherGroup:
         rows = self.store.chunk_rows(chunk)
         return slice(rows.start, rows.stop)
 
-    def _write_targets(self, resolution: int, region: slice, summary: np.ndarray, patch: np.ndarray) -> None:
+    def _write_targets(self, resolution: int, region: slice, summary: Targets, patch: Targets) -> None:
+        """Write one chunk's components (encoding float32 features with numpy first when given those)."""
         prefix = resolution_group_name(resolution)
-        for name, part in self.codec.encode_vector(summary).items():
-            self.array(f"{prefix}/summary/{name}")[region] = part
-        for name, part in self.codec.encode(patch).items():
-            self.array(f"{prefix}/patch/{name}")[region] = part
+        summary = summary if isinstance(summary, Mapping) else self.codec.encode_vector(summary)
+        patch = patch if isinstance(patch, Mapping) else self.codec.encode(patch)
+        for kind, parts in (("summary", summary), ("patch", patch)):
+            for name, part in parts.items():
+                self.array(f"{prefix}/{kind}/{name}")[region] = part
 
     def _forget(self, chunk: int) -> None:
         """Drop what this process knows of a chunk it rewrites (checks, metadata, open shard files)."""

@@ -299,3 +299,11 @@ def test_default_view_seed_differs_between_a_proxy_store_and_its_teachers_store(
     assert run_extract(*[a if a != "64" else "56" for a in added]) == 0
     store = FeatureStore.open(first)
     np.testing.assert_array_equal(store.teacher("pelang_g").views(0), store.teacher("dinov3_hplus").views(0))
+
+
+def test_a_rerun_without_chunk_size_or_seed_takes_the_stores(tiny_store, photo_shards, capsys):
+    """A plain re-run of a store made with --images-per-chunk 2 resumes it (the default, 256, is a new store's)."""
+    args = tiny_args(photo_shards, tiny_store)
+    i = args.index("--images-per-chunk")
+    assert run_extract(*(args[:i] + args[i + 2:])) == 0
+    assert "dinov3_hplus: 0 images" in capsys.readouterr().out
