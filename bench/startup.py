@@ -9,9 +9,11 @@ small random features), then ``eupe-cache stats`` once. Then, each piece in a fr
 ``open``): under the store, and tar shards. Pieces:
 
 * ``open``: ``FeatureStore.open``;
-* ``info``: ``store_info`` (what ``eupe-cache info`` does after its imports);
+* ``info``: ``store_info`` (what ``eupe-cache info`` does after its imports; the first run on a
+  store, or after it grew, consolidates the statuses that later runs read in one file);
 * ``check``: ``check_store`` + ``check_complete`` (the trainer's identity and completeness checks);
-* ``plan``: the data plan (usable rows from every teacher's status);
+* ``plan``: the trainer's data plan (``_plan``: usable rows through ``eupe.distill.data.usable_rows``);
+* ``usable``: usable rows through ``FeatureStore.usable_rows`` (the consolidated statuses);
 * ``stats``: reading the stored normalization statistics (``ensure_store_stats`` + ``stored_stats``);
 * ``worker``: what each DataLoader worker does before its first sample (``DistillDataset._open``)
   and its first sample;
@@ -40,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TEACHER = "dinov3_hplus"  # test scale: width 64, patch 16
-PIECES = ("open", "info", "check", "plan", "stats", "worker", "trainer")
+PIECES = ("open", "info", "check", "plan", "usable", "stats", "worker", "trainer")
 CONFIG = """# written by bench/startup.py: a one-teacher tiny Stage 1 over the bench store
 stage: 1
 proxy: {{embed_dim: 64, depth: 2, num_heads: 2, mlp_ratio: 2.0, patch_size: 16, num_reg_tokens: 4, resolution: 64}}
@@ -175,26 +177,22 @@ def _config(built: dict):
 
 def _piece(name: str, built: dict):
     """A zero-argument callable doing the piece's work (everything it needs imported first)."""
-    import numpy as np
-
     from eupe.cache_tools.commands import store_info
     from eupe.distill.data import DistillDataset, make_loader
     from eupe.distill.loop import Trainer, _plan
-    from eupe.distill.targets import check_complete, check_store, ensure_store_stats, stored_stats
+    from eupe.distill.targets import check_complete, check_store, ensure_store_stats
     from eupe.store import FeatureStore
 
     cfg, path = _config(built), built["store"]
     shutil.rmtree(cfg.out, ignore_errors=True)
     opened = lambda: FeatureStore.open(path)  # noqa: E731
 
-    def stats():
-        store = opened()
-        ensure_store_stats(store, TEACHER, read_only=True)
-        return stored_stats(store, TEACHER)
+    def stats():  # the main process: ensure_store_stats returns what it read (other ranks: stored_stats)
+        return ensure_store_stats(opened(), TEACHER, read_only=True)
 
-    def worker():
-        dataset = DistillDataset(path, [TEACHER], {TEACHER: {int(r): s for r, s in stats().items()}})
-        return dataset.__getitems__([(int(np.int64(7)), 0, 64, 0)])
+    def worker(frozen=stats() if name == "worker" else None):  # statistics come from the main process
+        dataset = DistillDataset(path, [TEACHER], {TEACHER: frozen})
+        return dataset.__getitems__([(7, 0, 64, 0)])
 
     def trainer():
         run = Trainer(cfg, say=lambda _t: None)
@@ -204,7 +202,8 @@ def _piece(name: str, built: dict):
 
     return {"open": opened, "info": lambda: store_info(opened()),
             "check": lambda: (check_store(cfg, s := opened()), check_complete(cfg, s, print)),
-            "plan": lambda: _plan(cfg, opened(), True), "stats": stats, "worker": worker, "trainer": trainer}[name]
+            "plan": lambda: _plan(cfg, opened(), True), "usable": lambda: opened().usable_rows([TEACHER]),
+            "stats": stats, "worker": worker, "trainer": trainer}[name]
 
 
 def run_piece(name: str, built: dict) -> dict:
@@ -268,7 +267,8 @@ def main() -> None:
     parser.add_argument("--images-per-chunk", type=int, default=None, help="default: the store's default")
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--pieces", nargs="+", default=list(PIECES), choices=PIECES)
+    parser.add_argument("--pieces", nargs="+", default=["open", "info", *PIECES[1:]], choices=PIECES,
+                        help="pieces in order (info twice by default: the second reads the consolidated statuses)")
     parser.add_argument("--piece", choices=PIECES, help=argparse.SUPPRESS)  # internal: one piece, JSON out
     args = parser.parse_args()
     if args.piece:

@@ -98,9 +98,8 @@ def store_info(store) -> dict:
             "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {}}
     for name in store.teacher_names():
         group = store.teacher(name)
-        rows = group.manifest_rows()  # read once: counts, status and failures all derive from it
-        status = group.status(rows[:, 0, 0] > 0)
-        counts = group.counts(rows, status)
+        status = store.image_status(name, save=True)  # consolidated for the next start when absent or stale
+        counts = group.counts(store.progress(name).rows, status)  # the manifest, read once
         info["teachers"][name] = {
             **{k: group.attrs[k] for k in ("weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")},
             **counts, "complete": counts["chunks_done"] == counts["chunks"],

@@ -33,6 +33,7 @@ written into or deleted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,7 +42,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import zarr
@@ -56,10 +57,26 @@ from eupe.store.layout import (
 from eupe.store.teacher_group import TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_FIELDS, ViewPolicy
 
-__all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "compressors"]
+__all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "TeacherProgress",
+           "compressors"]
 
 IMAGE_ARRAYS = ("keys", "shard", "offset", "size", "label")
 _ALL_CHUNKS = {"write_empty_chunks": True}  # every chunk has a file, also one equal to the fill value
+STARTUP = "startup"  # root group: per teacher, statuses consolidated once (see FeatureStore.image_status)
+
+
+@dataclass
+class TeacherProgress:
+    """One teacher's done chunks (one manifest read) and, once asked for, its image statuses."""
+
+    rows: np.ndarray  # [n_chunks, n_arrays, 3] uint64 manifest (zeros: chunk not done)
+    digest: str  # done-set digest (TeacherGroup.done_set_digest of these rows)
+    status: np.ndarray | None = None  # [N] uint8; PENDING in chunks not done
+    consolidated: bool = False  # a stored record covering these statuses exists
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.rows[:, 0, manifest.SIZE] > 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,7 @@ class FeatureStore:
         self.fingerprint: str = attrs["identity_sha256"]
         self._keys: np.ndarray | None = None
         self._teachers: dict[str, TeacherGroup] = {}
+        self._progress: dict[str, TeacherProgress] = {}
         self._check_fingerprint()
         if is_url(where):
             _REMOTE_STORES[id(group.store)] = group.store
@@ -250,6 +268,70 @@ class FeatureStore:
             label=self.image_array("label"), failures=[],
         )
 
+    # -- start-up records ---------------------------------------------------------------------
+
+    def progress(self, name: str) -> TeacherProgress:
+        """The teacher's manifest, read once per opened store (a snapshot: open the store again to
+        see later progress)."""
+        if name not in self._progress:
+            rows = self.teacher(name).manifest_rows()  # [n_chunks, n_arrays, 3]
+            self._progress[name] = TeacherProgress(rows, sha256_of(rows.tolist()))  # == done_set_digest()
+        return self._progress[name]
+
+    def image_status(self, name: str, save: bool = False) -> np.ndarray:
+        """[N] uint8 status of every image as of :meth:`progress` (PENDING in chunks not done).
+
+        Read from the record consolidated under ``startup/<teacher>`` (one file) when it covers
+        exactly the current done set; otherwise every done chunk's status file is checked and read
+        (``TeacherGroup.status``) and, with ``save``, the record is written for the next start. The
+        record holds the digest of the manifest it was built from (which holds each status file's
+        digest) and a digest of its values: a stale, partial or edited record is never used. Chunks
+        are still checked against their manifest when their data is read.
+        """
+        found = self.progress(name)
+        if found.status is None:
+            found.status = self._stored_status(name, found.digest)
+            found.consolidated = found.status is not None
+            if found.status is None:
+                found.status = self.teacher(name).status(found.done)  # every done chunk's status file
+        if save and not found.consolidated:
+            found.consolidated = self._save_status(name, found.digest, found.status)
+        return found.status
+
+    def usable_rows(self, teachers: Sequence[str], save: bool = False) -> np.ndarray:
+        """Rows whose image decoded and whose chunk is done for every teacher (see :meth:`image_status`)."""
+        ok = np.ones(self.num_images, dtype=bool)
+        for name in teachers:
+            ok &= self.image_status(name, save) == OK
+        return np.flatnonzero(ok)
+
+    def _stored_status(self, name: str, digest: str) -> np.ndarray | None:
+        try:
+            record = self.group[f"{STARTUP}/{name}"]
+            attrs = dict(record.attrs)
+            if attrs.get("covers") != digest:
+                return None
+            status = np.asarray(record["status"][:])  # [N] uint8, one chunk
+        except (KeyError, ValueError, RuntimeError, OSError):  # absent, or damaged (crc32c fails the read)
+            return None
+        if status.shape != (self.num_images,) or _sha256_bytes(status) != attrs.get("status_sha256"):
+            return None
+        return status
+
+    def _save_status(self, name: str, digest: str, status: np.ndarray) -> bool:
+        """Best effort (True when written): a store on read-only media, or a concurrent writer, leaves
+        the record for a later start."""
+        try:
+            root = zarr.open_group(self.group.store.with_read_only(False), mode="r+")
+            record = root.require_group(STARTUP).require_group(name)
+            record.attrs.put({})  # an older record must not vouch for the array being replaced
+            record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
+                                overwrite=True)
+            record.attrs.put({"covers": digest, "status_sha256": _sha256_bytes(status)})  # last
+        except (OSError, ValueError, KeyError, zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
+            return False
+        return True
+
     # -- teachers ---------------------------------------------------------------------------
 
     def teacher_names(self) -> list[str]:
@@ -283,6 +365,10 @@ class FeatureStore:
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)
         return Path(root) / self.group.path if root is not None else None
+
+
+def _sha256_bytes(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
 
 
 # -- identity documents ------------------------------------------------------------------------
