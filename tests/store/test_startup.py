@@ -142,3 +142,17 @@ def test_ensure_store_stats_returns_what_stored_stats_reads(store_path):
         assert value.dtype == computed[64][name].dtype == loaded[64][name].dtype
         np.testing.assert_array_equal(computed[64][name].numpy(), value.numpy())
         np.testing.assert_array_equal(loaded[64][name].numpy(), value.numpy())
+
+
+def test_a_keyless_shard_index_reads_the_same_bytes(extracted):
+    from eupe.data import ShardReader
+
+    store = FeatureStore.open(extracted)
+    full, keyless = store.shard_index(), store.shard_index(keys=False)
+    assert keyless.keys is None and len(keyless) == len(full) == store.num_images
+    with ShardReader(full) as a, ShardReader(keyless) as b:
+        for row in range(len(full)):
+            assert a.read(row) == b.read(row) and len(a.read(row)) == int(full.size[row]) > 0
+    assert keyless.head(3).keys is None and len(keyless.head(3)) == 3
+    with pytest.raises(ValueError, match="without its keys"):
+        keyless.keys_sha256()
