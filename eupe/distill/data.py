@@ -186,7 +186,7 @@ class DistillDataset(Dataset):
         if self._store is None:  # opened lazily, once per worker process
             self._store = FeatureStore.open(self.store_path)
         if self._reader is None:
-            self._reader = ShardReader(self._store.shard_index())
+            self._reader = ShardReader(self._store.shard_index(keys=False))  # a reader needs no keys
             # kept for the worker's life: they cache array handles and shard indexes
             self._groups = {t: self._store.teacher(t) for t in self.teachers}
         return self._store
