@@ -103,7 +103,7 @@ def store_info(store) -> dict:
         info["teachers"][name] = {
             **{k: group.attrs[k] for k in ("weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")},
             **counts, "complete": counts["chunks_done"] == counts["chunks"],
-            "failed_inputs": [{"key": k, "reason": r} for k, r in group.failures(status)],
+            "failed_inputs": [{"key": k, "reason": r} for k, r in store.failures(name)],
         }
     return info
 

@@ -72,6 +72,7 @@ class TeacherProgress:
     rows: np.ndarray  # [n_chunks, n_arrays, 3] uint64 manifest (zeros: chunk not done)
     digest: str  # done-set digest (TeacherGroup.done_set_digest of these rows)
     status: np.ndarray | None = None  # [N] uint8; PENDING in chunks not done
+    errors: list[str] | None = None  # failure reason of each FAILED row, in row order
     consolidated: bool = False  # a stored record covering these statuses exists
 
     @property
@@ -285,22 +286,26 @@ class FeatureStore:
     def image_status(self, name: str, save: bool = False) -> np.ndarray:
         """[N] uint8 status of every image as of :meth:`progress` (PENDING in chunks not done).
 
-        Read from the record consolidated under ``startup/<teacher>`` (one file) when it covers
-        exactly the current done set; otherwise every done chunk's status file is checked and read
-        (``TeacherGroup.status``) and, with ``save``, the record is written for the next start. The
-        record holds the digest of the manifest it was built from (which holds each status file's
-        digest) and a digest of its values: a stale, partial or edited record is never used. Chunks
-        are still checked against their manifest when their data is read.
+        Read from the record consolidated under ``startup/<teacher>`` (statuses and failure reasons,
+        two files) when it covers exactly the current done set; otherwise every done chunk's status
+        file is checked and read (``TeacherGroup.status``) and, with ``save``, the record is written
+        for the next start. The record holds the digest of the manifest it was built from (which
+        holds each status and error file's digest) and a digest of its values: a stale, partial or
+        edited record is never used. Chunks are still checked against their manifest when read.
         """
         found = self.progress(name)
         if found.status is None:
-            found.status = self._stored_status(name, found.digest)
-            found.consolidated = found.status is not None
-            if found.status is None:
-                found.status = self.teacher(name).status(found.done)  # every done chunk's status file
+            stored = self._stored_record(name, found.digest)
+            found.consolidated = stored is not None
+            found.status, found.errors = stored or (self.teacher(name).status(found.done), None)
         if save and not found.consolidated:
-            found.consolidated = self._save_status(name, found.digest, found.status)
+            found.consolidated = self._save_record(name, found.digest, found.status, self._errors(name))
         return found.status
+
+    def failures(self, name: str, save: bool = False) -> list[tuple[str, str]]:
+        """(image key, reason) of every image whose extraction failed, as of :meth:`progress`."""
+        rows = np.flatnonzero(self.image_status(name, save) == FAILED)
+        return [(str(self.keys[r]), reason) for r, reason in zip(rows, self._errors(name))] if len(rows) else []
 
     def usable_rows(self, teachers: Sequence[str], save: bool = False) -> np.ndarray:
         """Rows whose image decoded and whose chunk is done for every teacher (see :meth:`image_status`)."""
@@ -309,29 +314,42 @@ class FeatureStore:
             ok &= self.image_status(name, save) == OK
         return np.flatnonzero(ok)
 
-    def _stored_status(self, name: str, digest: str) -> np.ndarray | None:
+    def _errors(self, name: str) -> list[str]:
+        """Failure reasons of the FAILED rows of :meth:`image_status`, in row order."""
+        found = self.progress(name)
+        if found.errors is None:
+            found.errors = [reason for _, reason in self.teacher(name).failures(found.status)]  # every error file
+        return found.errors
+
+    def _stored_record(self, name: str, digest: str) -> tuple[np.ndarray, list[str]] | None:
         try:
             record = self.group[f"{STARTUP}/{name}"]
             attrs = dict(record.attrs)
             if attrs.get("covers") != digest:
                 return None
-            status = np.asarray(record["status"][:])  # [N] uint8, one chunk
+            status = np.asarray(record["status"][:])  # [N] uint8, one file
+            errors = [str(e) for e in record["error"][:]]  # [n_failed] str, one file
         except (KeyError, ValueError, RuntimeError, OSError):  # absent, or damaged (crc32c fails the read)
             return None
-        if status.shape != (self.num_images,) or _sha256_bytes(status) != attrs.get("status_sha256"):
+        if (status.shape != (self.num_images,) or len(errors) != int((status == FAILED).sum())
+                or _values_sha256(status, errors) != attrs.get("values_sha256")):
             return None
-        return status
+        return status, errors
 
-    def _save_status(self, name: str, digest: str, status: np.ndarray) -> bool:
+    def _save_record(self, name: str, digest: str, status: np.ndarray, errors: list[str]) -> bool:
         """Best effort (True when written): a store on read-only media, or a concurrent writer, leaves
         the record for a later start."""
         try:
             root = zarr.open_group(self.group.store.with_read_only(False), mode="r+")
             record = root.require_group(STARTUP).require_group(name)
-            record.attrs.put({})  # an older record must not vouch for the array being replaced
+            record.attrs.put({})  # an older record must not vouch for the arrays being replaced
             record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
                                 overwrite=True)
-            record.attrs.put({"covers": digest, "status_sha256": _sha256_bytes(status)})  # last
+            error = record.create_array("error", shape=(len(errors),), dtype=str, chunks=(max(len(errors), 1),),
+                                        overwrite=True)
+            if errors:
+                error[:] = np.asarray(errors, dtype=str)
+            record.attrs.put({"covers": digest, "values_sha256": _values_sha256(status, errors)})  # last
         except (OSError, ValueError, KeyError, zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
             return False
         return True
@@ -371,8 +389,10 @@ class FeatureStore:
         return Path(root) / self.group.path if root is not None else None
 
 
-def _sha256_bytes(values: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+def _values_sha256(status: np.ndarray, errors: list[str]) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(status, dtype=np.uint8).tobytes())
+    digest.update(json.dumps(errors).encode())
+    return digest.hexdigest()
 
 
 # -- identity documents ------------------------------------------------------------------------

@@ -86,7 +86,11 @@ def test_info_consolidates_the_statuses_and_a_fresh_open_reads_them_in_one_file(
     np.testing.assert_array_equal(fast, reference)
     np.testing.assert_array_equal(slow, reference)
     chunks = store.num_chunks
-    assert fast_opens <= chunks + 4  # the manifest's files (one per chunk) and the record
+    assert fast_opens <= chunks + 6, fast_opens  # the manifest's files (one per chunk) and the record's few
+    expected = store.teacher(TEACHER).failures(reference)
+    assert [key for key, _ in expected] == ["broken"]
+    assert store.failures(TEACHER) == cold.failures(TEACHER) == expected
+    assert info["failed_inputs"] == [{"key": "broken", "reason": expected[0][1]}]
     assert slow_opens >= 3 * chunks  # the manifest, then per chunk its row, its status file checked and read
     np.testing.assert_array_equal(store.usable_rows([TEACHER]), np.flatnonzero(reference == OK))
 
@@ -115,9 +119,15 @@ def test_an_edited_or_damaged_record_is_not_used(store_path):
     store = FeatureStore.open(store_path)
     np.testing.assert_array_equal(store.image_status(TEACHER), reference)
     assert not store.progress(TEACHER).consolidated
-    store.image_status(TEACHER, save=True)  # rewritten, then a flipped byte in its file
-    (chunk_file,) = [p for p in (store_path / "startup" / TEACHER / "status").rglob("*") if p.is_file()
-                     and p.name != "zarr.json"]
+    store.image_status(TEACHER, save=True)  # rewritten; an edited failure reason is not used either
+    zarr.open_group(str(store_path), mode="r+")[f"startup/{TEACHER}/error"][0] = "edited"
+    edited_reason = FeatureStore.open(store_path)
+    assert edited_reason.failures(TEACHER) == edited_reason.teacher(TEACHER).failures(reference)
+    assert not edited_reason.progress(TEACHER).consolidated
+    store = FeatureStore.open(store_path)
+    store.image_status(TEACHER, save=True)  # rewritten, then a flipped byte in its status file
+    (chunk_file,) = [p for p in (store_path / "startup" / TEACHER / "status").rglob("*")
+                     if p.is_file() and p.name != "zarr.json"]
     data = bytearray(chunk_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk_file.write_bytes(bytes(data))
