@@ -4,7 +4,7 @@ Builds once (cached under ``--root``, default /tmp/eupe-startup-bench) a real st
 images: real webdataset tars of tiny JPEGs re-encoded from the bundled photos, the real store
 creation code (``index_shards`` + ``FeatureStore.create``), and one test-scale teacher whose chunks
 are written through the real ``TeacherGroup.write_chunk`` (real views drawn by the view policy,
-small random features), then ``eupe-cache stats`` once. Then, each piece in a fresh Python process
+small random features, one image in 1000 recorded as failed), then ``eupe-cache stats`` once. Then, each piece in a fresh Python process
 (warm page cache), it times the store work and counts the files it opens (an audit hook on
 ``open``): under the store, and tar shards. Pieces:
 
@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TEACHER = "dinov3_hplus"  # test scale: width 64, patch 16
+FAILED_EVERY = 1000  # one image in 1000 recorded as failed (a real store has some: info lists them)
 PIECES = ("open", "info", "check", "plan", "usable", "stats", "worker", "trainer")
 CONFIG = """# written by bench/startup.py: a one-teacher tiny Stage 1 over the bench store
 stage: 1
@@ -95,7 +96,7 @@ def _fill_teacher(store, sizes: list[tuple[int, int]], resolution: int) -> None:
     import numpy as np
 
     from eupe.models import create_teacher
-    from eupe.store import OK, get_codec
+    from eupe.store import FAILED, OK, get_codec
     from eupe.store.extract import teacher_identity
     from eupe.store.teacher_group import ChunkResult
     from eupe.views import sample_views, views_to_array
@@ -109,9 +110,11 @@ def _fill_teacher(store, sizes: list[tuple[int, int]], resolution: int) -> None:
         rows = store.chunk_rows(chunk)
         views = np.stack([views_to_array(sample_views(params.policy, params.seed, str(store.keys[r]), *sizes[r], k))
                           for r in rows])
-        c = len(rows)
+        c, failed = len(rows), np.array([r % FAILED_EVERY == FAILED_EVERY - 1 for r in rows])
+        views[failed] = np.nan  # as extraction leaves a failed image's views
         group.write_chunk(ChunkResult(
-            chunk, views, np.full(c, OK, np.uint8), [""] * c,
+            chunk, views, np.where(failed, FAILED, OK).astype(np.uint8),
+            ["bench: simulated decode failure" if f else "" for f in failed],
             {resolution: rng.normal(size=(c, k, group.summary_dim)).astype(np.float32)},
             {resolution: rng.normal(size=(c, k, h * w, group.dim)).astype(np.float32)}))
         if chunk % 500 == 0:
@@ -121,7 +124,7 @@ def _fill_teacher(store, sizes: list[tuple[int, int]], resolution: int) -> None:
 def build(root: Path, n: int, per_shard: int, images_per_chunk: int, views: int, resolution: int) -> dict:
     """The cached bench store (built when absent or built with other parameters)."""
     wanted = {"images": n, "per_shard": per_shard, "images_per_chunk": images_per_chunk, "views": views,
-              "resolution": resolution, "teacher": TEACHER}
+              "resolution": resolution, "teacher": TEACHER, "failed_every": FAILED_EVERY}
     marker = root / "built.json"
     if marker.is_file() and json.loads(marker.read_text()).get("params") == wanted:
         return json.loads(marker.read_text())
