@@ -4,9 +4,9 @@ Builds once (cached under ``--root``, default /tmp/eupe-startup-bench) a real st
 images: real webdataset tars of tiny JPEGs re-encoded from the bundled photos, the real store
 creation code (``index_shards`` + ``FeatureStore.create``), and one test-scale teacher whose chunks
 are written through the real ``TeacherGroup.write_chunk`` (real views drawn by the view policy,
-small random features, one image in 1000 recorded as failed), then ``eupe-cache stats`` once. Then, each piece in a fresh Python process
-(warm page cache), it times the store work and counts the files it opens (an audit hook on
-``open``): under the store, and tar shards. Pieces:
+small random features, one image in 1000 recorded as failed), then ``eupe-cache stats`` once.
+Then, each piece in a fresh Python process (warm page cache), it times the store work and counts
+the files it opens (an audit hook on ``open``): under the store, and tar shards. Pieces:
 
 * ``open``: ``FeatureStore.open``;
 * ``info``: ``store_info`` (what ``eupe-cache info`` does after its imports; the first run on a
