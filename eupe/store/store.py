@@ -20,6 +20,9 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
         r<resolution>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
                                           (sharded: one file per chunk of images, one inner chunk per view)
         r<resolution>/stats/{summary,patch}_{mean,std}  [D] float64, written by `eupe-cache stats`
+      startup/<name>/                   attrs: covers (done-set digest), values_sha256; written by `info`
+        status           [N]            uint8   every image's status, consolidated in one file
+        error            [n_failed]     str     failure reason of each failed image, in row order
 
 Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every teacher array is
 chunked along N the same way, so each chunk of images is written by exactly one process, and its
