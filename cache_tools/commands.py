@@ -104,8 +104,8 @@ def store_info(store) -> dict:
             "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {}}
     for name in store.teacher_names():
         group = store.teacher(name)
-        rows = group.manifest_rows()  # read once: counts, status and failures all derive from it
-        status = group.status(rows[:, 0, 0] > 0)
+        status = store.image_status(name)  # the consolidated record when it is current (extract writes it)
+        rows = store.progress(name).rows  # the manifest, read once
         counts = group.counts(rows, status)
         blocks = [_block_info(block, rows if block is group else None) for block in group.blocks]
         info["teachers"][name] = {
@@ -113,7 +113,7 @@ def store_info(store) -> dict:
             **counts, "bytes_written": sum(b["bytes_written"] for b in blocks),
             "complete": all(b["chunks_done"] == b["chunks"] for b in blocks),
             "views_per_image": group.total_views, "view_blocks": blocks,
-            "failed_inputs": [{"key": k, "reason": r} for k, r in group.failures(status)],
+            "failed_inputs": [{"key": k, "reason": r} for k, r in store.failures(name)],
         }
     return info
 

@@ -96,7 +96,7 @@ class ShardIndex:
     """Columnar index: one row per image, in shard order then member order."""
 
     shards: list[str]
-    keys: np.ndarray
+    keys: np.ndarray | None  # None: an index for reading bytes back only (FeatureStore.shard_index(keys=False))
     shard: np.ndarray
     offset: np.ndarray
     size: np.ndarray
@@ -106,17 +106,20 @@ class ShardIndex:
     skipped: list[dict] = field(default_factory=list)  # {"shard", "key", "reason"}: samples with no usable image
 
     def __len__(self) -> int:
-        return int(len(self.keys))
+        return int(len(self.shard))
 
     def head(self, limit: int | None) -> "ShardIndex":
         """The first ``limit`` images (all when limit is None)."""
         if limit is None or limit >= len(self):
             return self
-        return ShardIndex(self.shards, self.keys[:limit], self.shard[:limit], self.offset[:limit],
+        keys = None if self.keys is None else self.keys[:limit]
+        return ShardIndex(self.shards, keys, self.shard[:limit], self.offset[:limit],
                           self.size[:limit], self.ext[:limit], self.label[:limit], self.failures, self.skipped)
 
     def keys_sha256(self) -> str:
         """SHA-256 of the keys joined by newlines: the identity of the dataset."""
+        if self.keys is None:
+            raise ValueError("this index was loaded without its keys (shard_index(keys=False))")
         return hashlib.sha256("\n".join(str(k) for k in self.keys).encode("utf-8")).hexdigest()
 
 

@@ -256,7 +256,7 @@ class DistillDataset(Dataset):
         if self._store is None:  # opened lazily, once per worker process
             self._store = FeatureStore.open(self.store_path)
         if self._reader is None:
-            self._reader = ShardReader(self._store.shard_index())
+            self._reader = ShardReader(self._store.shard_index(keys=False))  # a reader needs no keys
             # kept for the worker's life: they cache array handles and shard indexes
             self._groups = {t: self._store.teacher(t) for t in self.teachers}
         return self._store
@@ -333,12 +333,10 @@ def _already_collated(batch: Batch) -> Batch:
     return batch  # __getitems__ returns a collated batch
 
 
-def usable_rows(store: FeatureStore, teachers: Sequence[str]) -> np.ndarray:
-    """Rows whose image decoded and whose targets are complete for every teacher."""
-    ok = np.ones(store.num_images, dtype=bool)
-    for name in teachers:
-        ok &= store.teacher(name).status() == OK  # images of chunks not done are PENDING there
-    return np.flatnonzero(ok)
+def usable_rows(store: FeatureStore, teachers: Sequence[str], save: bool = False) -> np.ndarray:
+    """Rows whose image decoded and whose targets are complete for every teacher (``save``: write the
+    store's consolidated status record when it is missing or stale, see ``FeatureStore.image_status``)."""
+    return store.usable_rows(list(teachers), save)
 
 
 def usable_views(store: FeatureStore, teachers: Sequence[str], recorded: int | None,

@@ -157,11 +157,12 @@ class Trainer:
 
     def _store_stats(self) -> dict[str, dict[int, Stats]]:
         """Stored resolutions' statistics: computed once by the main process when absent, the others wait."""
+        found = {}
         if self.main:
-            for name in self.teachers:
-                ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
+            found = {name: ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
+                     for name in self.teachers}
         self.accelerator.wait_for_everyone()
-        return {name: stored_stats(self.store, name) for name in self.teachers}
+        return found or {name: stored_stats(self.store, name) for name in self.teachers}
 
     def setup(self) -> None:
         """Model, optimizer, online teachers (with their resolutions' statistics), checkpoint state."""
@@ -297,7 +298,7 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str],
     from accelerate import PartialState
 
     state = PartialState(cpu=cpu)
-    rows = usable_rows(store, cfg.teacher_names())
+    rows = usable_rows(store, cfg.teacher_names(), save=not cfg.data.read_only and state.is_main_process)
     if len(rows) == 0:
         raise StoreMismatchError(f"no usable images in {cfg.data.store} (every image failed or is incomplete)")
     mixture = cfg.data.mixture

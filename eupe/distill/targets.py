@@ -78,8 +78,9 @@ def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
 
 
 def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, int]:
-    """Per teacher, how many images lie in chunks whose extraction is not done yet."""
-    return {name: store.num_images - store.teacher(name).images_done() for name in teachers}
+    """Per teacher, how many images lie in chunks whose extraction is not done yet (from the
+    store's one manifest read, :meth:`FeatureStore.progress`)."""
+    return {name: store.num_images - store.teacher(name).images_done(store.progress(name).done) for name in teachers}
 
 
 def check_complete(cfg: TrainConfig, store: FeatureStore, say: Callable[[str], None]) -> None:
@@ -99,13 +100,17 @@ def _tensors(stats: dict[str, np.ndarray]) -> Stats:
 
 
 def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None] = print,
-                       read_only: bool = False) -> None:
+                       read_only: bool = False) -> dict[int, Stats]:
     """Compute and save the statistics of every stored resolution that lacks them (or whose are stale);
-    with ``read_only`` (several trainers sharing one store) refuse instead of writing."""
+    with ``read_only`` (several trainers sharing one store) refuse instead of writing. Returns the
+    statistics per resolution (what :func:`stored_stats` would read again)."""
     group = store.teacher(name)
     writable: TeacherGroup | None = None
+    out = {}
+    covers = store.progress(name).digest  # the manifest, read once per opened store
     for resolution in group.resolutions:
-        if load_stats(group, resolution) is None:
+        stats = load_stats(group, resolution, covers)
+        if stats is None:
             if read_only:
                 raise StoreMismatchError(
                     f"normalization statistics of {name} r{resolution} are absent or stale in {store.where} and "
@@ -113,14 +118,19 @@ def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None
             say(f"computing normalization statistics for {name} r{resolution} (absent or stale in the store; "
                 "`eupe-cache stats` does this ahead of time)")
             writable = writable or store.writable().teacher(name)  # same store, writable
-            save_stats(writable, resolution, compute_stats(writable, resolution))
+            moments = compute_stats(writable, resolution)
+            save_stats(writable, resolution, moments)
+            stats = {f"{kind}_{what}": np.asarray(getattr(m, what), np.float64)
+                     for kind, m in moments.items() for what in ("mean", "std")}
+        out[resolution] = _tensors(stats)
+    return out
 
 
 def stored_stats(store: FeatureStore, name: str) -> dict[int, Stats]:
     """Frozen statistics per stored resolution (``ensure_store_stats`` must have run)."""
-    group, out = store.teacher(name), {}
+    group, out, covers = store.teacher(name), {}, store.progress(name).digest
     for resolution in group.resolutions:
-        stats = load_stats(group, resolution)
+        stats = load_stats(group, resolution, covers)
         if stats is None:
             raise StoreMismatchError(f"normalization statistics of {name} r{resolution} are missing in the store")
         out[resolution] = _tensors(stats)
@@ -130,8 +140,7 @@ def stored_stats(store: FeatureStore, name: str) -> dict[int, Stats]:
 def teacher_stats(store: str | FeatureStore, name: str, say: Callable[[str], None] = print) -> dict[int, Stats]:
     """Frozen normalization statistics per stored resolution, computed and saved when absent."""
     store = FeatureStore.open(store) if not isinstance(store, FeatureStore) else store
-    ensure_store_stats(store, name, say)
-    return stored_stats(store, name)
+    return ensure_store_stats(store, name, say)
 
 
 def nearest_stats(stats: dict[int, Stats], resolution: int) -> Stats:

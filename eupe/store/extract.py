@@ -347,6 +347,8 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
                 summary.retried += retry_read_failures(block, cfg.rank, cfg.world_size)
             _run_chunks(cfg, block, teacher, resolutions, summary, claim, progress)
         summary.not_done = sum(int((~block.done_flags()).sum()) for block in blocks)
+        if not summary.not_done:  # consolidate the image statuses once, for fast `info` and trainer starts
+            FeatureStore.open(cfg.out).image_status(group.name, save=True)
         return summary
     finally:
         if claim is not None:

@@ -180,15 +180,16 @@ def _digest(values: dict[str, np.ndarray]) -> str:
     return sha256_of({k: np.asarray(values[k], np.float64).tobytes().hex() for k in sorted(values)})
 
 
-def load_stats(group: TeacherGroup, resolution: int) -> dict[str, np.ndarray] | None:
+def load_stats(group: TeacherGroup, resolution: int, covers: str | None = None) -> dict[str, np.ndarray] | None:
     """{"summary_mean", "summary_std", "patch_mean", "patch_std"} float64, or None when absent,
-    partly written, edited, or computed over another set of done chunks than the store has now."""
+    partly written, edited, or computed over another set of done chunks than the store has now
+    (``covers``: the current done-set digest when the caller has it, else read here)."""
     resolution_group = group.group[resolution_group_name(resolution)]
     if "stats" not in resolution_group:
         return None
     stats = resolution_group["stats"]
     complete = dict(stats.attrs).get("complete")
-    if not complete or complete.get("covers") != group.done_set_digest():
+    if not complete or complete.get("covers") != (covers or group.done_set_digest()):
         return None
     try:
         values = {name: np.asarray(stats[name][:]) for name in NAMES}

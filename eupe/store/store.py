@@ -24,6 +24,10 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
                                         `extract --views K2` on a store holding K; the same arrays
                                         (views, status, error, manifest, r<resolution>/...) as
                                         [N, K2-K, ...]; attrs: view_start, view_stop, identity_sha256
+      startup/<name>/                   attrs: covers (done-set digest), values_sha256; written by extract
+                                                 and the trainer
+        status           [N]            uint8   every image's status, consolidated in one file
+        error            [n_failed]     str     failure reason of each failed image, in row order
 
 Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every teacher array is
 chunked along N the same way, so each chunk of images is written by exactly one process, and its
@@ -37,6 +41,7 @@ written into or deleted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -45,7 +50,7 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import zarr
@@ -61,10 +66,27 @@ from eupe.store.layout import (
 from eupe.store.teacher_group import TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_FIELDS, ViewPolicy
 
-__all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "compressors"]
+__all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "TeacherProgress",
+           "compressors"]
 
 IMAGE_ARRAYS = ("keys", "shard", "offset", "size", "label")
 _ALL_CHUNKS = {"write_empty_chunks": True}  # every chunk has a file, also one equal to the fill value
+STARTUP = "startup"  # root group: per teacher, statuses consolidated once (see FeatureStore.image_status)
+
+
+@dataclass
+class TeacherProgress:
+    """One teacher's done chunks (one manifest read) and, once asked for, its image statuses."""
+
+    rows: np.ndarray  # [n_chunks, n_arrays, 3] uint64 manifest (zeros: chunk not done)
+    digest: str  # done-set digest (TeacherGroup.done_set_digest of these rows)
+    status: np.ndarray | None = None  # [N] uint8; PENDING in chunks not done
+    errors: list[str] | None = None  # failure reason of each FAILED row, in row order
+    consolidated: bool = False  # a stored record covering these statuses exists
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.rows[:, 0, manifest.SIZE] > 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,7 @@ class FeatureStore:
         self.fingerprint: str = attrs["identity_sha256"]
         self._keys: np.ndarray | None = None
         self._teachers: dict[str, TeacherGroup] = {}
+        self._progress: dict[str, TeacherProgress] = {}
         self._check_fingerprint()
         if is_url(where):
             _REMOTE_STORES[id(group.store)] = group.store
@@ -252,14 +275,99 @@ class FeatureStore:
             self._keys = np.array(self.image_array("keys").tolist(), dtype=str)  # StringDType -> <U
         return self._keys
 
-    def shard_index(self) -> ShardIndex:
-        """The stored dataset index (for reading images back by random access)."""
+    def shard_index(self, keys: bool = True) -> ShardIndex:
+        """The stored dataset index (for reading images back by random access).
+
+        ``keys=False`` leaves the keys column out (None): what a ``ShardReader`` needs (shard,
+        offset, size) without decoding every key, ~7x cheaper at 1.28M images (a DataLoader
+        worker's start, see bench/startup.py)."""
         n = self.num_images
         return ShardIndex(
-            shards=list(self.dataset["shards"]), keys=self.keys, shard=self.image_array("shard"),
-            offset=self.image_array("offset"), size=self.image_array("size"), ext=np.array([""] * n),
+            shards=list(self.dataset["shards"]), keys=self.keys if keys else None, shard=self.image_array("shard"),
+            offset=self.image_array("offset"), size=self.image_array("size"), ext=np.zeros(n, dtype="<U1"),
             label=self.image_array("label"), failures=[],
         )
+
+    # -- start-up records ---------------------------------------------------------------------
+
+    def progress(self, name: str) -> TeacherProgress:
+        """The teacher's manifest, read once per opened store (a snapshot: open the store again to
+        see later progress)."""
+        if name not in self._progress:
+            rows = self.teacher(name).manifest_rows()  # [n_chunks, n_arrays, 3]
+            self._progress[name] = TeacherProgress(rows, sha256_of(rows.tolist()))  # == done_set_digest()
+        return self._progress[name]
+
+    def image_status(self, name: str, save: bool = False) -> np.ndarray:
+        """[N] uint8 status of every image as of :meth:`progress` (PENDING in chunks not done).
+
+        Read from the record consolidated under ``startup/<teacher>`` (statuses and failure reasons,
+        two files) when it covers exactly the current done set; otherwise every done chunk's status
+        file is checked and read (``TeacherGroup.status``) and, with ``save``, the record is written
+        for the next start. The record holds the digest of the manifest it was built from (which
+        holds each status and error file's digest) and a digest of its values: a stale, partial or
+        edited record is never used. Chunks are still checked against their manifest when read.
+        """
+        found = self.progress(name)
+        if found.status is None:
+            stored = self._stored_record(name, found.digest)
+            found.consolidated = stored is not None
+            found.status, found.errors = stored or (self.teacher(name).status(found.done), None)
+        if save and not found.consolidated:
+            found.consolidated = self._save_record(name, found.digest, found.status, self._errors(name))
+        return found.status
+
+    def failures(self, name: str, save: bool = False) -> list[tuple[str, str]]:
+        """(image key, reason) of every image whose extraction failed, as of :meth:`progress`."""
+        rows = np.flatnonzero(self.image_status(name, save) == FAILED)
+        return [(str(self.keys[r]), reason) for r, reason in zip(rows, self._errors(name))] if len(rows) else []
+
+    def usable_rows(self, teachers: Sequence[str], save: bool = False) -> np.ndarray:
+        """Rows whose image decoded and whose chunk is done for every teacher (see :meth:`image_status`)."""
+        ok = np.ones(self.num_images, dtype=bool)
+        for name in teachers:
+            ok &= self.image_status(name, save) == OK
+        return np.flatnonzero(ok)
+
+    def _errors(self, name: str) -> list[str]:
+        """Failure reasons of the FAILED rows of :meth:`image_status`, in row order."""
+        found = self.progress(name)
+        if found.errors is None:
+            found.errors = [reason for _, reason in self.teacher(name).failures(found.status)]  # every error file
+        return found.errors
+
+    def _stored_record(self, name: str, digest: str) -> tuple[np.ndarray, list[str]] | None:
+        try:
+            record = self.group[f"{STARTUP}/{name}"]
+            attrs = dict(record.attrs)
+            if attrs.get("covers") != digest:
+                return None
+            status = np.asarray(record["status"][:])  # [N] uint8, one file
+            errors = [str(e) for e in record["error"][:]]  # [n_failed] str, one file
+        except (KeyError, ValueError, RuntimeError, OSError):  # absent, or damaged (crc32c fails the read)
+            return None
+        if (status.shape != (self.num_images,) or len(errors) != int((status == FAILED).sum())
+                or _values_sha256(status, errors) != attrs.get("values_sha256")):
+            return None
+        return status, errors
+
+    def _save_record(self, name: str, digest: str, status: np.ndarray, errors: list[str]) -> bool:
+        """Best effort (True when written): a store on read-only media, or a concurrent writer, leaves
+        the record for a later start."""
+        try:
+            root = zarr.open_group(self.group.store.with_read_only(False), mode="r+")
+            record = root.require_group(STARTUP).require_group(name)
+            record.attrs.put({})  # an older record must not vouch for the arrays being replaced
+            record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
+                                overwrite=True)
+            error = record.create_array("error", shape=(len(errors),), dtype=str, chunks=(max(len(errors), 1),),
+                                        overwrite=True)
+            if errors:
+                error[:] = np.asarray(errors, dtype=str)
+            record.attrs.put({"covers": digest, "values_sha256": _values_sha256(status, errors)})  # last
+        except (OSError, ValueError, KeyError, zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
+            return False
+        return True
 
     # -- teachers ---------------------------------------------------------------------------
 
@@ -294,6 +402,12 @@ class FeatureStore:
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)
         return Path(root) / self.group.path if root is not None else None
+
+
+def _values_sha256(status: np.ndarray, errors: list[str]) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(status, dtype=np.uint8).tobytes())
+    digest.update(json.dumps(errors).encode())
+    return digest.hexdigest()
 
 
 # -- identity documents ------------------------------------------------------------------------

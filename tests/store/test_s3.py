@@ -148,7 +148,10 @@ def test_killed_extractions_resume_to_the_identical_store(s3, photo_shards, loca
         with pytest.raises(StoreIntegrityError, match="no identity fingerprint"):
             FeatureStore.open(url).teacher(TEACHER)
     _killed(photo_shards, url, chunk)
-    assert FeatureStore.open(url).teacher(TEACHER).counts()["chunks_done"] == (chunk == "chunk-done")
+    done = FeatureStore.open(url).teacher(TEACHER).counts()["chunks_done"]
+    # chunk-data kills before any completion record; chunk-done after the first one (a second writer
+    # thread may have recorded its chunk just before), never after all 6
+    assert (done == 0) if chunk == "chunk-data" else (1 <= done < 6)
     assert run_extract(*tiny_args(photo_shards, url)) == 0
     _same_arrays(local_ref, url)
     assert cache_json(["verify", "--json", url])["ok"]
