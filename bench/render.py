@@ -51,7 +51,7 @@ from machine import describe  # noqa: E402
 from eupe.assets import bundled_photos  # noqa: E402
 from eupe.views import ViewPolicy, ViewSpec, decode_image, open_image, render, sample_views  # noqa: E402
 from eupe.views import photometric as P  # noqa: E402
-from eupe.views.render import _blur, _crop_resize, _to_float, dct_scale  # noqa: E402
+from eupe.views.renderer import _blur, _crop_resize, _to_float, dct_scale  # noqa: E402
 
 Sample = tuple[bytes, ViewSpec]
 

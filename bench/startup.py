@@ -205,7 +205,8 @@ def _piece(name: str, built: dict):
 
     return {"open": opened, "info": lambda: store_info(opened()),
             "check": lambda: (check_store(cfg, s := opened()), check_complete(cfg, s, print)),
-            "plan": lambda: _plan(cfg, opened(), True), "usable": lambda: opened().usable_rows([TEACHER]),
+            "plan": lambda: _plan(cfg, opened(), True, lambda _text: None),
+            "usable": lambda: opened().usable_rows([TEACHER]),
             "stats": stats, "worker": worker, "trainer": trainer}[name]
 
 

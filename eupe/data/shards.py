@@ -28,8 +28,6 @@ from typing import IO, Iterable, Iterator, Sequence
 
 import fsspec
 import numpy as np
-from webdataset.shardlists import expand_urls
-from webdataset.tariterators import base_plus_ext
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -69,6 +67,8 @@ def expand_shards(pattern: str | Sequence[str]) -> list[str]:
     A local path that does not exist is not an error here (indexing records it).
     """
     parts = [pattern] if isinstance(pattern, str) else list(pattern)
+    from webdataset.shardlists import expand_urls  # imported here: webdataset imports torch (~1 s)
+
     shards = [_normalise(s) for part in parts for s in expand_urls(str(part)) if s.strip()]
     if not shards:
         raise DatasetError(f"shard pattern {pattern!r} expands to no shards")
@@ -161,6 +161,7 @@ def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 
 def _group(tar: tarfile.TarFile) -> Iterator[_Sample]:
     """Group consecutive members by webdataset key (``base_plus_ext``)."""
+    from webdataset.tariterators import base_plus_ext  # imported here: webdataset imports torch
     current: _Sample | None = None
     for info in _members(tar):
         key, suffix = base_plus_ext(info.name)

@@ -7,13 +7,16 @@ A :class:`ViewPolicy` draws views reproducibly from ``(seed, image key, view ind
 :func:`render` turns that source (or decoded pixels) plus a view into a model input,
 deterministically, decoding a JPEG at reduced size when the crop allows.
 
-Note: ``eupe.views.render`` is the *function* (re-exported here, shadowing the submodule of the
-same name); import the module's other names with ``from eupe.views.render import ...``.
+Names backed by torch/PIL (the renderer, image sources) load on first use (PEP 562), so the store's
+metadata code (``info``, fingerprints) imports specs and policies without torch.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from eupe.views.policy import ViewPolicy, random_resized_crop_box, sample_views, view_rng
-from eupe.views.render import render, render_views
-from eupe.views.source import DEFAULT_MAX_PIXELS, ImageDecodeError, SourceImage, decode_image, open_image
 from eupe.views.spec import (
     IDENTITY_ORDER,
     RENDERER_VERSION,
@@ -24,6 +27,12 @@ from eupe.views.spec import (
     views_from_array,
     views_to_array,
 )
+
+_HEAVY = {
+    "render": "renderer", "render_views": "renderer",
+    "DEFAULT_MAX_PIXELS": "source", "ImageDecodeError": "source", "SourceImage": "source",
+    "decode_image": "source", "open_image": "source",
+}
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -46,3 +55,11 @@ __all__ = [
     "views_from_array",
     "views_to_array",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HEAVY:
+        raise AttributeError(f"module 'eupe.views' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"eupe.views.{_HEAVY[name]}"), name)
+    globals()[name] = value
+    return value

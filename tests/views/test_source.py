@@ -42,7 +42,7 @@ from eupe.views.photometric import (
     saturation_,
     solarize,
 )
-from eupe.views.render import dct_scale
+from eupe.views.renderer import dct_scale
 
 skimage = pytest.importorskip("skimage")
 DATA = Path(skimage.__file__).parent / "data"
