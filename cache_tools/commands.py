@@ -37,7 +37,9 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--data", required=True, help="Webdataset tar shards: a path, brace pattern "
               "(shards/train-{000000..000099}.tar) or fsspec URL.")
 @click.option("--out", required=True, help="Feature store (a directory; created if absent, extended if present).")
-@click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Views per image (K).")
+@click.option("--views", default=None, type=click.IntRange(1),
+              help="Views per image, K [default: the existing store's, else 4]. More than an existing store "
+                   "holds adds the missing views (a view block); fewer is refused.")
 @click.option("--resolution", "resolutions", default="native", show_default=True, callback=_int_list,
               help="Teacher input resolution(s): 'native' or a list such as 256,384,512 (every view at each).")
 @click.option("--codec", default="compact", show_default=True,

@@ -41,6 +41,7 @@ from eupe.views import (
 
 REMOTE_WAIT_ENV = "EUPE_REMOTE_WAIT_S"  # how long ranks > 0 wait for rank 0 to create a remote store
 REMOTE_WAIT_S = 600.0
+DEFAULT_VIEWS = 4  # views per image of a new store
 
 
 @dataclass
@@ -50,7 +51,7 @@ class ExtractConfig:
     teachers: list[str]
     data: str
     out: str
-    views: int = 4
+    views: int | None = None  # None: the existing store's K (nothing added), else DEFAULT_VIEWS
     resolutions: list[int] = field(default_factory=list)  # empty: each teacher's native one
     codec: str = "compact"
     weights: str | None = None
@@ -110,11 +111,14 @@ def derived_seed(teachers: list[str]) -> int:
 
 
 def resolve_params(cfg: ExtractConfig) -> None:
-    """Fill what the command line left open from the store already at ``--out`` (its seed and chunk
-    size), else the defaults of a new store (:func:`derived_seed`, DEFAULT_IMAGES_PER_CHUNK)."""
-    if cfg.seed is not None and cfg.images_per_chunk is not None:
+    """Fill what the command line left open from the store already at ``--out`` (its views per image,
+    seed and chunk size), else the defaults of a new store (DEFAULT_VIEWS, :func:`derived_seed`,
+    DEFAULT_IMAGES_PER_CHUNK)."""
+    if cfg.seed is not None and cfg.images_per_chunk is not None and cfg.views is not None:
         return
     existing = FeatureStore.existing_params(cfg.out)
+    if cfg.views is None:  # growing a store's views takes an explicit --views
+        cfg.views = existing.views_per_image if existing is not None else DEFAULT_VIEWS
     if cfg.seed is None:
         cfg.seed = existing.seed if existing is not None else derived_seed(cfg.teachers)
     if cfg.images_per_chunk is None:
@@ -147,7 +151,7 @@ def wait_for_rank0(what: str, ready: Callable[[], bool]) -> None:
 
 def check_request(cfg: ExtractConfig, teachers: list[Encoder]) -> None:
     """Every size and resolution checked before any store is created or written."""
-    if not 1 <= cfg.views <= MAX_VIEWS_PER_IMAGE:
+    if cfg.views is not None and not 1 <= cfg.views <= MAX_VIEWS_PER_IMAGE:
         raise StoreError(f"--views {cfg.views} is outside 1..{MAX_VIEWS_PER_IMAGE}")
     if len(set(cfg.resolutions)) != len(cfg.resolutions):
         raise StoreError(f"--resolution lists a value twice: {','.join(map(str, cfg.resolutions))}")

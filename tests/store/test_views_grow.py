@@ -61,6 +61,9 @@ def test_fewer_views_than_the_store_holds_is_refused(stores, photo_shards, capsy
     assert run_extract(*_args(photo_shards, stores["grown"], 1)) == 2
     assert "--views can only grow a store" in capsys.readouterr().err
     assert run_extract(*_args(photo_shards, stores["grown"], 3)) == 0  # within what it holds: nothing to do
+    plain = _args(photo_shards, stores["grown"], 2)
+    i = plain.index("--views")
+    assert run_extract(*(plain[:i] + plain[i + 2:])) == 0  # no --views: the store's K, never a growth
     assert FeatureStore.open(stores["grown"]).teacher(TEACHER).total_views == 4
 
 
