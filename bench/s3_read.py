@@ -6,11 +6,13 @@ the tests use, in this process), then reads random (image, view) targets as the 
 (``FeatureStore.open(url).teacher(t).targets(row, resolution, view)``) and prints ms per sample:
 
 - local, fast path: direct reads of the shard index and one inner chunk per component;
-- local, zarr path: the same store through zarr-python (what object stores use);
-- s3 (moto in its own process, on loopback), zarr path: shard-index range GETs plus chunk GETs.
+- local, zarr path: the same store through zarr-python;
+- s3 (moto in its own process, on loopback), range reads: the direct reader on object storage
+  (each shard index fetched once, then one concurrent batch of range GETs per sample);
+- s3, zarr path: zarr-python's general path (a shard-index range GET plus a chunk GET per component).
 
 Loopback has no network latency: on a real bucket add about one round trip per request (the s3
-line reports requests per sample, counted at zarr's store API). Every sample is checked against its manifest on first use of a chunk.
+lines report requests and round trips per sample, counted at zarr's store API). Every sample is checked against its manifest on first use of a chunk.
 
     .venv/bin/python bench/s3_read.py [--samples 200] [--resolution 256] [--codec int8]
 """
@@ -59,24 +61,30 @@ def per_sample_ms(url: str, resolution: int, picks: list[tuple[int, int]], zarr_
     return out[0], out[1]
 
 
-def count_gets(url: str, resolution: int, picks: list[tuple[int, int]]) -> float:
-    """Requests to the object store per sample (second pass), counted at zarr's store API."""
+def count_requests(url: str, resolution: int, picks: list[tuple[int, int]], zarr_path: bool) -> tuple[float, float]:
+    """(requests, round trips) per sample to the object store in the second pass, counted at zarr's
+    store API: a batch of range requests is several requests but one round trip (they run concurrently)."""
     group = FeatureStore.open(url).teacher(TEACHER)
-    for row, view in picks:
-        group.targets(row, resolution, view)
+
+    def read_all() -> None:
+        for row, view in picks:
+            group.targets(row, resolution, slice(view, view + 1) if zarr_path else view)
+
+    read_all()
     store = group.group.store
-    calls = {"n": 0}
-    for method in ("get", "exists", "getsize"):
+    calls = {"requests": 0, "trips": 0}
+    for method in ("get", "exists", "getsize", "get_partial_values"):
         original = getattr(store, method)
 
-        async def counted(*a, _original=original, **kw):
-            calls["n"] += 1
+        async def counted(*a, _original=original, _method=method, **kw):
+            batch = len(list(a[1])) if _method == "get_partial_values" else 1
+            calls["requests"] += batch
+            calls["trips"] += 1
             return await _original(*a, **kw)
 
         object.__setattr__(store, method, counted)
-    for row, view in picks:
-        group.targets(row, resolution, view)
-    return calls["n"] / len(picks)
+    read_all()
+    return calls["requests"] / len(picks), calls["trips"] / len(picks)
 
 
 def main() -> int:
@@ -100,12 +108,13 @@ def main() -> int:
         print(f"store: {n} images x {k} views, T={h * w} tokens, D={group.dim}, codec {args.codec}; "
               f"{args.samples} random (image, view) reads, ms per sample (first pass / second pass)")
         rows = [("local, fast path", local, False), ("local, zarr path", local, True),
-                ("s3 (moto, loopback), zarr path", remote, False)]
+                ("s3 (moto, loopback), range reads", remote, False), ("s3 (moto, loopback), zarr path", remote, True)]
         for name, url, zarr_path in rows:
             first, second = per_sample_ms(url, args.resolution, picks, zarr_path)
-            print(f"  {name:32s} {first:7.2f} ms / {second:7.2f} ms")
-        gets = count_gets(remote, args.resolution, picks)
-        print(f"  s3: {gets:.1f} requests per sample in the second pass (each costs one network round trip on a real bucket)")
+            print(f"  {name:34s} {first:7.2f} ms / {second:7.2f} ms")
+        for name, zarr_path in (("range reads", False), ("zarr path", True)):
+            requests, trips = count_requests(remote, args.resolution, picks, zarr_path)
+            print(f"  s3, {name}: {requests:.1f} requests in {trips:.1f} round trips per sample (second pass)")
     return 0
 
 

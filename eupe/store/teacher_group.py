@@ -32,7 +32,7 @@ import zarr
 
 from eupe.store import manifest
 from eupe.store.codecs import Codec
-from eupe.store.fastread import ShardedArrayReader, reader_or_none
+from eupe.store.fastread import Reader, read_components, reader_or_none
 from eupe.store.layout import (
     FAILED, MANIFEST, OK, PENDING, STAGING_PREFIX, StoreIntegrityError, StoreMismatchError, changed_keys, compressors,
     differences, failpoint, fsync_paths, publish_dir, sha256_of,
@@ -132,7 +132,7 @@ class TeacherGroup:
         self._arrays: dict[str, zarr.Array] = {}
         self._checked: set[tuple[int, str]] = set()
         self._meta: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._fast: dict[int, dict[str, dict[str, ShardedArrayReader]] | None] = {}
+        self._fast: dict[int, dict[str, dict[str, Reader]] | None] = {}
         self._block_list: list[TeacherGroup] | None = None
         self._check_fingerprint()
 
@@ -421,8 +421,8 @@ class TeacherGroup:
         return {kind: {n.rsplit("/", 1)[1]: self.array(n) for n in names}
                 for kind, names in self.target_names(resolution).items()}
 
-    def fast_readers(self, resolution: int) -> dict[str, dict[str, ShardedArrayReader]] | None:
-        """Direct single-view readers for local stores (None when any array needs zarr)."""
+    def fast_readers(self, resolution: int) -> dict[str, dict[str, Reader]] | None:
+        """Direct single-view readers, local or on object storage (None when any array needs zarr)."""
         if resolution not in self._fast:
             readers = {kind: {n.rsplit("/", 1)[1]: reader_or_none(self.array(n)) for n in names}
                        for kind, names in self.target_names(resolution).items()}
@@ -444,7 +444,7 @@ class TeacherGroup:
             self.require_chunk(chunk, names["summary"] + names["patch"])
         fast = self.fast_readers(resolution) if isinstance(rows, int) and isinstance(view, int) else None
         if fast is not None:
-            return {kind: {name: r.read(rows, view) for name, r in readers.items()} for kind, readers in fast.items()}
+            return read_components(fast, rows, view)
         return {kind: {n.rsplit("/", 1)[1]: self.array(n)[rows, view] for n in kind_names}
                 for kind, kind_names in names.items()}
 
