@@ -146,7 +146,7 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
     D=768), the whole chunk at once through zarr elsewhere (object stores) when it holds many."""
     rows = group.store.chunk_rows(int(pairs[0, 0]) // group.store.params.images_per_chunk)
     dense = len(pairs) * 2 >= len(rows) * group.views_per_image
-    if dense and group.fast_readers(resolution) is None:
+    if dense and group.store.local_root is None:  # object storage: a chunk's objects in whole
         chunk = group.decode(group.read_parts(slice(rows.start, rows.stop), resolution), resolution)
         views = ({kind: chunk[kind][row - rows.start, view] for kind in moments} for row, view in pairs)
     else:
