@@ -406,6 +406,8 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
             if builder is None:  # pieces come in chunk order, each chunk's in row order
                 builder = ChunkBuilder(group, piece.chunk, resolutions)
             builder.add(piece, teacher, cfg.batch_size, device)
+            if claim is not None:
+                claim.heartbeat()  # per teacher batch (a utime): a slow chunk never looks abandoned
             if progress is not None:
                 progress.update(len(piece.status))
             if not builder.complete:
@@ -413,8 +415,6 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
             result, builder = builder.result(), None
             in_flight = _drain(in_flight, keep=writers - 1, summary=summary)
             in_flight.append(pool.submit(_write, group, result))
-            if claim is not None:
-                claim.heartbeat()
             _count(summary, result, resolutions, group)
         _drain(in_flight, keep=0, summary=summary)
     summary.elapsed_s += time.perf_counter() - start
