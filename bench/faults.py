@@ -126,8 +126,10 @@ def kill_case(point: str) -> Callable[[Env], tuple[str, bool]]:
         rerun, _ = cli(extract_args(env.shards, out))
         verify, _ = cli(["verify", str(out)])
         same = same_as_reference(env, out)
-        outcome = f"killed rc={rc}; info rc={mid_info}; re-run rc={rerun}; verify rc={verify}; identical={same}"
-        return outcome, rc == -9 and mid_info == 0 and rerun == 0 and verify == 0 and same
+        left = [p.name for p in (out / "teachers").glob(".*")] if (out / "teachers").is_dir() else []
+        outcome = (f"killed rc={rc}; info rc={mid_info}; re-run rc={rerun}; verify rc={verify}; identical={same}; "
+                   f"staged copies left={left}")
+        return outcome, rc == -9 and mid_info == 0 and rerun == 0 and verify == 0 and same and not left
     return case
 
 
@@ -297,9 +299,11 @@ def kill_view_block_creation(env: Env) -> tuple[str, bool]:
     group = FeatureStore.open(out).teacher(TEACHER)
     grown = group.total_views == group.complete_views() == 3
     same = same_as_reference(env, out)  # the first two views are untouched
+    left = [p.name for p in (out / "teachers" / TEACHER / "blocks").glob(".*")]  # the killed run's staged copy
     outcome = (f"killed rc={rc}; views after kill={views_after_kill}; re-run rc={rerun}; verify rc={verify}; "
-               f"3 complete views={grown}; old views identical={same}")
-    return outcome, first == 0 and rc == -9 and views_after_kill == 2 and rerun == 0 and verify == 0 and grown and same
+               f"3 complete views={grown}; old views identical={same}; staged copies left={left}")
+    return (outcome, first == 0 and rc == -9 and views_after_kill == 2 and rerun == 0 and verify == 0 and grown
+            and same and not left)
 
 
 def _error_line(text: str) -> str:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from eupe.config import ConfigError
 from eupe.data.shards import ShardReader, expand_shards
 from eupe.models.features import Features
-from eupe.store import OK, FeatureStore, StoreMismatchError, TeacherGroup
+from eupe.store import FeatureStore, StoreMismatchError, TeacherGroup
 from eupe.store.codecs import Codec
 from eupe.views import ViewSpec, open_image, render
 

@@ -110,6 +110,27 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def staging_name(name: str) -> str:
+    """A hidden sibling name to build ``name`` under before it is renamed into place; it names this
+    host and pid, so :func:`remove_stale_staging` can find what a killed creation left."""
+    import socket
+    import uuid
+
+    return f".{name}{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_staging(final: Path) -> None:
+    """Staged copies of ``final`` left by killed creations on this host (their pid is gone)."""
+    import shutil
+    import socket
+
+    prefix = f".{final.name}{STAGING_PREFIX}{socket.gethostname()}-"
+    for path in final.parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def publish_dir(staged: Path, final: Path) -> None:
     """Rename a fully built directory into place (replacing an empty one). If another process won
     the race, ``final`` is a complete zarr node: drop our copy and keep theirs."""

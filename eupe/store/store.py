@@ -45,8 +45,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +56,9 @@ import zarr
 from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
 from eupe.store import manifest
 from eupe.store.layout import (
-    DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STAGING_PREFIX, STORE_FORMAT, STORE_VERSION,
-    TEACHERS,
-    StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, pid_alive,
-    publish_dir, sha256_of,
+    DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT, STORE_VERSION, TEACHERS,
+    StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
+    remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.store.teacher_group import TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_FIELDS, ViewPolicy
@@ -552,23 +549,14 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
 
 def _create_local(root: Path, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
     root.parent.mkdir(parents=True, exist_ok=True)
-    staged = root.parent / f".{root.name}{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staged = root.parent / staging_name(root.name)
     try:
         _write_images(zarr.open_group(str(staged), mode="w-"), index, params, limit)
         failpoint("store-staged")
         publish_dir(staged, root)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    _remove_stale_staging(root)
-
-
-def _remove_stale_staging(root: Path) -> None:
-    """Staged copies left by killed creations of this store on this host (their pid is gone)."""
-    prefix = f".{root.name}{STAGING_PREFIX}{socket.gethostname()}-"
-    for path in root.parent.glob(f"{prefix}*"):
-        pid = path.name[len(prefix):].split("-")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    remove_stale_staging(root)
 
 
 def _create_remote(url: str, index: ShardIndex, params: StoreParams, limit: int | None) -> None:

@@ -21,7 +21,6 @@ an integer view index is always global (``read_parts(row, r, 6)`` reads block ``
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,8 @@ from eupe.store import manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import Reader, read_components, reader_or_none
 from eupe.store.layout import (
-    FAILED, MANIFEST, OK, PENDING, STAGING_PREFIX, StoreIntegrityError, StoreMismatchError, changed_keys, compressors,
-    differences, failpoint, fsync_paths, publish_dir, sha256_of,
+    FAILED, MANIFEST, OK, PENDING, StoreIntegrityError, StoreMismatchError, changed_keys, compressors,
+    differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.views import VIEW_DIM
 
@@ -198,12 +197,13 @@ class TeacherGroup:
         """
         teachers = store.group["teachers"]
         root = store.local_root
-        staged_name = identity.name if root is None else f"{STAGING_PREFIX}{identity.name}-{uuid.uuid4().hex[:8]}"
+        staged_name = identity.name if root is None else staging_name(identity.name)
         group = teachers.create_group(staged_name, overwrite=root is None)
         _create_arrays(group, store, identity.to_attrs(), codec)
         failpoint("teacher-staged")
         if root is not None:
             publish_dir(root / "teachers" / staged_name, root / "teachers" / identity.name)
+            remove_stale_staging(root / "teachers" / identity.name)
         return store.teacher(identity.name)
 
     # -- view blocks ------------------------------------------------------------------------
@@ -533,13 +533,15 @@ def _create_block(teacher: TeacherGroup, start: int, stop: int, codec: Codec) ->
     locally (remote: written in place, its fingerprint last, by rank 0 only)."""
     root = teacher.store.local_root
     blocks = teacher.group.require_group(BLOCKS)
-    name = str(start) if root is None else f"{STAGING_PREFIX}{start}-{uuid.uuid4().hex[:8]}"
+    name = str(start) if root is None else staging_name(str(start))
     identity = {k: teacher.attrs[k] for k in IDENTITY_KEYS}
     _create_arrays(blocks.create_group(name, overwrite=root is None), teacher.store, identity, codec, teacher,
                    (start, stop))
     failpoint("block-staged")
     if root is not None:
-        publish_dir(root / teacher.group.path / BLOCKS / name, root / teacher.group.path / BLOCKS / str(start))
+        final = root / teacher.group.path / BLOCKS / str(start)
+        publish_dir(root / teacher.group.path / BLOCKS / name, final)
+        remove_stale_staging(final)
 
 
 def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int,
