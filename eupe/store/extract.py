@@ -199,8 +199,9 @@ class ChunkImages(Dataset):
         self.views = range(group.view_start, group.view_stop)  # the global views this block holds
         self.index = store.shard_index()
         per_piece = max(1, batch_size // len(self.views))
-        self.pieces = [(c, rows.start, range(first, min(first + per_piece, rows.stop)))
-                       for c in chunks for rows in [store.chunk_rows(c)] for first in range(rows.start, rows.stop, per_piece)]
+        self.pieces = [(c, rows.start, range(first, min(first + per_piece, rows.stop)))  # (chunk, its first row, rows)
+                       for c in chunks for rows in [store.chunk_rows(c)]
+                       for first in range(rows.start, rows.stop, per_piece)]
         self.resolutions = resolutions
         self.params = store.params
         self.reader = ShardReader(self.index)
@@ -435,7 +436,8 @@ def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
     return len(mine)
 
 
-def _batches(group: TeacherGroup, chunks: list[int], resolutions: list[int], cfg: ExtractConfig) -> Iterator[ChunkPixels]:
+def _batches(group: TeacherGroup, chunks: list[int], resolutions: list[int],
+             cfg: ExtractConfig) -> Iterator[ChunkPixels]:
     if not chunks:
         return iter(())
     dataset = ChunkImages(group, chunks, resolutions, cfg.max_pixels, cfg.batch_size)

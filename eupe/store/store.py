@@ -24,8 +24,8 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
                                         `extract --views K2` on a store holding K; the same arrays
                                         (views, status, error, manifest, r<resolution>/...) as
                                         [N, K2-K, ...]; attrs: view_start, view_stop, identity_sha256
-      startup/<name>/                   attrs: covers (done-set digest), values_sha256; written by extract
-                                                 and the trainer
+      startup/<name>/                   consolidated statuses (eupe.store.status_record); attrs: covers
+                                        (done-set digest), values_sha256; written by extract and the trainer
         status           [N]            uint8   every image's status, consolidated in one file
         error            [n_failed]     str     failure reason of each failed image, in row order
 
@@ -41,7 +41,6 @@ written into or deleted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -60,6 +59,7 @@ from eupe.store.layout import (
     StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
     remove_stale_staging, sha256_of, staging_name,
 )
+from eupe.store.status_record import TeacherProgress, read_record, save_record
 from eupe.store.teacher_group import TeacherGroup, TeacherIdentity
 from eupe.views import VIEW_FIELDS, ViewPolicy
 
@@ -68,22 +68,6 @@ __all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "Sto
 
 IMAGE_ARRAYS = ("keys", "shard", "offset", "size", "label")
 _ALL_CHUNKS = {"write_empty_chunks": True}  # every chunk has a file, also one equal to the fill value
-STARTUP = "startup"  # root group: per teacher, statuses consolidated once (see FeatureStore.image_status)
-
-
-@dataclass
-class TeacherProgress:
-    """One teacher's done chunks (one manifest read) and, once asked for, its image statuses."""
-
-    rows: np.ndarray  # [n_chunks, n_arrays, 3] uint64 manifest (zeros: chunk not done)
-    digest: str  # done-set digest (TeacherGroup.done_set_digest of these rows)
-    status: np.ndarray | None = None  # [N] uint8; PENDING in chunks not done
-    errors: list[str] | None = None  # failure reason of each FAILED row, in row order
-    consolidated: bool = False  # a stored record covering these statuses exists
-
-    @property
-    def done(self) -> np.ndarray:
-        return self.rows[:, 0, manifest.SIZE] > 0
 
 
 @dataclass(frozen=True)
@@ -307,11 +291,11 @@ class FeatureStore:
         """
         found = self.progress(name)
         if found.status is None:
-            stored = self._stored_record(name, found.digest)
+            stored = read_record(self.group, name, found.digest, self.num_images)
             found.consolidated = stored is not None
             found.status, found.errors = stored or (self.teacher(name).status(found.done), None)
         if save and not found.consolidated:
-            found.consolidated = self._save_record(name, found.digest, found.status, self._errors(name))
+            found.consolidated = save_record(self.group.store, name, found.digest, found.status, self._errors(name))
         return found.status
 
     def failures(self, name: str, save: bool = False) -> list[tuple[str, str]]:
@@ -332,39 +316,6 @@ class FeatureStore:
         if found.errors is None:
             found.errors = [reason for _, reason in self.teacher(name).failures(found.status)]  # every error file
         return found.errors
-
-    def _stored_record(self, name: str, digest: str) -> tuple[np.ndarray, list[str]] | None:
-        try:
-            record = self.group[f"{STARTUP}/{name}"]
-            attrs = dict(record.attrs)
-            if attrs.get("covers") != digest:
-                return None
-            status = np.asarray(record["status"][:])  # [N] uint8, one file
-            errors = [str(e) for e in record["error"][:]]  # [n_failed] str, one file
-        except (KeyError, ValueError, RuntimeError, OSError):  # absent, or damaged (crc32c fails the read)
-            return None
-        if (status.shape != (self.num_images,) or len(errors) != int((status == FAILED).sum())
-                or _values_sha256(status, errors) != attrs.get("values_sha256")):
-            return None
-        return status, errors
-
-    def _save_record(self, name: str, digest: str, status: np.ndarray, errors: list[str]) -> bool:
-        """Best effort (True when written): a store on read-only media, or a concurrent writer, leaves
-        the record for a later start."""
-        try:
-            root = zarr.open_group(self.group.store.with_read_only(False), mode="r+")
-            record = root.require_group(STARTUP).require_group(name)
-            record.attrs.put({})  # an older record must not vouch for the arrays being replaced
-            record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
-                                overwrite=True)
-            error = record.create_array("error", shape=(len(errors),), dtype=str, chunks=(max(len(errors), 1),),
-                                        overwrite=True)
-            if errors:
-                error[:] = np.asarray(errors, dtype=str)
-            record.attrs.put({"covers": digest, "values_sha256": _values_sha256(status, errors)})  # last
-        except (OSError, ValueError, KeyError, zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
-            return False
-        return True
 
     # -- teachers ---------------------------------------------------------------------------
 
@@ -399,12 +350,6 @@ class FeatureStore:
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)
         return Path(root) / self.group.path if root is not None else None
-
-
-def _values_sha256(status: np.ndarray, errors: list[str]) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(status, dtype=np.uint8).tobytes())
-    digest.update(json.dumps(errors).encode())
-    return digest.hexdigest()
 
 
 # -- identity documents ------------------------------------------------------------------------
