@@ -56,13 +56,13 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
-from eupe.assets import bundled_photos, write_photo_shards  # noqa: E402
+from eupe.assets import bundled_photos, encode_jpeg, write_photo_shards  # noqa: E402
 from eupe.data.shards import index_shards  # noqa: E402
 from eupe.store import FeatureStore  # noqa: E402
 from eupe.store.codecs import get_codec, grid_shape  # noqa: E402
 from eupe.store.store import StoreParams  # noqa: E402
 from eupe.store.teacher_group import ChunkResult, TeacherIdentity  # noqa: E402
-from eupe.views import VIEW_DIM, ViewPolicy  # noqa: E402
+from eupe.views import VIEW_DIM, ViewPolicy, open_image, render, sample_views  # noqa: E402
 
 IMAGES, VIEWS, PER_CHUNK, RESOLUTION, BATCH = 8, 6, 4, 224, 16
 
@@ -257,6 +257,25 @@ def print_rows(tokens: int, dim: int, rows: list[dict]) -> None:
               f"{r['torch_ms']:.3f} | {r['rate'][0]:.0f} / {r['rate'][1]:.0f} |")
 
 
+def image_rows(group, reads: int, max_side: int = 500) -> list[tuple[str, float]]:
+    """The student's side of a sample, median CPU ms: the trainer's image path (``open_image`` +
+    ``render`` of a policy view), PIL decode + resize of the same JPEG to the same size, and the
+    stored view's parameters (``view_params``, read per chunk and kept)."""
+    from PIL import Image
+
+    photos = [encode_jpeg(p.path, max_side) for p in bundled_photos()[:IMAGES]]
+    views = [sample_views(ViewPolicy(), 0, str(i), *Image.open(io.BytesIO(b)).size[::-1], VIEWS)
+             for i, b in enumerate(photos)]
+
+    def pil(row: int, view: int) -> object:
+        return Image.open(io.BytesIO(photos[row])).convert("RGB").resize((RESOLUTION, RESOLUTION), Image.BILINEAR)
+
+    return [(f"trainer's image path (JPEG {max_side} px -> render {RESOLUTION})",
+             median_ms(lambda r, v: render(open_image(photos[r]), views[r][v], RESOLUTION), reads)),
+            (f"same JPEG, PIL decode + resize {RESOLUTION}", median_ms(pil, reads)),
+            ("view parameters lookup (store)", median_ms(lambda r, v: group.view_params(r, v), reads))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", default="256,1024", help="comma-separated token counts per view")
@@ -274,6 +293,10 @@ def main() -> None:
             groups = [write_store(Path(tmp), shards, c, tokens, args.dim, peer if i == 0 else None)
                       for i, c in enumerate(args.codecs.split(","))]
             peer.finish()
+            if tokens == int(args.tokens.split(",")[0]):
+                print("\n### the image side of a sample, one CPU thread, median CPU ms")
+                for what, ms in image_rows(groups[0], args.reads):
+                    print(f"| {what} | {ms:.3f} |")
             rows = [codec_row(g, args.batches, args.reads) for g in groups]
             rows.append(peer_row(peer, tokens, args.dim, args.batches, args.reads))
             print_rows(tokens, args.dim, rows)
