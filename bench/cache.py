@@ -1,11 +1,12 @@
 """Feature-store benchmark on real teacher features (views of the bundled photos).
 
 Part 1 (always), for every real teacher here (dinov2s_imgfocus, effnet_lite0) and every codec:
-stored bytes per value (zarr zstd-3 + crc32c), per-token cosine to the raw float32 teacher output
-in raw space and in the normalized space the loss sees ((x - mean) / std per coordinate, stats of
-the raw features), the smooth-L1 floor (beta 1) the codec puts under the loss, and the CPU cost of
-encode + zstd per view (one thread) against the teacher's forward time per view; then the default
-codec: the smallest one keeping normalized cosine >= 0.999 (patch and summary) on every teacher.
+stored bytes per value (zarr zstd at the store's level for codec components + crc32c), per-token
+cosine to the raw float32 teacher output in raw space and in the normalized space the loss sees
+((x - mean) / std per coordinate, stats of the raw features), the smooth-L1 floor (beta 1) the
+codec puts under the loss, and the CPU cost of encode + zstd per view (one thread) against the
+teacher's forward time per view; then the default codec: the smallest one keeping normalized
+cosine >= 0.999 (patch and summary) on every teacher.
 
 Part 1b (always; alone with ``--write-path``), the extraction write path as it runs now: encode of
 each forward batch where the teacher ran (numpy for a CPU teacher; ``Codec.encode_torch`` on a GPU,
@@ -44,6 +45,7 @@ from eupe.assets import bundled_photos, imagenet_photos, write_photo_shards  # n
 from eupe.data import ShardReader  # noqa: E402
 from eupe.models import create_teacher  # noqa: E402
 from eupe.store.codecs import CODECS, fidelity, get_codec, stored_nbytes, token_cosine  # noqa: E402
+from eupe.store.layout import TARGET_ZSTD_LEVEL  # noqa: E402
 from eupe.models import run_teacher  # noqa: E402
 from eupe.views import ViewPolicy, ViewSpec, open_image, render, render_views, sample_views  # noqa: E402
 
@@ -80,7 +82,7 @@ def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _zstd_all(parts: dict) -> int:
     from numcodecs import Zstd
 
-    zstd = Zstd(level=3)
+    zstd = Zstd(level=TARGET_ZSTD_LEVEL)  # as the store writes codec components
     return sum(len(zstd.encode(np.ascontiguousarray(p))) for p in parts.values())
 
 
@@ -155,7 +157,7 @@ def fidelity_part(args: argparse.Namespace) -> None:
 def write_cost(codec_name: str, raw: np.ndarray, batch: int) -> dict:
     """CPU ms per view of extraction's encode, per forward batch of ``batch`` views, as numpy (what a CPU
     teacher runs) and as ``encode_torch`` on CPU tensors (the formulas a GPU teacher runs; process CPU
-    time: every torch thread), and zstd-3 of every component of one view at a time (thread CPU time:
+    time: every torch thread), and zstd of every component of one view at a time (thread CPU time:
     one writer thread)."""
     from numcodecs import Zstd
 
@@ -169,7 +171,7 @@ def write_cost(codec_name: str, raw: np.ndarray, batch: int) -> dict:
         parts = [encode_batch(codec, x[i:i + batch, 0], x[i:i + batch, 1:], on_device) for i in range(0, len(x), batch)]
         times[label] = 1000 * (time.process_time() - start) / len(x)
     host = [np.concatenate([p[j][n] for p in parts]) for j in (0, 1) for n in parts[0][j]]
-    zstd, start = Zstd(level=3), time.thread_time()
+    zstd, start = Zstd(level=TARGET_ZSTD_LEVEL), time.thread_time()
     for i in range(len(x)):
         for component in host:
             zstd.encode(np.ascontiguousarray(component[i]))
@@ -178,13 +180,13 @@ def write_cost(codec_name: str, raw: np.ndarray, batch: int) -> dict:
 
 
 def pool_views_per_s(blocks: list[np.ndarray], writers: int, repeats: int = 3) -> tuple[float, float]:
-    """Views per second (wall) that ``writers`` threads compress with zstd-3 (best of ``repeats``), and the
+    """Views per second (wall) that ``writers`` threads compress with zstd (best of ``repeats``), and the
     CPU seconds the process spent per wall second meanwhile (above 1 only if zstd releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from numcodecs import Zstd
 
-    views, zstd = len(blocks[0]), Zstd(level=3)
+    views, zstd = len(blocks[0]), Zstd(level=TARGET_ZSTD_LEVEL)
     work = lambda i: [zstd.encode(np.ascontiguousarray(b[i])) for b in blocks]  # noqa: E731
     best, busy = float("inf"), 0.0
     with ThreadPoolExecutor(writers) as pool:

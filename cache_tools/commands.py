@@ -43,8 +43,8 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--resolution", "resolutions", default="native", show_default=True, callback=_int_list,
               help="Teacher input resolution(s): 'native' or a list such as 256,384,512 (every view at each).")
 @click.option("--codec", default="compact", show_default=True,
-              help="fp16, int8, int6, int4, compact (0.53 B/value, normalized cosine 0.9992) or tiny "
-                   "(0.35, 0.993); see README.")
+              help="fp16, int8, int6, int4, compact (0.52 B/value, normalized cosine 0.9992) or tiny "
+                   "(0.33, 0.993); see README.")
 @click.option("--weights", default=None, help="Local weights file (or proxy run directory) for the teacher.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Views per teacher forward.")
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(0), help="DataLoader workers that read and render images.")

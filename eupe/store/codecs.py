@@ -76,9 +76,9 @@ int16 would cost +28 % over the int8 pair; dead-zone rounding saves only 1.5 %. 
 (per-token scale only) was ~17 % smaller at the same step but lost normalised cosine (DINOv2-S
 0.99839 normalised vs 0.99923 raw) and collapsed with outlier channels (0.936 normalised).
 
-Storage: :func:`zarr_compressors` is the exact zarr 3 codec chain of the store
-(``compressors=[ZstdCodec(level=3), Crc32cCodec()]``; a flipped byte fails the crc32c check on
-read with ``ValueError: Stored and computed checksum do not match``); :func:`stored_nbytes`
+Storage: :func:`zarr_compressors` is the exact zarr 3 codec chain of the store's components
+(``[ZstdCodec(level=TARGET_ZSTD_LEVEL), Crc32cCodec()]``, level 1; a flipped byte fails the crc32c
+check on read with ``ValueError: Stored and computed checksum do not match``); :func:`stored_nbytes`
 measures the bytes a dict of components takes in it.
 """
 
@@ -93,6 +93,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from eupe.registry import Registry
+from eupe.store.layout import TARGET_ZSTD_LEVEL, compressors
 
 FORMAT_VERSION = 2
 FP16_MAX = 65504.0
@@ -677,17 +678,15 @@ def get_codec(name: str) -> Codec:
 # --------------------------------------------------------------------------------------------
 
 
-def zarr_compressors(level: int = 3) -> list:
-    """The store's zarr 3 codec chain: zstd, then a crc32c of the compressed chunk.
+def zarr_compressors(level: int = TARGET_ZSTD_LEVEL) -> list:
+    """The store's zarr 3 codec chain for codec components: zstd, then a crc32c of the compressed chunk.
 
     Use as ``group.create_array(name, shape=..., chunks=..., dtype=..., compressors=zarr_compressors())``.
     """
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
-    return [ZstdCodec(level=level), Crc32cCodec()]
+    return compressors(level)
 
 
-def stored_nbytes(parts: Mapping[str, np.ndarray], chunks_views: int = 8, level: int = 3) -> int:
+def stored_nbytes(parts: Mapping[str, np.ndarray], chunks_views: int = 8, level: int = TARGET_ZSTD_LEVEL) -> int:
     """Bytes the components take as zarr v3 arrays (zstd ``level`` + crc32c), chunk files only.
 
     Each component ``[V, *suffix]`` becomes one array chunked ``(chunks_views, *suffix)``, written

