@@ -287,14 +287,6 @@ class ChunkBuilder:
         return ChunkResult(self.chunk, self.views, self.status, self.errors, self.summary, self.patch)
 
 
-def chunk_result(batch: ChunkPixels, teacher: Encoder, group: TeacherGroup, batch_size: int,
-                 device: torch.device) -> ChunkResult:
-    """The encoded components of a whole chunk given as one piece (tests and benchmarks)."""
-    builder = ChunkBuilder(group, batch.chunk, list(batch.pixels))
-    builder.add(batch, teacher, batch_size, device)
-    return builder.result()
-
-
 def encode_batch(codec: Codec, summary: torch.Tensor, patch: torch.Tensor,
                  on_device: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Components of a forward batch (summary [b, Ds], patch [b, T, D]) as host numpy arrays.

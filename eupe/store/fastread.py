@@ -32,6 +32,9 @@ import crc32c
 import numpy as np
 import zarr
 from numcodecs import Zstd
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
 from eupe.store.layout import StoreIntegrityError
 
@@ -215,10 +218,6 @@ class RemoteShardReader(_ShardLayout):
 
     def locate(self, row: int, view: int) -> tuple[str, int, int]:
         """(object key, offset, nbytes) of the inner chunk of (row, view); fetches the index once."""
-        from zarr.abc.store import SuffixByteRequest
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
-
         shard, i = divmod(row, self.shard[0])
         key = self._key(shard)
         table = self._cached_index(shard)
@@ -257,10 +256,6 @@ def read_components(readers: dict[str, dict[str, Reader]], row: int, view: int) 
     flat = [(kind, name, reader) for kind, named in readers.items() for name, reader in named.items()]
     if not all(isinstance(reader, RemoteShardReader) for *_, reader in flat):
         return {kind: {name: r.read(row, view) for name, r in named.items()} for kind, named in readers.items()}
-    from zarr.abc.store import RangeByteRequest
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
     spots = [reader.locate(row, view) for *_, reader in flat]
     requests = [(key, RangeByteRequest(offset, offset + nbytes)) for key, offset, nbytes in spots]
     blobs = sync(flat[0][2].store.get_partial_values(default_buffer_prototype(), requests))
