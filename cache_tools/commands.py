@@ -122,10 +122,7 @@ def store_info(store) -> dict:
 
 def _block_info(block, rows=None) -> dict:
     """One view block's views, done chunks and bytes (``rows``: its manifest, read when not given)."""
-    rows = block.manifest_rows() if rows is None else rows
-    done = rows[:, 0, 0] > 0
-    return {"views": [block.view_start, block.view_stop], "chunks": int(len(done)), "chunks_done": int(done.sum()),
-            "bytes_written": int(rows[:, :, 0].sum())}
+    return {"views": [block.view_start, block.view_stop], **block.chunk_counts(rows)}
 
 
 @click.command()

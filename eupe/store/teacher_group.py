@@ -245,11 +245,14 @@ class TeacherGroup:
         """Views per image over all blocks, complete or not."""
         return self.blocks[-1].view_stop
 
-    def complete_views(self) -> int:
-        """Views per image in the leading blocks whose every chunk is done (what a trainer may use)."""
+    def complete_views(self, done: np.ndarray | None = None) -> int:
+        """Views per image in the leading blocks whose every chunk is done (what a trainer may use).
+
+        ``done`` (this group's :meth:`done_flags`) saves reading its manifest again when the caller has it."""
         count = 0
         for block in self.blocks:
-            if not block.done_flags().all():
+            flags = done if block is self and done is not None else block.done_flags()
+            if not flags.all():
                 break
             count = block.view_stop
         return count
@@ -476,7 +479,13 @@ class TeacherGroup:
         done = rows[:, 0, manifest.SIZE] > 0
         status = self.status(done) if status is None else status
         return {"images": int(len(status)), "images_done": self.images_done(done), "ok": int((status == OK).sum()),
-                "failed": int((status == FAILED).sum()), "chunks": int(len(done)), "chunks_done": int(done.sum()),
+                "failed": int((status == FAILED).sum()), **self.chunk_counts(rows)}
+
+    def chunk_counts(self, rows: np.ndarray | None = None) -> dict[str, int]:
+        """Chunks, done chunks and bytes written, from the manifest alone (``rows``: read when not given)."""
+        rows = self.manifest_rows() if rows is None else rows
+        done = rows[:, 0, manifest.SIZE] > 0
+        return {"chunks": int(len(done)), "chunks_done": int(done.sum()),
                 "bytes_written": int(rows[:, :, manifest.SIZE].sum())}
 
 
