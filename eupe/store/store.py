@@ -425,10 +425,8 @@ def _check_format(attrs: dict, where: str) -> None:
 def _state(path: str | Path) -> str:
     """'absent', 'empty', 'store' (complete or ours but interrupted) or refuse anything else."""
     if is_url(path):
-        try:
-            attrs = dict(zarr.open_group(str(path), mode="r", storage_options=remote_options(path)).attrs)
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            _refuse_remote_objects(str(path))
+        attrs = _remote_root_attrs(str(path))
+        if attrs is None:
             return "absent"
         if attrs.get("format") != STORE_FORMAT:
             raise StoreMismatchError(f"{path} holds a zarr group that is not an eupe feature store; choose another --out")
@@ -449,18 +447,31 @@ def _state(path: str | Path) -> str:
     return "empty"
 
 
-def _refuse_remote_objects(url: str) -> None:
-    """Creating a remote store overwrites its prefix: refuse one that already holds objects."""
+def _remote_root_attrs(url: str) -> dict | None:
+    """The root group's attributes at ``url``, None when nothing is there yet.
+
+    Objects without a root group are refused (creating a store overwrites its prefix), but only
+    once a second look still finds no group: another rank may have begun creating the store (its
+    root ``zarr.json`` is its first write) between the first look and the listing.
+    """
+    for _ in range(2):
+        try:
+            return dict(zarr.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            if _remote_prefix_empty(url):
+                return None
+    raise StoreMismatchError(f"--out {url} already holds objects and is not an eupe feature store; nothing was "
+                             "written. Choose a new or empty prefix")
+
+
+def _remote_prefix_empty(url: str) -> bool:
     from zarr.core.sync import sync
     from zarr.storage import FsspecStore
 
     try:
-        empty = sync(FsspecStore.from_url(url, storage_options=remote_options(url), read_only=True).is_empty(""))
+        return sync(FsspecStore.from_url(url, storage_options=remote_options(url), read_only=True).is_empty(""))
     except FileNotFoundError:
-        return
-    if not empty:
-        raise StoreMismatchError(f"--out {url} already holds objects and is not an eupe feature store; nothing was "
-                                 "written. Choose a new or empty prefix")
+        return True
 
 
 def _read_json(path: Path) -> dict:

@@ -20,7 +20,7 @@ pytest.importorskip("s3fs", reason="pip install -e '.[test]' (s3fs) for the S3 t
 
 from eupe.store import FeatureStore, load_stats  # noqa: E402
 from eupe.store.fastread import RemoteShardReader, ShardedArrayReader  # noqa: E402
-from eupe.store.layout import FAILPOINT_ENV, StoreIntegrityError  # noqa: E402
+from eupe.store.layout import FAILPOINT_ENV, StoreIntegrityError, StoreMismatchError  # noqa: E402
 from eupe.store.manifest import chunk_key  # noqa: E402
 
 from s3_server import local_s3  # noqa: E402
@@ -169,6 +169,29 @@ def test_two_ranks_at_once_fill_one_store(s3, photo_shards, local_ref):
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     _same_arrays(local_ref, url)
+
+
+def test_a_creation_starting_between_the_two_looks_is_waited_for_not_refused(s3, monkeypatch):
+    """A rank looks for the store, finds no root group, lists the prefix: if another rank's creation
+    wrote its root group in between, the prefix is not empty but holds a store being created -- it
+    must be seen as such (absent, to wait for), never refused as foreign objects."""
+    import zarr
+
+    from eupe.store import store as store_module
+
+    url = f"s3://{BUCKET}/race.zarr"
+    listing = store_module._remote_prefix_empty
+
+    def creation_begins_first(where: str) -> bool:  # rank 0 writes its first object before this rank lists
+        zarr.open_group(where, mode="w", attributes={"format": store_module.STORE_FORMAT, "creating": True})
+        return listing(where)
+    monkeypatch.setattr(store_module, "_remote_prefix_empty", creation_begins_first)
+    assert not FeatureStore.exists(url)  # being created: wait for it
+    monkeypatch.setattr(store_module, "_remote_prefix_empty", listing)
+    _fs().pipe(f"{BUCKET}/foreign.zarr/notes.txt", b"a user's file")
+    with pytest.raises(StoreMismatchError, match="already holds objects and is not an eupe feature store"):
+        FeatureStore.exists(f"s3://{BUCKET}/foreign.zarr")
+    assert _fs().cat(f"{BUCKET}/foreign.zarr/notes.txt") == b"a user's file"
 
 
 def test_a_rank_without_rank0_stops_with_one_line(s3, photo_shards, capsys, monkeypatch):
