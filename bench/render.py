@@ -21,6 +21,9 @@ sample's fastest of ``--passes`` calls (robust to the other processes on a share
 * ``pil_aug``   a uint8 peer: ``pil`` + flip + the view's ops on the PIL image as torchvision does
                 for PIL inputs (ImageEnhance blends, HSV hue in uint8), PIL's box-approximated
                 GaussianBlur, ImageOps.solarize, then float32 (not our formulas: a cost reference)
+* ``torch_ops`` renderer 2 with its photometric ops as the torch kernels of ``eupe.views.photometric``
+                (as it ran before the compiled kernels of ``eupe.views.kernels``; the bench checks that
+                both give the same pixels, bit for bit, on every sample before timing)
 * ``v1``        renderer 1 as it was (full decode, float32 torch resize, torchvision colour ops)
 
 ``--stages`` also prints where ``render``'s time goes at the first source size, stage by stage.
@@ -50,8 +53,10 @@ from machine import describe  # noqa: E402
 
 from eupe.assets import bundled_photos  # noqa: E402
 from eupe.views import ViewPolicy, ViewSpec, decode_image, open_image, render, sample_views  # noqa: E402
+from eupe.views import kernels  # noqa: E402
 from eupe.views import photometric as P  # noqa: E402
-from eupe.views.renderer import _blur, _crop_resize, _to_float, dct_scale  # noqa: E402
+from eupe.views import renderer as R  # noqa: E402
+from eupe.views.renderer import _crop_resize, _to_float, dct_scale  # noqa: E402
 
 Sample = tuple[bytes, ViewSpec]
 
@@ -110,6 +115,23 @@ def geometric(v: ViewSpec) -> ViewSpec:
                                grayscale=False, blur_sigma=0.0, solarize=False)
 
 
+def render_torch_ops(data: bytes, v: ViewSpec) -> torch.Tensor:
+    """Renderer 2 with its photometric ops as torch kernels (:mod:`eupe.views.photometric`), as it ran
+    before the compiled kernels: the same pixels, kept here for the side-by-side figure."""
+    x = torch.from_numpy(_to_float(_crop_resize(open_image(data), v, (v.out_h, v.out_w))))
+    ops = {0: (v.brightness, 1.0, P.brightness_), 1: (v.contrast, 1.0, P.contrast_),
+           2: (v.saturation, 1.0, P.saturation_), 3: (v.hue, 0.0, P.adjust_hue_)}
+    for op in v.jitter_order:
+        factor, identity, fn = ops[op]
+        x = fn(x, factor) if factor != identity else x
+    x = P.grayscale(x).unsqueeze(0) if v.grayscale else x
+    sigma = v.blur_sigma * min(v.out_h, v.out_w)
+    radius = min(math.ceil(3.0 * sigma), min(v.out_h, v.out_w) - 1)
+    x = P.gaussian_blur(x, radius, sigma) if sigma > 0 and radius >= 1 else x
+    x = P.solarize(x, 0.5) if v.solarize else x
+    return x.clamp_(0.0, 1.0).expand(3, -1, -1).contiguous()
+
+
 def render_v1(data: bytes, v: ViewSpec) -> torch.Tensor:
     """Renderer 1 (before this change), kept here for the side-by-side figure."""
     image = decode_image(data)
@@ -136,6 +158,7 @@ PATHS: dict[str, Callable[[bytes, ViewSpec], object]] = {
     "render_geo": lambda d, v: render(open_image(d), geometric(v)),
     "decoded": lambda d, v: render(decode_image(d), v),
     "pil_aug": pil_aug_path,
+    "torch_ops": render_torch_ops,
     "v1": render_v1,
 }
 
@@ -152,27 +175,32 @@ def time_paths(found: list[Sample], passes: int) -> dict[str, float]:
     return {name: float(ns.mean()) / 1e6 for name, ns in best.items()}
 
 
-def _stage_ops(x: torch.Tensor, v: ViewSpec) -> list[tuple[str, Callable[[], torch.Tensor]]]:
-    """``render``'s photometric steps on ``x`` in order, as (stage name, call) pairs (see render.py)."""
-    jitter = {0: ("brightness", v.brightness, 1.0, P.brightness_), 1: ("contrast", v.contrast, 1.0, P.contrast_),
-              2: ("saturation", v.saturation, 1.0, P.saturation_), 3: ("hue", v.hue, 0.0, P.adjust_hue_)}
+def _stage_ops(x: np.ndarray, v: ViewSpec) -> list[tuple[str, Callable[[], object]]]:
+    """``render``'s photometric steps on ``x`` in order, as (stage name, call) pairs (see renderer.py)."""
+    jitter = {0: ("brightness", v.brightness, 1.0, R._brightness_), 1: ("contrast", v.contrast, 1.0, R._contrast_),
+              2: ("saturation", v.saturation, 1.0, R._saturation_), 3: ("hue", v.hue, 0.0, R._hue_)}
     state = {"x": x}
 
-    def step(fn: Callable[..., torch.Tensor], *args: object) -> Callable[[], torch.Tensor]:
-        def call() -> torch.Tensor:
-            state["x"] = fn(state["x"], *args)
-            return state["x"]
-        return call
-    ops = [(name, step(fn, f)) for name, f, ident, fn in (jitter[o] for o in v.jitter_order) if f != ident]
+    def in_place(fn: Callable[..., None], *args: object) -> Callable[[], None]:
+        return lambda: fn(state["x"], *args)
+
+    def replacing(fn: Callable[..., np.ndarray], *args: object) -> Callable[[], None]:
+        return lambda: state.update(x=fn(state["x"], *args))
+    ops = [(name, in_place(fn, f)) for name, f, ident, fn in (jitter[o] for o in v.jitter_order) if f != ident]
     if v.grayscale:
-        ops.append(("grayscale", step(lambda t: P.grayscale(t).unsqueeze(0))))
+        ops.append(("grayscale", replacing(lambda a: _luma_plane(a))))
     if v.blur_sigma > 0:
-        ops.append(("blur", step(_blur, v.blur_sigma)))
-    if v.solarize:
-        ops.append(("solarize", step(P.solarize, 0.5)))
-    ops.append(("clamp", step(lambda t: t.clamp_(0.0, 1.0).expand(3, -1, -1).contiguous() if t.shape[0] == 1
-                              else t.clamp_(0.0, 1.0))))
+        ops.append(("blur", replacing(R._blur, v.blur_sigma)))
+    ops.append(("solarize + clamp" if v.solarize else "clamp", in_place(kernels.finish_, v.solarize)))
+    if v.grayscale:
+        ops.append(("to 3 channels", replacing(lambda a: np.repeat(a, 3, axis=0))))
     return ops
+
+
+def _luma_plane(x: np.ndarray) -> np.ndarray:
+    gray = np.empty((1, *x.shape[1:]), dtype=np.float32)  # [1, h, w]
+    kernels.luma(x, gray[0])
+    return gray
 
 
 def stages(found: list[Sample], passes: int) -> dict[str, tuple[float, float]]:
@@ -214,8 +242,8 @@ def main() -> None:
           f"{args.passes} interleaved calls, averaged)")
     names = list(PATHS)
     print("| source side | views | size | reduced decodes | " + " | ".join(f"{n} (ms)" for n in names)
-          + " | render / pil | render_geo / pil | decoded / pil | render / pil_aug | v1 / render |")
-    print("|---" * (4 + len(names) + 5) + "|")
+          + " | render / pil | render_geo / pil | decoded / pil | render / pil_aug | torch_ops / render | v1 / render |")
+    print("|---" * (4 + len(names) + 6) + "|")
     for side in sides:
         for resolution in (int(s) for s in args.resolutions.split(",")):
             for label, policy in POLICIES.items():
@@ -234,10 +262,12 @@ def main() -> None:
 def row(found: list[Sample], side: int, label: str, resolution: int, passes: int) -> str:
     """One table row: times of every path and their ratios, for one source side, view set and size."""
     reduced = sum(dct_scale(v, (resolution, resolution)) > 1 for _, v in found) / len(found)
+    for data, v in found:  # the compiled kernels give the torch ops' pixels, bit for bit
+        assert torch.equal(PATHS["render"](data, v), PATHS["torch_ops"](data, v)), v
     ms = time_paths(found, passes)
     cells = " | ".join(f"{ms[n]:.2f}" for n in PATHS)
     ratios = [ms["render"] / ms["pil"], ms["render_geo"] / ms["pil"], ms["decoded"] / ms["pil"],
-              ms["render"] / ms["pil_aug"]]
+              ms["render"] / ms["pil_aug"], ms["torch_ops"] / ms["render"]]
     where = f"{side} px" if side else "own size"
     return (f"| {where} | {label} | {resolution} px | {reduced:.0%} | {cells} | "
             + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {ms['v1'] / ms['render']:.1f}x |")

@@ -30,7 +30,7 @@ from eupe.data.shards import ShardReader, expand_shards
 from eupe.models.features import Features
 from eupe.store import FeatureStore, StoreMismatchError, TeacherGroup
 from eupe.store.codecs import Codec
-from eupe.views import ViewSpec, open_image, render
+from eupe.views import ViewSpec, open_image, render, warm_up_kernels
 
 Sample = tuple[int, int, int, int]  # (row, view, student_resolution, teacher_resolution; 0 = each teacher's stored one)
 
@@ -324,6 +324,8 @@ def collate(items: list[dict], groups: dict[str, TeacherGroup]) -> Batch:
 def make_loader(dataset: DistillDataset, plan: Plan, rank: int, start: int, stop: int, workers: int,
                 pin_memory: bool = False) -> DataLoader:
     """The rank's micro-batches of steps start..stop-1 (``pin_memory``: page-locked, for a GPU step)."""
+    if workers:
+        warm_up_kernels()  # forked workers inherit the renderer's compiled kernels
     return DataLoader(dataset, batch_sampler=StepBatches(plan, rank, start, stop), num_workers=workers,
                       collate_fn=_already_collated, prefetch_factor=4 if workers else None,
                       persistent_workers=False, pin_memory=pin_memory)

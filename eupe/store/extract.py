@@ -35,7 +35,7 @@ from eupe.store.store import FeatureStore, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
 from eupe.views import (
     DEFAULT_MAX_PIXELS, VIEW_DIM, ImageDecodeError, SourceImage, ViewPolicy, open_image, render_views, sample_views,
-    views_to_array,
+    views_to_array, warm_up_kernels,
 )
 
 
@@ -434,6 +434,8 @@ def _batches(group: TeacherGroup, chunks: list[int], resolutions: list[int],
         return iter(())
     dataset = ChunkImages(group, chunks, resolutions, cfg.max_pixels, cfg.batch_size)
     workers = cfg.num_workers
+    if workers:
+        warm_up_kernels()  # forked workers inherit the renderer's compiled kernels
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
     return iter(loader)

@@ -31,7 +31,7 @@ from eupe.views.spec import (
 _HEAVY = {
     "render": "renderer", "render_views": "renderer",
     "DEFAULT_MAX_PIXELS": "source", "ImageDecodeError": "source", "SourceImage": "source",
-    "decode_image": "source", "open_image": "source",
+    "decode_image": "source", "open_image": "source", "warm_up_kernels": "kernels",
 }
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "view_rng",
     "views_from_array",
     "views_to_array",
+    "warm_up_kernels",
 ]
 
 

@@ -1,9 +1,8 @@
-"""Photometric ops on float32 RGB ``[3, h, w]`` in [0, 1]: torchvision's formulas, fewer passes.
+"""Photometric ops on float32 RGB ``[3, h, w]`` in [0, 1]: torchvision's formulas, in torch.
 
-The renderer calls these on every training view, so they are written for small CPU tensors,
-where each pass over a full ``[3, 224, 224]`` image costs about as much as three passes over one
-channel plane (a plane stays in the L2 cache, the image does not) and a fresh allocation costs a
-pass too:
+These are renderer 2's photometric formulas as torch ops (any device).  The renderer itself runs
+the compiled kernels of :mod:`eupe.views.kernels`, which repeat them bit for bit on the CPU in
+one pass per op; the tests hold both to these functions, and these to torchvision:
 
 * :func:`brightness_`, :func:`contrast_`, :func:`saturation_` and :func:`grayscale` repeat
   torchvision's float ops (``adjust_brightness``, ``adjust_contrast``, ``adjust_saturation``,
@@ -26,6 +25,7 @@ import torch.nn.functional as nnf
 _HUE_OFFSETS = (5.0, 3.0, 1.0)  # r, g, b phase of the hue wheel (x6)
 _TINY = torch.finfo(torch.float32).tiny
 _LUMA = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+HUE_RANGE = (-0.5, 0.5)  # hue shifts in turns
 
 
 def grayscale(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,7 +45,7 @@ def brightness_(x: torch.Tensor, factor: float) -> torch.Tensor:
     return x.clamp_(0.0, 1.0) if factor > 1.0 else x
 
 
-def _blend_(x: torch.Tensor, other: torch.Tensor, ratio: float) -> torch.Tensor:
+def blend_(x: torch.Tensor, other: torch.Tensor, ratio: float) -> torch.Tensor:
     """torchvision's ``_blend`` in place: ``clamp(x * ratio + other * (1 - ratio), 0, 1)``."""
     return x.mul_(ratio).add_(other, alpha=1.0 - ratio).clamp_(0.0, 1.0)
 
@@ -53,12 +53,12 @@ def _blend_(x: torch.Tensor, other: torch.Tensor, ratio: float) -> torch.Tensor:
 def contrast_(x: torch.Tensor, factor: float) -> torch.Tensor:
     """``adjust_contrast`` in place: blend with the mean luma."""
     mean = torch.mean(grayscale(x).unsqueeze(0), dim=(-3, -2, -1), keepdim=True)  # [1, 1, 1]
-    return _blend_(x, mean, float(factor))
+    return blend_(x, mean, float(factor))
 
 
 def saturation_(x: torch.Tensor, factor: float) -> torch.Tensor:
     """``adjust_saturation`` in place: blend with the luma."""
-    return _blend_(x, grayscale(x).unsqueeze(0), float(factor))  # [1, h, w] broadcast over channels
+    return blend_(x, grayscale(x).unsqueeze(0), float(factor))  # [1, h, w] broadcast over channels
 
 
 def _wrap6_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,7 @@ def adjust_hue_(x: torch.Tensor, hue: float) -> torch.Tensor:
     Written with arithmetic kernels only: ``aminmax`` over channels, ``remainder`` and ``where``
     are 10-40x slower than an add on small CPU tensors.
     """
-    if not -0.5 <= hue <= 0.5:
+    if not HUE_RANGE[0] <= hue <= HUE_RANGE[1]:
         raise ValueError(f"hue must be in [-0.5, 0.5], got {hue}")
     r, g, b = x.unbind(0)
     maxc = torch.maximum(r, g)

@@ -14,10 +14,11 @@ Renderer version 2 (:data:`~eupe.views.spec.RENDERER_VERSION`), in order:
    too small for a reduced decode, renders bit-identically from either.  Then the horizontal
    flip (on those uint8 pixels) and the conversion to float32 in [0, 1].
 2. Colour jitter in the view's order, grayscale, Gaussian blur (sigma relative to the output
-   side), solarize, clamp to [0, 1] -- float32, torchvision's formulas
-   (:mod:`eupe.views.photometric` runs them in place, and hue and blur in fewer passes, equal to
-   rounding; a grayscale view is blurred, solarized and clamped as one luma plane, then copied
-   to the three channels: the same pixels).
+   side), solarize, clamp to [0, 1] -- float32, torchvision's formulas as written in torch by
+   :mod:`eupe.views.photometric` (hue and blur equal to rounding; a grayscale view is blurred,
+   solarized and clamped as one luma plane, then copied to the three channels: the same
+   pixels).  :mod:`eupe.views.kernels` runs those formulas compiled, one pass per op, with the
+   same float32 roundings: bit for bit the torch ops (contrast's blend is torch's own).
 
 No mean/std normalization happens here: each model normalizes its own input.  Nothing random
 happens here: the same (bytes, view, size) gives bit-identical pixels for a given Pillow/libjpeg
@@ -33,15 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eupe.views.photometric import (
-    adjust_hue_,
-    brightness_,
-    contrast_,
-    gaussian_blur,
-    grayscale,
-    saturation_,
-    solarize,
-)
+from eupe.views import kernels
+from eupe.views.photometric import HUE_RANGE, blend_, gaussian_kernel1d
 from eupe.views.source import (
     DCT_SCALES,
     DEFAULT_MAX_PIXELS,
@@ -124,34 +118,53 @@ def _crop_resize(image: ImageLike, view: ViewSpec, out: tuple[int, int]) -> Imag
     return resized.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view.flip else resized
 
 
-def _to_float(img: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as float32 ``[3, h, w]`` = uint8 / 255, one channel plane at a time (PIL
-    packs each band; converting planes is ~3x faster than a transposing HWC -> CHW conversion)."""
-    x = torch.empty(3, img.height, img.width)
-    for plane, band in zip(x.unbind(0), "RGB"):
-        raw = bytearray(img.tobytes("raw", band))  # writable, so torch shares it without a warning
-        plane.copy_(torch.frombuffer(raw, dtype=torch.uint8).view(img.height, img.width))
-    return x.div_(255.0)
+def _to_float(img: Image.Image) -> np.ndarray:
+    """An RGB PIL image as float32 ``[3, h, w]`` = uint8 / 255 (one compiled pass over its bytes)."""
+    rgb = np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(img.height, img.width, 3)  # [h, w, 3]
+    x = np.empty((3, img.height, img.width), dtype=np.float32)
+    kernels.to_float(rgb, x)
+    return x
 
 
 # -- photometric ---------------------------------------------------------------------------------
 
-def _jitter_(x: torch.Tensor, view: ViewSpec) -> torch.Tensor:
-    """Colour jitter in ``view.jitter_order``, in place; identity factors are skipped (bit-exact identity)."""
+def _brightness_(x: np.ndarray, factor: float) -> None:
+    kernels.brightness_(x, np.float32(factor))
+
+
+def _contrast_(x: np.ndarray, factor: float) -> None:
+    blend_(torch.from_numpy(x), kernels.mean_luma(x), factor)  # torch's blend (see kernels.mean_luma)
+
+
+def _saturation_(x: np.ndarray, factor: float) -> None:
+    kernels.saturation_(x, np.float32(factor), np.float32(1.0 - factor))
+
+
+def _hue_(x: np.ndarray, hue: float) -> None:
+    if not HUE_RANGE[0] <= hue <= HUE_RANGE[1]:
+        raise ValueError(f"hue must be in [-0.5, 0.5], got {hue}")
+    kernels.hue_(x, np.float32(6.0 + 6.0 * hue))
+
+
+def _jitter_(x: np.ndarray, view: ViewSpec) -> None:
+    """Colour jitter in ``view.jitter_order``, in place; identity factors are skipped (bit-exact identity).
+
+    A factor reaches the float32 arithmetic as ``float32(factor)`` (and ``float32(1 - factor)``),
+    as a Python scalar reaches torch's.
+    """
     steps = {
-        0: (view.brightness, 1.0, brightness_),
-        1: (view.contrast, 1.0, contrast_),
-        2: (view.saturation, 1.0, saturation_),
-        3: (view.hue, 0.0, adjust_hue_),
+        0: (view.brightness, 1.0, _brightness_),
+        1: (view.contrast, 1.0, _contrast_),
+        2: (view.saturation, 1.0, _saturation_),
+        3: (view.hue, 0.0, _hue_),
     }
     for op in view.jitter_order:
         factor, identity, fn = steps[op]
         if factor != identity:
             fn(x, factor)
-    return x
 
 
-def _blur(x: torch.Tensor, blur_sigma: float) -> torch.Tensor:
+def _blur(x: np.ndarray, blur_sigma: float) -> np.ndarray:
     """Gaussian blur with ``sigma_px = blur_sigma * min(h, w)`` and kernel ``2*ceil(3*sigma_px)+1``.
 
     The radius is capped at ``min(h, w) - 1`` (reflect padding needs it); this only matters for
@@ -162,20 +175,20 @@ def _blur(x: torch.Tensor, blur_sigma: float) -> torch.Tensor:
     radius = min(math.ceil(3.0 * sigma_px), min(h, w) - 1)
     if sigma_px <= 0.0 or radius < 1:
         return x
-    return gaussian_blur(x, radius, sigma_px)
+    return kernels.blur(x, gaussian_kernel1d(2 * radius + 1, sigma_px).numpy())
 
 
-def _photometric(x: torch.Tensor, view: ViewSpec) -> torch.Tensor:
+def _photometric(x: np.ndarray, view: ViewSpec) -> np.ndarray:
     """Jitter, grayscale, blur, solarize and clamp ``x`` ``[3, h, w]`` (overwritten)."""
     _jitter_(x, view)
     if view.grayscale:  # one luma plane [1, h, w]: blur, solarize and clamp it once, copy it at the end
-        x = grayscale(x).unsqueeze(0)
+        gray = np.empty((1, *x.shape[1:]), dtype=np.float32)
+        kernels.luma(x, gray[0])
+        x = gray
     if view.blur_sigma > 0.0:
         x = _blur(x, view.blur_sigma)
-    if view.solarize:
-        x = solarize(x, 0.5)
-    x = x.clamp_(0.0, 1.0)
-    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+    kernels.finish_(x, view.solarize)  # solarize at 0.5, clamp to [0, 1]
+    return np.repeat(x, 3, axis=0) if x.shape[0] == 1 else x
 
 
 def render(image: ImageLike, view: ViewSpec, size: Size = None) -> torch.Tensor:
@@ -188,9 +201,9 @@ def render(image: ImageLike, view: ViewSpec, size: Size = None) -> torch.Tensor:
     """
     _check_image(image, view)
     x = _to_float(_crop_resize(image, view, _output_size(view, size)))  # cropped, resized and flipped
-    if not (view.has_jitter or view.grayscale or view.blur_sigma > 0.0 or view.solarize):
-        return x  # already in [0, 1]: clamping would change nothing
-    return _photometric(x, view)
+    if view.has_jitter or view.grayscale or view.blur_sigma > 0.0 or view.solarize:
+        x = _photometric(x, view)  # (without any, x is already in [0, 1]: clamping would change nothing)
+    return torch.from_numpy(x)
 
 
 def render_views(image: ImageLike, views: Sequence[ViewSpec], size: Size = None) -> torch.Tensor:
