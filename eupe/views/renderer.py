@@ -142,7 +142,7 @@ def _saturation_(x: np.ndarray, factor: float) -> None:
 
 def _hue_(x: np.ndarray, hue: float) -> None:
     if not HUE_RANGE[0] <= hue <= HUE_RANGE[1]:
-        raise ValueError(f"hue must be in [-0.5, 0.5], got {hue}")
+        raise ValueError(f"hue must be in [{HUE_RANGE[0]}, {HUE_RANGE[1]}], got {hue}")
     kernels.hue_(x, np.float32(6.0 + 6.0 * hue))
 
 
