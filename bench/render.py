@@ -34,7 +34,6 @@ Run:  .venv/bin/python bench/render.py  [--sides 500,1000,0] [--resolutions 224]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import math
 import sys
@@ -110,26 +109,10 @@ def pil_aug_path(data: bytes, v: ViewSpec) -> torch.Tensor:
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div_(255.0)
 
 
-def geometric(v: ViewSpec) -> ViewSpec:
-    return dataclasses.replace(v, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0,
-                               grayscale=False, blur_sigma=0.0, solarize=False)
-
-
 def render_torch_ops(data: bytes, v: ViewSpec) -> torch.Tensor:
-    """Renderer 2 with its photometric ops as torch kernels (:mod:`eupe.views.photometric`), as it ran
-    before the compiled kernels: the same pixels, kept here for the side-by-side figure."""
-    x = torch.from_numpy(_to_float(_crop_resize(open_image(data), v, (v.out_h, v.out_w))))
-    ops = {0: (v.brightness, 1.0, P.brightness_), 1: (v.contrast, 1.0, P.contrast_),
-           2: (v.saturation, 1.0, P.saturation_), 3: (v.hue, 0.0, P.adjust_hue_)}
-    for op in v.jitter_order:
-        factor, identity, fn = ops[op]
-        x = fn(x, factor) if factor != identity else x
-    x = P.grayscale(x).unsqueeze(0) if v.grayscale else x
-    sigma = v.blur_sigma * min(v.out_h, v.out_w)
-    radius = min(math.ceil(3.0 * sigma), min(v.out_h, v.out_w) - 1)
-    x = P.gaussian_blur(x, radius, sigma) if sigma > 0 and radius >= 1 else x
-    x = P.solarize(x, 0.5) if v.solarize else x
-    return x.clamp_(0.0, 1.0).expand(3, -1, -1).contiguous()
+    """Renderer 2 with its photometric ops as torch kernels (:func:`eupe.views.photometric.photometric`),
+    as it ran before the compiled kernels: the same pixels, kept here for the side-by-side figure."""
+    return P.photometric(torch.from_numpy(_to_float(_crop_resize(open_image(data), v, (v.out_h, v.out_w)))), v)
 
 
 def render_v1(data: bytes, v: ViewSpec) -> torch.Tensor:
@@ -155,7 +138,7 @@ def render_v1(data: bytes, v: ViewSpec) -> torch.Tensor:
 PATHS: dict[str, Callable[[bytes, ViewSpec], object]] = {
     "pil": pil_path,
     "render": lambda d, v: render(open_image(d), v),
-    "render_geo": lambda d, v: render(open_image(d), geometric(v)),
+    "render_geo": lambda d, v: render(open_image(d), v.geometric()),
     "decoded": lambda d, v: render(decode_image(d), v),
     "pil_aug": pil_aug_path,
     "torch_ops": render_torch_ops,
@@ -188,19 +171,13 @@ def _stage_ops(x: np.ndarray, v: ViewSpec) -> list[tuple[str, Callable[[], objec
         return lambda: state.update(x=fn(state["x"], *args))
     ops = [(name, in_place(fn, f)) for name, f, ident, fn in (jitter[o] for o in v.jitter_order) if f != ident]
     if v.grayscale:
-        ops.append(("grayscale", replacing(lambda a: _luma_plane(a))))
+        ops.append(("grayscale", replacing(R.luma_plane)))
     if v.blur_sigma > 0:
         ops.append(("blur", replacing(R._blur, v.blur_sigma)))
     ops.append(("solarize + clamp" if v.solarize else "clamp", in_place(kernels.finish_, v.solarize)))
     if v.grayscale:
         ops.append(("to 3 channels", replacing(lambda a: np.repeat(a, 3, axis=0))))
     return ops
-
-
-def _luma_plane(x: np.ndarray) -> np.ndarray:
-    gray = np.empty((1, *x.shape[1:]), dtype=np.float32)  # [1, h, w]
-    kernels.luma(x, gray[0])
-    return gray
 
 
 def stages(found: list[Sample], passes: int) -> dict[str, tuple[float, float]]:

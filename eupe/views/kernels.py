@@ -229,7 +229,7 @@ def finish_(x: np.ndarray, solarize: bool) -> None:  # pragma: no cover - compil
 def mean_luma(x: np.ndarray) -> torch.Tensor:
     """Contrast's mean luma ``[1, 1, 1]`` of ``x [3, h, w]``: the luma plane here, its mean by torch.
 
-    The blend with it stays in torch too (:func:`eupe.views.photometric.contrast_`'s ``_blend_``):
+    The blend with it stays in torch too (:func:`eupe.views.photometric.blend_`):
     torch adds a one-element tensor with a fused multiply-add in its vector loop but not in the
     loop's tail (the last ``n mod 2 x lanes`` values), so its bits depend on the CPU's vector width.
     """

@@ -19,13 +19,34 @@ Functions ending in ``_`` overwrite their input (and return it); the others do n
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as nnf
+
+if TYPE_CHECKING:
+    from eupe.views.spec import ViewSpec
 
 _HUE_OFFSETS = (5.0, 3.0, 1.0)  # r, g, b phase of the hue wheel (x6)
 _TINY = torch.finfo(torch.float32).tiny
 _LUMA = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 HUE_RANGE = (-0.5, 0.5)  # hue shifts in turns
+
+
+def check_hue(hue: float) -> None:
+    """Refuse a hue shift outside :data:`HUE_RANGE`."""
+    if not HUE_RANGE[0] <= hue <= HUE_RANGE[1]:
+        raise ValueError(f"hue must be in [{HUE_RANGE[0]}, {HUE_RANGE[1]}], got {hue}")
+
+
+def blur_extent(blur_sigma: float, h: int, w: int) -> tuple[float, int]:
+    """The renderer's blur of an ``h x w`` view: ``(sigma_px, radius)`` with ``sigma_px = blur_sigma *
+    min(h, w)`` and radius ``ceil(3 sigma_px)`` (kernel ``2 radius + 1``), capped at ``min(h, w) - 1``
+    (reflect padding needs it; only absurdly large sigmas reach the cap).  Radius 0: no blur."""
+    sigma_px = blur_sigma * min(h, w)
+    radius = min(math.ceil(3.0 * sigma_px), min(h, w) - 1)
+    return sigma_px, (radius if sigma_px > 0.0 and radius >= 1 else 0)
 
 
 def grayscale(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -96,8 +117,7 @@ def adjust_hue_(x: torch.Tensor, hue: float) -> torch.Tensor:
     Written with arithmetic kernels only: ``aminmax`` over channels, ``remainder`` and ``where``
     are 10-40x slower than an add on small CPU tensors.
     """
-    if not HUE_RANGE[0] <= hue <= HUE_RANGE[1]:
-        raise ValueError(f"hue must be in [-0.5, 0.5], got {hue}")
+    check_hue(hue)
     r, g, b = x.unbind(0)
     maxc = torch.maximum(r, g)
     maxc = torch.maximum(maxc, b, out=maxc)
@@ -152,3 +172,19 @@ def solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
         return torch.where(x >= threshold, 1.0 - x, x)
     mask = torch.ge(x, threshold, out=torch.empty_like(x))
     return mask.mul_(x.mul(-2.0).add_(1.0)).add_(x)
+
+
+def photometric(x: torch.Tensor, view: "ViewSpec") -> torch.Tensor:
+    """Renderer 2's photometric steps on ``x [3, h, w]`` (overwritten) as these torch ops: jitter in
+    the view's order, grayscale, blur, solarize, clamp.  The renderer runs the same steps compiled
+    (:mod:`eupe.views.kernels`); this is the reference the tests and ``bench/render.py`` hold it to."""
+    ops = {0: (view.brightness, 1.0, brightness_), 1: (view.contrast, 1.0, contrast_),
+           2: (view.saturation, 1.0, saturation_), 3: (view.hue, 0.0, adjust_hue_)}
+    for op in view.jitter_order:
+        factor, identity, fn = ops[op]
+        x = fn(x, factor) if factor != identity else x
+    x = grayscale(x).unsqueeze(0) if view.grayscale else x  # [1, h, w]
+    sigma_px, radius = blur_extent(view.blur_sigma, *x.shape[-2:])
+    x = gaussian_blur(x, radius, sigma_px) if radius else x
+    x = solarize(x, 0.5) if view.solarize else x
+    return x.clamp_(0.0, 1.0).expand(3, -1, -1).contiguous()

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from eupe.views import kernels
-from eupe.views.photometric import HUE_RANGE, blend_, gaussian_kernel1d
+from eupe.views.photometric import blend_, blur_extent, check_hue, gaussian_kernel1d
 from eupe.views.source import (
     DCT_SCALES,
     DEFAULT_MAX_PIXELS,
@@ -141,8 +141,7 @@ def _saturation_(x: np.ndarray, factor: float) -> None:
 
 
 def _hue_(x: np.ndarray, hue: float) -> None:
-    if not HUE_RANGE[0] <= hue <= HUE_RANGE[1]:
-        raise ValueError(f"hue must be in [{HUE_RANGE[0]}, {HUE_RANGE[1]}], got {hue}")
+    check_hue(hue)
     kernels.hue_(x, np.float32(6.0 + 6.0 * hue))
 
 
@@ -165,26 +164,23 @@ def _jitter_(x: np.ndarray, view: ViewSpec) -> None:
 
 
 def _blur(x: np.ndarray, blur_sigma: float) -> np.ndarray:
-    """Gaussian blur with ``sigma_px = blur_sigma * min(h, w)`` and kernel ``2*ceil(3*sigma_px)+1``.
+    """Gaussian blur of ``x [c, h, w]`` with the view's relative sigma (:func:`blur_extent`)."""
+    sigma_px, radius = blur_extent(blur_sigma, *x.shape[-2:])
+    return kernels.blur(x, gaussian_kernel1d(2 * radius + 1, sigma_px).numpy()) if radius else x
 
-    The radius is capped at ``min(h, w) - 1`` (reflect padding needs it); this only matters for
-    absurdly large sigmas.
-    """
-    h, w = x.shape[-2:]
-    sigma_px = blur_sigma * min(h, w)
-    radius = min(math.ceil(3.0 * sigma_px), min(h, w) - 1)
-    if sigma_px <= 0.0 or radius < 1:
-        return x
-    return kernels.blur(x, gaussian_kernel1d(2 * radius + 1, sigma_px).numpy())
+
+def luma_plane(x: np.ndarray) -> np.ndarray:
+    """The luma ``[1, h, w]`` of ``x [3, h, w]`` (a grayscale view is finished as this one plane)."""
+    gray = np.empty((1, *x.shape[1:]), dtype=np.float32)
+    kernels.luma(x, gray[0])
+    return gray
 
 
 def _photometric(x: np.ndarray, view: ViewSpec) -> np.ndarray:
     """Jitter, grayscale, blur, solarize and clamp ``x`` ``[3, h, w]`` (overwritten)."""
     _jitter_(x, view)
     if view.grayscale:  # one luma plane [1, h, w]: blur, solarize and clamp it once, copy it at the end
-        gray = np.empty((1, *x.shape[1:]), dtype=np.float32)
-        kernels.luma(x, gray[0])
-        x = gray
+        x = luma_plane(x)
     if view.blur_sigma > 0.0:
         x = _blur(x, view.blur_sigma)
     kernels.finish_(x, view.solarize)  # solarize at 0.5, clamp to [0, 1]

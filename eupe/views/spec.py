@@ -150,6 +150,11 @@ class ViewSpec:
                    jitter_order=IDENTITY_ORDER, grayscale=False, blur_sigma=0.0,
                    solarize=False, out_h=out_h, out_w=out_w)
 
+    def geometric(self) -> ViewSpec:
+        """This view's crop, flip and output size alone: every photometric op at its identity."""
+        return replace(self, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0,
+                       grayscale=False, blur_sigma=0.0, solarize=False)
+
     def with_output(self, h: int, w: int) -> ViewSpec:
         """A copy of this view with another default output resolution."""
         return replace(self, out_h=h, out_w=w)

@@ -25,6 +25,7 @@ from eupe.views.photometric import (
     gaussian_blur,
     gaussian_kernel1d,
     grayscale,
+    photometric,
     saturation_,
     solarize,
 )
@@ -121,21 +122,4 @@ def test_render_with_kernels_equals_renderer_2_torch_ops_on_many_views():
     views = [dataclasses.replace(v, out_w=v.out_w + 34) if i % 3 == 0 else v for i, v in enumerate(views)]
     assert {v.grayscale for v in views} == {True, False} and {v.solarize for v in views} == {True, False}
     for v in views:
-        _same(render(pixels, v).numpy(), _torch_ops_render(pixels, v))
-
-
-def _torch_ops_render(pixels: torch.Tensor, v: ViewSpec) -> torch.Tensor:
-    """Renderer 2's photometric steps as torch ops, after the renderer's own crop/resize/flip."""
-    x = render(pixels, dataclasses.replace(v, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0,
-                                           grayscale=False, blur_sigma=0.0, solarize=False)).clone()
-    ops = {0: (v.brightness, 1.0, brightness_), 1: (v.contrast, 1.0, contrast_),
-           2: (v.saturation, 1.0, saturation_), 3: (v.hue, 0.0, adjust_hue_)}
-    for op in v.jitter_order:
-        factor, identity, fn = ops[op]
-        x = fn(x, factor) if factor != identity else x
-    x = grayscale(x).unsqueeze(0) if v.grayscale else x  # [1, h, w]
-    sigma = v.blur_sigma * min(v.out_h, v.out_w)
-    radius = min(int(np.ceil(3.0 * sigma)), min(v.out_h, v.out_w) - 1)
-    x = gaussian_blur(x, radius, sigma) if sigma > 0 and radius >= 1 else x
-    x = solarize(x, 0.5) if v.solarize else x
-    return x.clamp_(0.0, 1.0).expand(3, -1, -1).contiguous()
+        _same(render(pixels, v).numpy(), photometric(render(pixels, v.geometric()).clone(), v))
