@@ -1,0 +1,86 @@
+"""The seam every evaluation task plugs into: one module per task, with its own config and ``run``.
+
+A task evaluates one model on one kind of data and returns :class:`Figure` s: one number each, with
+everything that produced it (task, metric, dataset or offline fixture, protocol settings, the
+model's fingerprint). ``eupe-eval suite`` runs every registered task over every model and writes the
+table; single tasks stay available as subcommands. To add a task, write a module under
+``eupe/eval/tasks/`` with an :class:`EvalTask` subclass, call :func:`register_task` at its end, and
+add the module's name to ``TASK_MODULES`` in ``eupe/eval/tasks/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from eupe.models.features import Encoder
+from eupe.registry import Registry
+
+OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One number of the results table and everything that produced it."""
+
+    task: str  # registered task name ("knn", "seg", ...)
+    metric: str  # "top1@20", "mIoU", "RMSE", "PCK@0.1", ...
+    value: float | None  # None: not available here, ``reason`` says why (never a made-up number)
+    model: str  # the row label
+    fingerprint: str  # the model's weights fingerprint
+    data: str  # dataset ("ADE20K val") or offline fixture ("offline: Fashion-MNIST mosaics")
+    offline: bool  # True for offline fixtures: never printed under the paper's dataset names
+    higher_is_better: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)  # protocol settings behind the value
+    reason: str | None = None
+
+
+@dataclass
+class EvalModel:
+    """A model under evaluation: its frozen encoder and, when it has one, a CLIP-space summary."""
+
+    name: str  # the row label ("dinov2s_imgfocus", "runs/stage2", "vit_t=random")
+    encoder: Encoder  # eval mode, frozen; pixels [B, 3, H, W] in [0, 1] -> {"summary", "patch"}
+    # pixels [B, 3, H, W] in [0, 1] -> CLIP-space summary [B, Dc]; None when the model has none
+    clip_summary: Callable[[torch.Tensor], torch.Tensor] | None = None
+    clip_reason: str | None = None  # why clip_summary is None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.encoder.fingerprint
+
+
+@dataclass
+class EvalContext:
+    """What every task gets besides the model: where the data is and how to run."""
+
+    data: str = OFFLINE  # "offline" or a dataset root (a task says which layout it expects)
+    quick: bool = False  # the small offline version (CI, demo)
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 32
+    cache_dir: Path | None = None  # where tasks may cache reusable work (text classifiers...)
+    progress: Callable[[str, int, int], None] | None = None  # (what, done, total)
+
+
+class EvalTask(ABC):
+    """One evaluation task. ``name`` is its registry key and subcommand, ``column`` its table title."""
+
+    name: ClassVar[str]
+    column: ClassVar[str]
+
+    @abstractmethod
+    def run(self, model: EvalModel, ctx: EvalContext) -> list[Figure]:
+        """Evaluate ``model``; a cell that cannot be computed is a Figure with value None and a reason."""
+
+
+TASKS: Registry[EvalTask] = Registry("evaluation task")
+
+
+def register_task(task: EvalTask) -> EvalTask:
+    """Add a task under ``task.name``."""
+    return TASKS.register(task.name, task)
