@@ -25,6 +25,10 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("eupe.store.layout", "StoreWriteError"),
     ("eupe.data.shards", "DatasetError"),
     ("builtins", "FileNotFoundError"),
+    ("eupe.eval.datasets", "DatasetError"),
+    ("eupe.eval.tasks.base", "TaskOptionError"),
+    ("eupe.eval.zeroshot", "TextTowerError"),
+    ("eupe.eval.suite", "ModelSpecError"),
 )
 
 

@@ -3,19 +3,22 @@
 Features are L2-normalized; each test image takes its ``k`` most cosine-similar training images
 and each neighbour votes for its label with weight ``exp(similarity / T)``, ``T = 0.07``; the
 class with the largest total wins (ties: the lowest label). Top-1 is the fraction of test images
-whose winning class is their label. Features come from one full-image view per image, resized to
-the model's resolution by the shared renderer (no crop, no augmentation).
+whose winning class is their label. Features come from one view per image rendered by the shared
+renderer (no augmentation): ``transform="eupe"`` resizes the short side to 256 and centre-crops 224
+(scaled to the model's resolution: a centred square of 224/256 of the short side), ``"full"`` squashes
+the whole image to the model's resolution.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from eupe.models.features import Encoder
-from eupe.eval.protocol import DEFAULT_KS, TEMPERATURE
+from eupe.eval.protocol import CROP_RATIO, DEFAULT_KS, TEMPERATURE, TRANSFORMS
 from eupe.views import ViewSpec, render
 
 
@@ -38,17 +41,49 @@ def render_full(image: torch.Tensor, resolution: int) -> torch.Tensor:
     return render(image, ViewSpec.full(height, width, resolution, resolution))
 
 
+def render_centre_crop(image: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize-256 / centre-crop-224 of a uint8 ``[3, H, W]`` image as float ``[3, r, r]`` in [0, 1].
+
+    Resizing the short side to ``r / CROP_RATIO`` and cropping ``r`` is the same as cropping the
+    centred square of ``CROP_RATIO`` x the short side and resizing it to ``r``.
+    """
+    _, height, width = image.shape
+    side = max(1, int(round(min(height, width) * CROP_RATIO)))
+    box = dict(top=(height - side) // 2, left=(width - side) // 2, height=side, width=side)
+    return render(image, replace(ViewSpec.full(height, width, resolution, resolution), **box))
+
+
+def render_eval(image: torch.Tensor, resolution: int, transform: str = "full") -> torch.Tensor:
+    """One evaluation view: ``transform`` is ``"eupe"`` (centre crop) or ``"full"`` (squash)."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    return render_centre_crop(image, resolution) if transform == "eupe" else render_full(image, resolution)
+
+
+def summary_of(model: Encoder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pixels ``[B, 3, r, r]`` -> the model's summary token ``[B, D]``."""
+    return lambda pixels: model(pixels)["summary"]
+
+
 @torch.inference_mode()
 def extract_features(model: Encoder, images: Sequence[torch.Tensor], resolution: int | None = None,
-                     batch_size: int = 32, progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Summary features ``[N, D]`` (float32, CPU) of uint8 ``[3, H, W]`` images, one full view each."""
+                     batch_size: int = 32, progress: Callable[[int], None] | None = None,
+                     transform: str = "full",
+                     embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Features ``[N, D]`` (float32, CPU) of uint8 ``[3, H, W]`` images, one view each.
+
+    ``embed`` maps pixels to features (default: the model's summary token; zero-shot passes its
+    CLIP-space summary); ``transform`` picks the view (:func:`render_eval`).
+    """
     resolution = eval_resolution(model, resolution)
     device = _model_device(model)
+    embed = embed or summary_of(model)
     chunks = []
     for start in range(0, len(images), batch_size):
-        batch = [render_full(images[i], resolution) for i in range(start, min(start + batch_size, len(images)))]
+        batch = [render_eval(images[i], resolution, transform)
+                 for i in range(start, min(start + batch_size, len(images)))]
         pixels = torch.stack(batch).to(device)
-        chunks.append(model(pixels)["summary"].float().cpu())
+        chunks.append(embed(pixels).float().cpu())
         if progress is not None:
             progress(len(batch))
     if not chunks:

@@ -11,7 +11,7 @@ add the module's name to ``TASK_MODULES`` in ``eupe/eval/tasks/__init__.py``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -21,6 +21,10 @@ from eupe.models.features import Encoder
 from eupe.registry import Registry
 
 OFFLINE = "offline"
+
+
+class TaskOptionError(ValueError):
+    """A task setting that does not exist or does not fit (``--set TASK.KEY=VALUE``)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class EvalModel:
     # pixels [B, 3, H, W] in [0, 1] -> CLIP-space summary [B, Dc]; None when the model has none
     clip_summary: Callable[[torch.Tensor], torch.Tensor] | None = None
     clip_reason: str | None = None  # why clip_summary is None
+    run_dir: Path | None = None  # the training run directory it came from (adapter heads, evaluations.jsonl)
 
     @property
     def fingerprint(self) -> str:
@@ -65,13 +70,40 @@ class EvalContext:
     batch_size: int = 32
     cache_dir: Path | None = None  # where tasks may cache reusable work (text classifiers...)
     progress: Callable[[str, int, int], None] | None = None  # (what, done, total)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # task name -> config overrides
+    out_dir: Path | None = None  # where tasks may write pictures (pca); None: nothing written
+
+    def report(self, what: str, done: int, total: int) -> None:
+        """Progress of long work (no-op without a ``progress`` callback)."""
+        if self.progress is not None:
+            self.progress(what, done, total)
 
 
 class EvalTask(ABC):
-    """One evaluation task. ``name`` is its registry key and subcommand, ``column`` its table title."""
+    """One evaluation task. ``name`` is its registry key and subcommand, ``column`` its table title.
+
+    ``headline`` is the metric the table shows (None: the task's first figure); ``Config`` is the
+    task's own settings dataclass (None: no settings), overridden per run by ``ctx.options[name]``.
+    """
 
     name: ClassVar[str]
     column: ClassVar[str]
+    headline: ClassVar[str | None] = None
+    Config: ClassVar[type | None] = None
+    in_table: ClassVar[bool] = True  # False: the task makes pictures, not table cells (pca)
+
+    def config(self, ctx: EvalContext) -> Any:
+        """This task's settings for ``ctx``: ``Config()`` with ``ctx.options[name]`` applied."""
+        overrides = ctx.options.get(self.name, {})
+        if self.Config is None:
+            if overrides:
+                raise TaskOptionError(f"task {self.name!r} has no settings (got {', '.join(overrides)})")
+            return None
+        known = {f.name for f in fields(self.Config)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TaskOptionError(f"task {self.name!r} has no setting {', '.join(unknown)} (settings: {', '.join(sorted(known))})")
+        return self.Config(**overrides)
 
     @abstractmethod
     def run(self, model: EvalModel, ctx: EvalContext) -> list[Figure]:
