@@ -27,6 +27,7 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("builtins", "FileNotFoundError"),
     ("eupe.eval.datasets", "DatasetError"),
     ("eupe.eval.tasks.base", "TaskOptionError"),
+    ("eupe.eval.tasks.base", "NotAvailableError"),
     ("eupe.eval.zeroshot", "TextTowerError"),
     ("eupe.eval.suite", "ModelSpecError"),
 )

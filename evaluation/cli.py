@@ -1,7 +1,9 @@
-"""``eupe-eval knn | pca | agreement``: kNN top-1, PCA pictures, agreement with a teacher.
+"""``eupe-eval suite | knn | pca | agreement | <task>``: the evaluation suite and single tasks.
 
-Thin click wrappers over ``eupe.eval`` and ``eupe.distill.agreement``. torch, timm and the models
-are imported inside the commands, so ``eupe-eval --help`` answers at once.
+Thin click wrappers over ``eupe.eval``. ``suite`` runs every registered task (``eupe.eval.tasks``)
+over every model and writes ``results.{json,csv,md}``; every registered task without a hand-written
+command here gets a generated one (``eupe-eval zeroshot``, and each task module added later).
+torch, timm and the models are imported inside the commands, so ``eupe-eval --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 import click
 
 from eupe.cli_support import run
-from eupe.eval.protocol import DEFAULT_KS, FASHION_MNIST, TEMPERATURE
+from eupe.eval.protocol import DEFAULT_KS, DEFAULT_TRANSFORM, FASHION_MNIST, TEMPERATURE, TRANSFORMS
+from eupe.evaluation.task_commands import TaskGroup, invocation, set_invocation, suite_command
 
 if TYPE_CHECKING:
     import torch
@@ -22,12 +25,13 @@ if TYPE_CHECKING:
     from eupe.models.features import Encoder
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=TaskGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Evaluate teachers and students: kNN top-1 of summary features, PCA maps of patch tokens.
+    """Evaluate teachers and students: the suite (kNN, zero-shot, dense probes...), PCA maps, agreement.
 
     A model is a registered teacher or student name (see `eupe-cache teachers`), optionally with
     --weights, or a trained student (a run directory or its student.safetensors).
+    `eupe-eval suite --model A --model B --out DIR` runs every task and writes the table.
     """
 
 
@@ -46,13 +50,14 @@ def _load(spec: str, weights: str | None, test_scale: bool, device: torch.device
         raise click.UsageError(str(err)) from None
 
 
-def _features(model: Encoder, part: LabelledImages, what: str, resolution: int | None, batch_size: int) -> torch.Tensor:
+def _features(model: Encoder, part: LabelledImages, what: str, resolution: int | None, batch_size: int,
+              transform: str = "full") -> torch.Tensor:
     from tqdm import tqdm
 
     from eupe.eval.knn import extract_features
 
     with tqdm(total=len(part), desc=f"{model.spec.name} {what}", unit="img", disable=None) as bar:
-        return extract_features(model, part.images, resolution, batch_size, bar.update)
+        return extract_features(model, part.images, resolution, batch_size, bar.update, transform)
 
 
 def _knn_text(result: dict) -> str:
@@ -78,17 +83,20 @@ def _knn_text(result: dict) -> str:
               help="Share of each class held out as test when the source has no split of its own.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split and of --limit.")
 @click.option("--resolution", default=None, type=click.IntRange(1), help="Input resolution in pixels (default: the model's).")
+@click.option("--transform", default=DEFAULT_TRANSFORM, show_default=True, type=click.Choice(TRANSFORMS),
+              help="eupe: resize 256 then centre-crop 224 (scaled to --resolution); full: squash the whole image.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Images per forward.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
 @click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init models (tests).")
-def knn(model_spec, weights, data, ks, limit, test_fraction, seed, resolution, batch_size, device, as_json,
-        test_scale) -> int:
+def knn(model_spec, weights, data, ks, limit, test_fraction, seed, resolution, transform, batch_size, device,
+        as_json, test_scale) -> int:
     """kNN top-1 of a model's summary features on a labelled image set.
 
-    DINO/EUPE protocol: one full-image view per image at the model's resolution, L2-normalized
-    summary features, each test image classified by the vote of its k most cosine-similar train
-    images weighted by exp(similarity / 0.07).
+    DINOv2/DINOv3/EUPE protocol: one view per image at the model's resolution (resize 256 then
+    centre-crop 224 by default), L2-normalized summary features, each test image classified by the
+    vote of its k most cosine-similar train images weighted by exp(similarity / 0.07). A run
+    directory as --model gets the figures appended to RUN/evaluations.jsonl.
     """
     from eupe.eval.datasets import DatasetError, load_split
     from eupe.eval.knn import eval_resolution, knn_top1_for_ks
@@ -98,14 +106,35 @@ def knn(model_spec, weights, data, ks, limit, test_fraction, seed, resolution, b
     except DatasetError as err:
         raise click.UsageError(str(err)) from None
     model = _load(model_spec, weights, test_scale, _device(device))
-    train_feats = _features(model, train, "train", resolution, batch_size)
-    test_feats = _features(model, test, "test", resolution, batch_size)
+    train_feats = _features(model, train, "train", resolution, batch_size, transform)
+    test_feats = _features(model, test, "test", resolution, batch_size, transform)
     top1 = knn_top1_for_ks(train_feats, train.labels, test_feats, test.labels, ks)
     result = {"model": model_spec, "fingerprint": model.fingerprint, "data": data,
               "train_images": len(train), "test_images": len(test), "classes": len(train.classes),
-              "resolution": eval_resolution(model, resolution), "temperature": TEMPERATURE, "top1": top1}
+              "resolution": eval_resolution(model, resolution), "transform": transform,
+              "temperature": TEMPERATURE, "top1": top1}
+    _record_knn(model_spec, result, seed)
     click.echo(json.dumps(result, indent=2) if as_json else _knn_text(result))
     return 0
+
+
+def _record_knn(model_spec: str, result: dict, seed: int) -> None:
+    """Append the figures to RUN/evaluations.jsonl when the model is a training run directory."""
+    from eupe.eval.report import append_evaluations, portable_path
+    from eupe.eval.runs import is_run_dir
+    from eupe.eval.tasks.base import Figure
+
+    if not is_run_dir(model_spec):
+        return
+    settings = {key: result[key] for key in ("train_images", "test_images", "classes", "resolution", "transform",
+                                             "temperature")}
+    data = result["data"]
+    label = f"offline: Fashion-MNIST ({result['train_images']} train / {result['test_images']} test)" \
+        if data == FASHION_MNIST else portable_path(str(Path(data).resolve())) if Path(data).exists() else data
+    figures = [Figure("knn", f"top1@{k}", round(100 * acc, 2), model_spec, result["fingerprint"], label,
+                      data == FASHION_MNIST, settings={**settings, "k": k, "seed": seed})
+               for k, acc in result["top1"].items()]
+    append_evaluations(model_spec, figures, invocation())
 
 
 def _display_name(spec: str, taken: dict) -> str:
@@ -198,6 +227,12 @@ def _unlabelled(data: str, limit: int) -> list[tuple[str, torch.Tensor]]:
     return [(str(index.keys[i]), decode_image(reader.read(i))) for i in range(min(limit, len(index)))]
 
 
+cli.add_command(suite_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eupe-eval``."""
+    import sys
+
+    set_invocation(list(sys.argv[1:] if argv is None else argv))
     return run(cli, argv, "eupe-eval")

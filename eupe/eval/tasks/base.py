@@ -27,6 +27,10 @@ class TaskOptionError(ValueError):
     """A task setting that does not exist or does not fit (``--set TASK.KEY=VALUE``)."""
 
 
+class NotAvailableError(ValueError):
+    """A single task run where no figure could be computed (the reason says what is missing)."""
+
+
 @dataclass(frozen=True)
 class Figure:
     """One number of the results table and everything that produced it."""
