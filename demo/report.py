@@ -1,4 +1,4 @@
-"""The demo's last steps: export + parity, kNN on real labels, agreement, figures, summary table."""
+"""The demo's last steps: export + parity, the evaluation suite (--quick, offline), agreement, figures, summary."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import torch
 
 from eupe.distill.agreement import load_distill_model, teacher_agreement
 from eupe.distill.targets import teacher_stats
-from eupe.eval.datasets import MissingDatasetError, load_split
-from eupe.eval.knn import extract_features, knn_top1_for_ks
 from eupe.eval.pca import write_pca_png
 from eupe.models import Encoder, create_student, create_teacher
 from eupe.models.checkpoint import load_student
@@ -33,20 +31,37 @@ def export_and_check(demo) -> dict:
     return card["parity"][0]  # one row: the fp32 program at 112 px
 
 
-def knn_table(demo, models: dict[str, Encoder]) -> tuple[str, dict[str, dict[int, float]]]:
-    """kNN top-1 (k=10, 20) on Fashion-MNIST, or foolbox's labelled CIFAR-10 photos without it."""
-    try:
-        train, test = load_split("fashion-mnist", limit=demo.knn_limit, seed=0)
-        source = f"Fashion-MNIST ({len(train.labels)} train / {len(test.labels)} test, Debian dataset-fashion-mnist)"
-    except MissingDatasetError as err:
-        click.echo(f"{err}; no kNN evaluation")
-        return "none", {}
-    results = {}
-    for name, model in models.items():
-        feats = [extract_features(model, part.images, EVAL_RES, batch_size=64) for part in (train, test)]
-        results[name] = knn_top1_for_ks(feats[0], torch.as_tensor(train.labels), feats[1], torch.as_tensor(test.labels))
-        click.echo(f"kNN {name}: " + ", ".join(f"k={k}: {100 * v:.1f}%" for k, v in results[name].items()))
-    return source, results
+def suite_models(demo) -> dict[str, str]:
+    """Demo row name -> ``eupe-eval suite --model`` value: both teachers, the proxy, the student, a random floor."""
+    return {"ViT-T random init": "vit_t=random", "ViT-T distilled (ours)": str(demo.out / "stage3"),
+            "proxy (stage 1)": f"proxy={demo.out / 'stage1'}",
+            **{f"teacher {n}": n for n in ("dinov2s_imgfocus", "effnet_lite0")}}
+
+
+def suite_table(demo) -> tuple[str, dict[str, dict[int, float]]]:
+    """``eupe-eval suite --quick`` over the demo's models (every registered task, offline fixtures).
+
+    Returns the kNN source and ``{demo row: {k: top-1 (0..1)}}`` for the summary; the suite's own
+    table (results.md, with the paper's rows apart) is printed and kept in ``DIR/eval``.
+    """
+    from eupe.evaluation.cli import main
+
+    specs = suite_models(demo)
+    args = ["suite", *[a for spec in specs.values() for a in ("--model", spec)], "--quick", "--data", "offline",
+            "--set", f"knn.limit={demo.knn_limit}", "--out", str(demo.out / "eval")]
+    click.echo("$ eupe-eval " + " ".join(args))
+    if main(args) != 0:
+        raise click.ClickException("the evaluation suite failed")
+    result = json.loads((demo.out / "eval" / "results.json").read_text())
+    rows = {m["spec"]: m["name"] for m in result["models"]}
+    knn: dict[str, dict[int, float]] = {}
+    source = "none"
+    for name, spec in specs.items():
+        figures = [f for f in result["figures"] if f["model"] == rows[spec] and f["task"] == "knn" and f["value"] is not None]
+        if figures:
+            knn[name] = {int(f["metric"].split("@")[1]): f["value"] / 100 for f in figures}
+            source = figures[0]["data"].removeprefix("offline: ")
+    return source, knn
 
 
 def agreement(demo) -> dict[str, float]:
@@ -109,7 +124,8 @@ def report(demo, parity: dict, models: dict[str, Encoder], knn: tuple[str, dict]
 
 
 def summary_markdown(demo, source, knn, agree, parity, curves, pca) -> str:
-    lines = ["# EUPE demo summary", "", f"kNN top-1 on {source}, {EVAL_RES} px, L2-normalized summary tokens, T = 0.07:", "",
+    lines = ["# EUPE demo summary", "", f"kNN top-1 on {source}, {EVAL_RES} px, resize-256/crop-224 views, "
+             "L2-normalized summary tokens, T = 0.07 (full table with the paper's rows: eval/results.md):", "",
              "| model | k=10 | k=20 |", "|---|---|---|"]
     lines += [f"| {name} | {100 * r[10]:.1f}% | {100 * r[20]:.1f}% |" for name, r in knn.items()]
     lines += ["", f"Distilled ViT-T vs the proxy on {agree['views']} held-out views: summary cosine "

@@ -3,8 +3,9 @@
 Real photos from installed packages -> webdataset shards -> two real pretrained teachers
 (effnet_lite0, dinov2s_imgfocus) cached in one store -> Stage 1 (a small proxy) -> the proxy
 cached -> Stage 2 (an EUPE ViT-T) -> a short Stage 3 whose extra resolutions run the proxy online ->
-ExecuTorch export with a parity check -> kNN top-1 on real labels, agreement with the teacher,
-a loss-curve PNG, a PCA PNG and a summary table. Every step calls the same commands a user runs.
+ExecuTorch export with a parity check -> the evaluation suite (``eupe-eval suite --quick``: kNN on
+real labels, zero-shot, agreement, every registered task; the table with the paper's rows), a
+loss-curve PNG, a PCA PNG and a summary table. Every step calls the same commands a user runs.
 """
 
 from __future__ import annotations
@@ -125,11 +126,11 @@ def main_steps(demo: Demo) -> dict:
     demo.step("cache the proxy", lambda: extract(demo, proxy_store, "proxy", "--weights", str(demo.out / "stage1")))
     demo.step("stage 2: proxy -> ViT-T", lambda: stage2(demo))
     demo.step("stage 3: multi-scale, online fallback", lambda: stage3(demo))
-    from eupe.demo.report import eval_models, export_and_check, knn_table, report
+    from eupe.demo.report import eval_models, export_and_check, report, suite_table
 
     parity = demo.step("export ExecuTorch + parity", lambda: export_and_check(demo))
     models = demo.step("load the models to evaluate", lambda: eval_models(demo))
-    knn = demo.step("kNN on real labels", lambda: knn_table(demo, models))
+    knn = demo.step("evaluation suite (--quick, offline)", lambda: suite_table(demo))
     return demo.step("agreement, figures, summary", lambda: report(demo, parity, models, knn))
 
 
@@ -155,6 +156,7 @@ def cli(out: str, scale: float, knn_limit: int) -> int:
     start = time.perf_counter()
     main_steps(demo)
     click.echo("\n" + timing_table(demo))
+    click.echo("\n" + (demo.out / "eval" / "results.md").read_text())
     click.secho(f"\ndemo finished in {(time.perf_counter() - start) / 60:.1f} min; outputs in {demo.out}/", bold=True)
     return 0
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from eupe.eval.datasets import MissingDatasetError
 from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, EvalTask, Figure, register_task
 from eupe.eval.tasks.common import features, labelled_split
 from eupe.eval.zeroshot import DEFAULT_TEXT_MODEL, NO_TEXT_WEIGHTS
@@ -58,7 +59,10 @@ class ZeroShotTask(EvalTask):
                                         zero_shot_logits)
 
         limit = cfg.limit or ((QUICK_LIMIT if ctx.quick else OFFLINE_LIMIT) if ctx.data == OFFLINE else None)
-        _, test, data, offline = labelled_split(ctx, limit)
+        try:
+            _, test, data, offline = labelled_split(ctx, limit)
+        except MissingDatasetError as err:  # offline fixture not installed: the cell says so
+            return [self._missing(model, "offline: Fashion-MNIST", ctx, str(err))]
         tower = load_text_tower(cfg.text_weights, cfg.text_model, ctx.seed)
         ctx.report(f"{model.name} zeroshot text classifier", 0, len(test.classes))
         classifier, hit = text_classifier(tower, prompt_names(test.classes), templates(cfg.templates),
