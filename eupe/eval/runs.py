@@ -41,19 +41,19 @@ def run_teachers(path: str | Path) -> dict[str, str | None]:
 
 
 def head_stats(path: str | Path, teacher: str) -> dict:
-    """``{resolution: Stats}`` for ``teacher``: the run's own ``stats/`` files, else the run's store.
+    """``{resolution: Stats}`` for ``teacher``: the run's store, updated with the run's own ``stats/`` files.
 
-    Raises FileNotFoundError naming both places when neither has them.
+    Raises FileNotFoundError naming both places when neither has any.
     """
     from eupe.distill.targets import load_run_stats, stored_stats
     from eupe.store import FeatureStore
 
     path = Path(path)
-    files = sorted((path / STATS_DIR).glob(f"{teacher}_r*.npz"))
-    if files:
-        return {int(f.stem.rsplit("_r", 1)[1]): load_run_stats(f) for f in files}
     store = run_config(path).get("data", {}).get("store", "")
-    if not store or not Path(store).exists():
+    found = stored_stats(FeatureStore.open(store), teacher) if store and Path(store).exists() else {}
+    for file in sorted((path / STATS_DIR).glob(f"{teacher}_r*.npz")):
+        found[int(file.stem.rsplit("_r", 1)[1])] = load_run_stats(file)
+    if not found:
         raise FileNotFoundError(f"{path}: no {STATS_DIR}/{teacher}_r*.npz and its store {store!r} is not here "
                                 f"(the {teacher} head's outputs are normalized; its statistics are needed)")
-    return stored_stats(FeatureStore.open(store), teacher)
+    return found

@@ -112,3 +112,20 @@ def test_single_task_command_without_text_tower_is_an_error(tmp_path, capsys):
     assert main(["zeroshot", "--model", "pecore_g", "--test-scale"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("Error: zeroshot: no text tower weights: pass --text-weights")
+
+
+def test_na_cells_join_the_measured_column_and_reasons_are_listed():
+    from eupe.eval.report import results_csv, results_markdown
+    from eupe.eval.tasks.base import Figure
+
+    figs = [Figure("knn", "top1@20", 70.5, "a", "fa", "offline: X", True),
+            Figure("knn", "top1@10", 71.0, "a", "fa", "offline: X", True),
+            Figure("zeroshot", "top1", None, "a", "fa", "offline: Y", True, reason="no CLIP head"),
+            Figure("knn", "top1@20", None, "b", "fb", "offline: Z", True, reason="no data"),
+            Figure("zeroshot", "top1", 55.0, "b", "fb", "offline: W", True)]
+    md = results_markdown(figs)
+    assert "| model | kNN top-1 (top1@20) [offline: X] | zero-shot top-1 (top1) [offline: W] |" in md
+    assert "| a | 70.5 | n/a |" in md and "| b | n/a | 55 |" in md
+    assert "- a / zeroshot: no CLIP head" in md and "- b / knn: no data" in md
+    header = results_csv(figs).splitlines()[0]
+    assert header.count("kNN top-1") == 1 and "top1@10" not in header  # the headline metric only

@@ -73,6 +73,8 @@ class ZeroShotTask(EvalTask):
         feats = features(model, test, ctx, "zeroshot", resolution, transform, model.clip_summary)
         logits = zero_shot_logits(feats, classifier)
         labels = torch.as_tensor(test.labels)
+        if offline:
+            data = f"offline: Fashion-MNIST test split ({len(test)} images)"
         random_tower = str(cfg.text_weights) == "random"
         data = data + (", random-init text tower (not a real score)" if random_tower else "")
         settings = {**asdict(cfg), "text_weights": _basename(cfg.text_weights), "transform": transform,
