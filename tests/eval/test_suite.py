@@ -129,3 +129,15 @@ def test_na_cells_join_the_measured_column_and_reasons_are_listed():
     assert "- a / zeroshot: no CLIP head" in md and "- b / knn: no data" in md
     header = results_csv(figs).splitlines()[0]
     assert header.count("kNN top-1 (top1") == 1 and "top1@10" not in header  # the headline metric only
+
+
+def test_knn_command_appends_to_a_run_directory(two_crop_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = _run_dir(tmp_path)
+    argv = ["knn", "--model", "run", "--data", str(two_crop_folder), "--k", "3", "--resolution", "64"]
+    assert main(argv) == 0 and main(argv) == 0  # appended twice: one line per figure per run
+    lines = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+    assert [(r["task"], r["metric"]) for r in lines] == [("knn", "top1@3")] * 2
+    assert lines[0]["value"] == lines[1]["value"] and 0.0 <= lines[0]["value"] <= 100.0
+    assert lines[0]["settings"]["transform"] == "eupe" and lines[0]["command"].startswith("eupe-eval knn --model run")
+    assert str(tmp_path) not in (run / "evaluations.jsonl").read_text()
