@@ -114,17 +114,17 @@ def _cell(fig: Figure | None) -> str:
 def measured_table(figures: Sequence[Figure]) -> tuple[list[str], list[str], dict[tuple[str, str], Figure]]:
     """(models in order, column titles in order, {(model, column): Figure}).
 
-    Measured figures make the columns; an n/a figure joins the column of its task and metric
-    (whatever data the measured ones name), or gets its own when no model has a value there.
+    Measured figures make the columns; an n/a figure joins the first column of its task
+    (whatever data or metric the measured ones name), or gets its own when no model has a value there.
     """
     chosen = headline_figures(figures)
     models = list(dict.fromkeys(f.model for f in chosen))
     task_of: dict[str, str] = {}  # column title -> task
-    by_metric: dict[tuple[str, str], str] = {}
+    by_task: dict[str, str] = {}
     cells = {}
     for fig in sorted(chosen, key=lambda f: f.value is None):  # stable: measured ones first
-        title = (by_metric.get((fig.task, fig.metric)) if fig.value is None else None) or column_title(fig)
-        by_metric.setdefault((fig.task, fig.metric), title)
+        title = (by_task.get(fig.task) if fig.value is None else None) or column_title(fig)
+        by_task.setdefault(fig.task, title)
         task_of.setdefault(title, fig.task)
         cells[(fig.model, title)] = fig
     order = list(dict.fromkeys(f.task for f in chosen))
