@@ -164,7 +164,7 @@ def execute(models, data, quick, settings, text_weights, text_model, seed, batch
             test_scale, out: str | None, tasks: Sequence[str] | None, default_task: str | None = None):
     """Run ``tasks`` (None: all) over ``models``; returns the SuiteResult."""
     from eupe.eval.suite import parse_data, run_suite
-    from eupe.eval.tasks import load_tasks
+    from eupe.eval.tasks import get_task, load_tasks
 
     names = list(tasks or load_tasks())
     options = _with_text(parse_settings(settings, default_task), text_weights, text_model)
@@ -172,8 +172,6 @@ def execute(models, data, quick, settings, text_weights, text_model, seed, batch
     cache = cache_dir or (str(out_dir / "cache") if out_dir else None)
     ctx = _context("offline", quick, seed, device, batch_size, cache, options, out_dir)
     for task in names:  # settings are checked before any model loads
-        from eupe.eval.tasks import get_task
-
         get_task(task).config(ctx)
     data_map = parse_data(data, load_tasks())
     result = run_suite(models, ctx, data_map, names, test_scale, say=lambda m: click.echo(m, err=True))

@@ -22,14 +22,17 @@ from eupe.models.checkpoint import load_student
 from eupe.views import ViewPolicy, render_views, sample_views
 
 
-def load_distill_model(run_dir: str | Path) -> DistillModel:
-    """A trained student with its adapter heads, from a Stage-2/3 run directory."""
+def load_distill_model(run_dir: str | Path, encoder: Encoder | None = None) -> DistillModel:
+    """A trained model with its adapter heads, from a run directory.
+
+    ``encoder``: the backbone the heads sit on (default: the run's student; the proxy for a Stage-1 run).
+    """
     run_dir = Path(run_dir)
     heads = torch.load(run_dir / HEADS_FILENAME, map_location="cpu", weights_only=True)
     dims = {key.split(".")[0]: (value.shape[0], heads[key.replace("summary.3", "patch.3")].shape[0])
             for key, value in heads.items() if key.endswith("summary.3.weight")}
     hidden = next(v.shape[0] for k, v in heads.items() if k.endswith("summary.0.weight"))
-    model = DistillModel(load_student(run_dir), dims, hidden)
+    model = DistillModel(encoder if encoder is not None else load_student(run_dir), dims, hidden)
     model.heads.load_state_dict(heads)
     return model.eval()
 

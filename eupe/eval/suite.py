@@ -41,8 +41,9 @@ def row_label(spec: str) -> str:
     from eupe.eval.report import portable_path
 
     name, sep, rest = spec.partition("=")
-    return f"{name}={portable_path(os.path.abspath(rest)) if '/' in rest else rest}" if sep else \
-        portable_path(os.path.abspath(spec)) if _is_path(spec) else spec
+    if sep and "/" in rest:  # NAME=WEIGHTS_PATH
+        return f"{name}={portable_path(os.path.abspath(rest))}"
+    return portable_path(os.path.abspath(spec)) if not sep and _is_path(spec) else spec
 
 
 def _is_path(spec: str) -> bool:
@@ -51,20 +52,14 @@ def _is_path(spec: str) -> bool:
 
 def _clip_from_heads(encoder, heads_dir: Path) -> tuple[Callable | None, str | None]:
     """The ``pecore_g`` head of a run, de-normalized to CLIP space (``head * std + mean``)."""
-    from eupe.distill.heads import HEADS_FILENAME, DistillModel
+    from eupe.distill.agreement import load_distill_model
     from eupe.distill.targets import nearest_stats
     from eupe.eval.runs import head_stats
     from eupe.models import teacher_spec
 
-    heads = torch.load(heads_dir / HEADS_FILENAME, map_location="cpu", weights_only=True)
-    if not any(k.startswith(f"{CLIP_TEACHER}.") for k in heads):
+    model = load_distill_model(heads_dir, encoder).requires_grad_(False)
+    if CLIP_TEACHER not in model.teachers:
         return None, f"no {CLIP_TEACHER} adapter head in {heads_dir.name} (trained without the PE-core teacher)"
-    dims = {k.split(".")[0]: (v.shape[0], heads[k.replace("summary.3", "patch.3")].shape[0])
-            for k, v in heads.items() if k.endswith("summary.3.weight")}
-    hidden = next(v.shape[0] for k, v in heads.items() if k.endswith("summary.0.weight"))
-    model = DistillModel(encoder, dims, hidden)
-    model.heads.load_state_dict(heads)
-    model.eval().requires_grad_(False)
     stats = nearest_stats(head_stats(heads_dir, CLIP_TEACHER), teacher_spec(CLIP_TEACHER).resolution)
     mean, std = stats["summary_mean"], stats["summary_std"]
 
