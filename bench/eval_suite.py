@@ -47,11 +47,12 @@ def main() -> None:
     result = run_suite(args.models.split(","), ctx, {t: OFFLINE for t in tasks}, tasks, say=lambda _m: None)
     total = time.perf_counter() - start
     print(f"machine: {describe()}")
-    print(f"offline suite ({'full' if args.full else '--quick'}), seconds per model and task:")
-    print(f"{'model':<28}" + "".join(f"{t:>12}" for t in tasks) + f"{'model total':>14}")
+    print(f"offline suite ({'full' if args.full else '--quick'}), wall seconds (CPU seconds) per model and task:")
+    print(f"{'model':<24}" + "".join(f"{t:>18}" for t in tasks) + f"{'model total':>20}")
     for model, per_task in result.timings.items():
-        print(f"{model:<28}" + "".join(f"{per_task.get(t, 0.0):>10.1f} s" for t in tasks)
-              + f"{sum(per_task.values()):>12.1f} s")
+        cpu = result.cpu[model]
+        cells = "".join(f"{per_task.get(t, 0.0):>8.1f} s ({cpu.get(t, 0.0):>5.1f})" for t in tasks)
+        print(f"{model:<24}{cells}{sum(per_task.values()):>10.1f} s ({sum(cpu.values()):>5.1f})")
     print(f"total {total:.1f} s (model loading included) for {len(result.timings)} model(s)")
 
 

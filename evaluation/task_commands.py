@@ -201,7 +201,7 @@ def suite_command(models, data, quick, settings, text_weights, text_model, seed,
     seconds = round(time.perf_counter() - start, 2)
     header = f"`{invocation()}`: {'quick ' if quick else ''}offline fixtures unless a dataset root is named; {seconds} s."
     files = write_results(out, result.figures, {"command": invocation(), "quick": quick, "data": list(data) or ["offline"],
-                                                "models": result.models, "timings_s": result.timings,
+                                                "models": result.models, "timings_s": result.timings, "cpu_s": result.cpu,
                                                 "total_s": seconds, "machine": _machine(), "header": header})
     _record_runs(result, invocation())
     click.echo(files["md"].read_text())

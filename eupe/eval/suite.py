@@ -31,7 +31,8 @@ class ModelSpecError(ValueError):
 @dataclass
 class SuiteResult:
     figures: list[Figure]
-    timings: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> task -> seconds
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> task -> wall seconds
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> task -> CPU seconds (all threads)
     models: list[dict] = field(default_factory=list)  # name, fingerprint, spec
     run_dirs: list[Path | None] = field(default_factory=list)  # per model: its training run directory
 
@@ -164,11 +165,12 @@ def run_suite(specs: Sequence[str], ctx: EvalContext, data: dict[str, str], task
                                      for m, s in zip(models, specs)], run_dirs=[m.run_dir for m in models])
     for i, model in enumerate(models, 1):
         for task_name in names:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             say(f"[{i}/{len(models)}] {model.name}: {task_name} ...")
             figures = TASKS.get(task_name).run(model, replace(ctx, data=data.get(task_name, OFFLINE)))
             seconds = time.perf_counter() - start
             result.timings.setdefault(model.name, {})[task_name] = round(seconds, 2)
+            result.cpu.setdefault(model.name, {})[task_name] = round(time.process_time() - cpu, 2)
             result.figures += figures
             say(f"[{i}/{len(models)}] {model.name}: {task_name} {seconds:.1f} s: " + _brief(figures))
     return result
