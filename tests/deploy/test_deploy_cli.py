@@ -14,7 +14,7 @@ from eupe.export.cli import main
 
 
 def _card(out):
-    assert (out / "MODEL_CARD.md").is_file()
+    assert (out / "README.md").is_file() and (out / "config.json").is_file()
     return json.loads((out / "model_card.json").read_text())
 
 
@@ -50,7 +50,7 @@ def test_cli_executorch_with_bench(tmp_path, student_file, capsys):
     latency = card["latency"][0]
     assert latency["program"] == "fp32" and latency["artifact"] == "model_64.pte" and latency["executorch_ms"] > 0
     assert latency["speedup"] == pytest.approx(latency["eager_ms"] / latency["executorch_ms"])
-    assert "model_64.pte" in (out / "MODEL_CARD.md").read_text()
+    assert "model_64.pte" in (out / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -31,5 +31,5 @@ def test_card_written_and_updated(tmp_path):
     assert [a["artifact"] for a in card["artifacts"]] == ["model.safetensors", "model_64.pte"]
     assert len(card["parity"]) == 2 and card["latency"][0]["pte_ms"] == 1.5 and card["machine"] == "machine B"
     text = md.read_text()
-    assert "# vit_t (vit_tiny_patch16_dinov3_qkvb)" in text and "- teachers: proxy" in text
+    assert "\n# vit_t\n" in text and "`vit_t` student (`vit_tiny_patch16_dinov3_qkvb`)" in text and "- teachers: proxy" in text
     assert '"knn_top1": 0.42' in text and "| model_64.pte | executorch | 64 |" in text
