@@ -170,7 +170,7 @@ def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, license_,
     exporter = get_exporter(fmt)
     _check_options(exporter, quantize, resolutions)
     _license(license_)
-    from eupe.deploy.folder import check_out_dir
+    from eupe.deploy.folder import check_out_dir, previous_license
     from eupe.deploy.latency import machine_line, set_threads  # torch and ExecuTorch: only past the option checks
     from eupe.deploy.model_card import build_card, write_model_card
     from eupe.deploy.timm_export import pooling_args
@@ -178,7 +178,7 @@ def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, license_,
     if threads:
         set_threads(threads)
     src, out_dir, resolutions = _source(checkpoint, student, weights), Path(out), list(resolutions)
-    src.license = license_
+    src.license = license_ or previous_license(out_dir, src.encoder.fingerprint)  # a re-export keeps the licence
     pooling_args(src.encoder.spec)  # a student no timm pooling reproduces: refused before any write
     _check_resolutions(src, resolutions)
     check_out_dir(out_dir, src.encoder.fingerprint, force)

@@ -57,3 +57,12 @@ def check_out_dir(out: str | Path, weights_sha256: str, force: bool) -> None:
         raise ExportFolderError(
             f"--out {out} holds the export of other weights (sha256 {other[:16]}...); choose a new folder, or pass "
             f"--force to overwrite that export")
+
+
+def previous_license(out: str | Path, weights_sha256: str) -> str | None:
+    """The licence an earlier export of the same weights in ``out`` was given (kept when --license is not)."""
+    card = _card(Path(out))
+    if card is None or card.get("student", {}).get("weights_sha256") != weights_sha256:
+        return None
+    license_ = card.get("hub", {}).get("license")
+    return license_ if isinstance(license_, str) else None
