@@ -94,7 +94,7 @@ class SafetensorsExporter(Exporter):
         return run_timm(path, pixels)
 
     def how_to_load(self, source: StudentSource, path: Path) -> str:
-        return 'timm.create_model("local-dir:<this folder>", pretrained=True)'
+        return f'timm.create_model("local-dir:<this folder>", pretrained=True)  # {path.name} + config.json'
 
 
 class ExecuTorchExporter(Exporter):
