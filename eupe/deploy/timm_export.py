@@ -1,7 +1,7 @@
 """Export a student as a timm / Hugging Face Hub model folder (backbone only, no adapter heads).
 
 The folder holds ``model.safetensors`` (timm's own key names) and ``config.json`` as timm writes
-it (:func:`timm.models.save_config_for_hf`), so
+it (``timm.models._hub.save_config_for_hf``), so
 
     timm.create_model("local-dir:EXPORT", pretrained=True)
     transformers.AutoModel.from_pretrained("EXPORT")          # Transformers' TimmWrapper
