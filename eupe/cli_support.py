@@ -24,6 +24,8 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("eupe.store.layout", "StoreError"),
     ("eupe.store.layout", "StoreWriteError"),
     ("eupe.data.shards", "DatasetError"),
+    ("eupe.deploy.folder", "ExportFolderError"),
+    ("eupe.deploy.timm_export", "UnsupportedStudentError"),
     ("builtins", "FileNotFoundError"),
     ("eupe.eval.datasets", "DatasetError"),
     ("eupe.eval.tasks.base", "TaskOptionError"),

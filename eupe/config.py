@@ -20,6 +20,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from eupe.fileio import write_text_atomic
+
 T = TypeVar("T")
 
 RESOLVED_CONFIG_NAME = "config.yaml"
@@ -133,8 +135,4 @@ def save_resolved(config: Any, out_dir: str | Path, name: str = RESOLVED_CONFIG_
     """Write the resolved config next to an output; returns the file written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / name
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(dump(config))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(out_dir / name, dump(config))

@@ -1,15 +1,18 @@
-"""``eupe-export``: a trained student (or released EUPE weights) -> one registered export format.
+"""``eupe-export``: a trained student (or released EUPE weights) -> a timm / Hub model folder (+ a program).
 
-Adapter heads are never exported: students are saved without them. Every artifact is run in its
-own runtime (timm reload, the ExecuTorch runtime, onnxruntime...) on held-out real photos,
-compared with eager PyTorch, and described in ``MODEL_CARD.md`` / ``model_card.json`` next to it.
-The formats are the ones in :mod:`eupe.deploy.exporters`; this command is one loop over the
-chosen exporter. It exits 1 when a check fails (fp32: max abs diff > 1e-4; int8: mean cosine < 0.99).
+The folder always holds ``model.safetensors`` + ``config.json`` (timm's and the Hub's own shape:
+``timm.create_model("local-dir:FOLDER", pretrained=True)``, ``AutoModel.from_pretrained(FOLDER)``)
+and the model card ``README.md`` / ``model_card.json``; ``--format executorch`` / ``onnx`` add their
+programs beside them. Adapter heads are never exported. Every artifact is run in its own runtime
+(timm from the folder, the ExecuTorch runtime, onnxruntime...) on held-out real photos and compared
+with eager PyTorch; the command exits 1 when a check fails (fp32: max abs diff > 1e-4; int8: mean
+cosine < 0.99). A folder holding anything else is refused before anything is written (``--force``).
 torch, timm and the runtimes are imported inside the command, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -105,45 +108,91 @@ def _check_resolutions(src: StudentSource, resolutions: list[int]) -> None:
             raise click.BadParameter(str(err), param_hint="--resolution") from None
 
 
+def _license(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", value):
+        raise click.BadParameter(f"{value!r} is not a Hub licence identifier (lower case, e.g. apache-2.0, mit, "
+                                 "cc-by-nc-4.0, other)", param_hint="--license")
+    return value
+
+
+def _hub_facts(src: StudentSource, out: Path, name: str | None, datasets: tuple[str, ...]) -> dict[str, Any]:
+    """The YAML header's facts: name, licence, the teachers' (or the release's) Hub ids, datasets, the folder."""
+    from eupe.deploy.source import shown_path, teacher_hub_ids
+
+    teachers = src.info.get("teachers") or []
+    base = [src.encoder.spec.weights.hf_repo] if src.release_tag else teacher_hub_ids(list(teachers))
+    return {"name": name or src.name, "license": src.license or src.default_license(),
+            "base_model": [b for b in base if b], "datasets": list(datasets), "folder": shown_path(out)}
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", default=None,
-              help="A trained student: an eupe-train run directory or its student.safetensors.")
+              help="A trained student: an eupe-train run directory (Stage 2 or 3) or its student.safetensors.")
 @click.option("--student", default=None, help="Registered student name (vit_t, vit_s, vit_b, convnext_t, "
               "convnext_s, convnext_b) to export released EUPE weights; needs --weights.")
 @click.option("--weights", default=None,
               help="With --student: a local timm-format weights file of released EUPE weights (or 'eupe' for the HF cache).")
 @click.option("--format", "fmt", type=click.Choice(list_exporters()), default="safetensors", show_default=True,
-              help=FORMAT_HELP)
+              help=FORMAT_HELP + " The timm / Hub folder (model.safetensors, config.json, README.md) is always written.")
 @click.option("--resolution", "resolutions", type=click.IntRange(16), multiple=True, default=(256,), show_default=True,
               help="Input resolution in pixels of the exported program (repeatable: one program each). Must be a multiple "
                    "of the patch size (16 ViT, 32 ConvNeXt). For safetensors: the resolution of the reload check only.")
 @click.option("--quantize", type=click.Choice(quantize_choices()), default=None,
               help=f"{QUANTIZE_HELP}: XNNPACK 8-bit static quantization (convs and linears, per-channel weights), "
                    "calibrated on bundled photos.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (created if absent).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: new, empty, or an earlier export of the same weights (else see --force).")
+@click.option("--license", "license_", default=None,
+              help="Licence of the export in the card and config.json (a Hub identifier: apache-2.0, mit, cc-by-nc-4.0...). "
+                   "Default: 'other' for a trained student (its teachers' and data's terms decide; choose one), the "
+                   "release's licence for --student.")
+@click.option("--name", default=None, help="The export's name (card title, config tag). Default: <student>-<run directory>.")
+@click.option("--dataset", "datasets", multiple=True,
+              help="Hub id of a dataset the student was trained on, for the card's header (repeatable).")
+@click.option("--force", is_flag=True,
+              help="Write into an --out that holds other files or another export: the export's own file names are "
+                   "overwritten, nothing else is touched.")
 @click.option("--bench", is_flag=True, help="Also time eager vs the exported program(s), batch 1, and record it in the card.")
 @click.option("--bench-repeats", default=10, show_default=True, type=click.IntRange(1), help="Timed runs per measurement.")
 @click.option("--threads", default=None, type=click.IntRange(1),
               help="Threads for torch and the ExecuTorch XNNPACK threadpool (default: their defaults).")
-def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, bench, bench_repeats, threads) -> int:
-    """Export a student without its adapter heads, for timm, for phones (ExecuTorch) or for ONNX runtimes.
+def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, license_, name, datasets, force, bench,
+        bench_repeats, threads) -> int:
+    """Export a student without its adapter heads as a timm / Hugging Face model folder, plus a program for
+    phones (ExecuTorch) or ONNX runtimes.
 
-    The export is run once and compared with eager PyTorch on held-out bundled photos; the
-    result, the training record from the student file and (with --bench) latencies go into
-    MODEL_CARD.md and model_card.json in --out. Exits 1 when the comparison fails.
+    The folder loads with timm.create_model("local-dir:OUT", pretrained=True) and
+    transformers.AutoModel.from_pretrained("OUT"). Each artifact is run once and compared with eager
+    PyTorch on held-out bundled photos; the result, the training record, the run's final losses and
+    evaluations and (with --bench) latencies go into the card README.md and model_card.json in --out.
+    Exits 1 when a comparison fails.
     """
     exporter = get_exporter(fmt)
     _check_options(exporter, quantize, resolutions)
+    _license(license_)
+    from eupe.deploy.folder import check_out_dir, previous_license
     from eupe.deploy.latency import machine_line, set_threads  # torch and ExecuTorch: only past the option checks
     from eupe.deploy.model_card import build_card, write_model_card
+    from eupe.deploy.timm_export import pooling_args
 
     if threads:
         set_threads(threads)
     src, out_dir, resolutions = _source(checkpoint, student, weights), Path(out), list(resolutions)
+    src.license = license_ or previous_license(out_dir, src.encoder.fingerprint)  # a re-export keeps the licence
+    pooling_args(src.encoder.spec)  # a student no timm pooling reproduces: refused before any write
     _check_resolutions(src, resolutions)
-    artifacts, parity = _export(exporter, src, out_dir, resolutions, quantize)
-    latency = _bench(exporter, src, out_dir, parity, quantize, bench_repeats) if bench else []
-    md, _ = write_model_card(out_dir, build_card(src.describe(), src.info, artifacts, parity, latency, machine_line()))
+    check_out_dir(out_dir, src.encoder.fingerprint, force)
+    artifacts, parity = _export(get_exporter("safetensors"), src, out_dir, resolutions, None)
+    latency = []
+    if exporter.name != "safetensors":
+        more, checked = _export(exporter, src, out_dir, resolutions, quantize)
+        artifacts, parity = artifacts + more, parity + checked
+        latency = _bench(exporter, src, out_dir, checked, quantize, bench_repeats) if bench else []
+    elif bench:
+        latency = _bench(exporter, src, out_dir, parity, quantize, bench_repeats)
+    card = build_card(src.describe(), src.info, artifacts, parity, latency, machine_line(),
+                      hub=_hub_facts(src, out_dir, name, datasets), run_dir=src.run_dir)
+    md, _ = write_model_card(out_dir, card)
     click.echo(f"wrote {md}")
     failed = [row["artifact"] for row in parity if not row["passed"]]
     if failed:

@@ -17,6 +17,7 @@ import torch
 
 from eupe.deploy.parity import calibration_pixels
 from eupe.deploy.traceable import deployable, example_input
+from eupe.fileio import atomic_write
 from eupe.models.features import Encoder
 
 QUANTIZE_CHOICES = ("int8",)
@@ -81,10 +82,7 @@ def export_pte(encoder: Encoder, resolution: int, out_path: str | Path, quantize
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     data = to_pte_bytes(encoder, resolution, quantize, calibration)
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out_path)
-    return out_path
+    return atomic_write(out_path, lambda tmp: tmp.write_bytes(data))
 
 
 @lru_cache(maxsize=8)

@@ -70,10 +70,11 @@ class Exporter(ABC):
 
 
 class SafetensorsExporter(Exporter):
-    """timm-loadable weights (no adapter heads), checked by reloading them through timm."""
+    """A timm / Hub model folder (``model.safetensors`` + ``config.json``, no adapter heads), checked by
+    loading the folder with ``timm.create_model("local-dir:...")``: its pooled output against the summary."""
 
     name, runtime = "safetensors", "timm"
-    help = "timm-loadable weights (one file for any input size)"
+    help = "timm / Hugging Face model folder: model.safetensors + config.json (any input size)"
     per_resolution = False
 
     def filename(self, resolution: int, quantize: str | None) -> str:
@@ -82,9 +83,10 @@ class SafetensorsExporter(Exporter):
         return SAFETENSORS_FILENAME
 
     def export(self, source: StudentSource, path: Path, resolution: int, quantize: str | None) -> Path:
-        from eupe.deploy.timm_export import export_safetensors
+        from eupe.deploy.timm_export import export_folder
 
-        return export_safetensors(source.encoder, path.parent, test_scale=source.test_scale, info=source.info)
+        return export_folder(source.encoder, path.parent, source.training_resolution(), source.identity(),
+                             test_scale=source.test_scale, info=source.info)
 
     def run(self, path: Path, pixels: torch.Tensor) -> Outputs:
         from eupe.deploy.timm_export import run_timm
@@ -92,8 +94,7 @@ class SafetensorsExporter(Exporter):
         return run_timm(path, pixels)
 
     def how_to_load(self, source: StudentSource, path: Path) -> str:
-        return (f"timm.create_model('{source.encoder.spec.timm_name}', pretrained=True, "
-                f"pretrained_cfg_overlay=dict(file='{path.name}'), **timm_kwargs)")
+        return f'timm.create_model("local-dir:<this folder>", pretrained=True)  # {path.name} + config.json'
 
 
 class ExecuTorchExporter(Exporter):

@@ -1,21 +1,88 @@
-"""``MODEL_CARD.md`` + ``model_card.json`` next to exported artifacts.
+"""The export folder's model card: ``README.md`` (Hub YAML header + Markdown) and ``model_card.json``.
 
-The card says what the student is (architecture, weights hash, input contract), how it was
-trained (stage, teachers, stage configs and data, from the ``info`` the trainer stores in the
-student file), its metrics if any, and for each artifact its parity with eager PyTorch and
-its latency. Exporting again into the same directory updates the card: entries for the same
-artifact file are replaced, others kept.
+The card says what the student is (architecture, weights hash, how its features are read), how
+to load it (timm and Transformers snippets a user can paste, executed by the tests), how it was
+trained (stage, teachers, final losses per teacher from the run's ``losses.jsonl``, stage configs,
+data), every evaluation recorded in the run's ``evaluations.jsonl`` with the command of each
+figure, and for each artifact its parity with eager PyTorch and its latency. No absolute path of
+this machine is written (:func:`relative_paths`). Exporting again into the same folder updates the
+card: entries for the same artifact file are replaced, others kept.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-CARD_MD = "MODEL_CARD.md"
+from eupe.fileio import write_text_atomic
+
+CARD_MD = "README.md"
 CARD_JSON = "model_card.json"
-CARD_FORMAT = "eupe-model-card-v1"
+CARD_FORMAT = "eupe-model-card-v2"
+LOSS_LOG = "losses.jsonl"  # written by the trainer (eupe.distill.loop.LOSS_LOG)
+EVALUATIONS = "evaluations.jsonl"  # appended by eupe-eval for a run directory
+EVALUATION_KEYS = ("task", "metric", "value", "data", "offline", "settings", "fingerprint", "command", "date", "reason")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file; torn, invalid or non-object lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def final_losses(run_dir: str | Path | None) -> dict[str, Any]:
+    """The last step of ``losses.jsonl``: ``{"step", "total", "teachers": {teacher: {term: value}}}``
+    (empty when the run has no log)."""
+    rows = [r for r in read_jsonl(Path(run_dir) / LOSS_LOG) if "step" in r] if run_dir else []
+    if not rows:
+        return {}
+    last = max(rows, key=lambda r: r["step"])
+    teachers: dict[str, dict[str, float]] = {}
+    for key, value in last.items():
+        teacher, sep, term = key.partition("/")
+        if sep and isinstance(value, (int, float)):
+            teachers.setdefault(teacher, {})[term] = value
+    return {"step": last["step"], "total": last.get("total"), "teachers": teachers}
+
+
+def evaluations(run_dir: str | Path | None, weights_sha256: str = "") -> list[dict[str, Any]]:
+    """Every figure of the run's ``evaluations.jsonl`` (tolerant: lines without task and metric are
+    skipped), each marked ``this_weights`` when its fingerprint is, or starts, the weights' hash."""
+    rows = []
+    for row in read_jsonl(Path(run_dir) / EVALUATIONS) if run_dir else []:
+        if not isinstance(row.get("task"), str) or not isinstance(row.get("metric"), str):
+            continue
+        kept = {k: row.get(k) for k in EVALUATION_KEYS}
+        fp = str(kept.get("fingerprint") or "")
+        kept["this_weights"] = not fp or bool(weights_sha256) and (weights_sha256.startswith(fp) or fp.startswith(weights_sha256))
+        rows.append(kept)
+    return rows
+
+
+def relative_paths(value: Any) -> Any:
+    """``value`` with every absolute path string made relative to the working directory (or cut to
+    its name when outside it), recursively through dicts and lists."""
+    from eupe.deploy.source import shown_path
+
+    if isinstance(value, dict):
+        return {k: relative_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relative_paths(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return shown_path(value)
+    return value
 
 
 def training_facts(info: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +98,7 @@ def training_facts(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``old`` entries whose (artifact, program) is not in ``new``, then ``new``."""
+    """``old`` entries whose (artifact, program, resolution) is not in ``new``, then ``new``."""
     def key(row: dict[str, Any]) -> tuple[Any, Any, Any]:
         return row.get("artifact"), row.get("program"), row.get("resolution")
 
@@ -40,14 +107,21 @@ def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[st
 
 
 def build_card(student: dict[str, Any], info: dict[str, Any], artifacts: list[dict[str, Any]],
-               parity: list[dict[str, Any]], latency: list[dict[str, Any]], machine: str = "") -> dict[str, Any]:
-    """The card as a JSON-friendly dict."""
-    return {"format": CARD_FORMAT, "student": student, "training": training_facts(info), "info": info,
+               parity: list[dict[str, Any]], latency: list[dict[str, Any]], machine: str = "",
+               hub: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The card as a JSON-friendly dict, with no absolute path in it.
+
+    ``hub`` holds the YAML header's facts (name, license, teachers' Hub ids, datasets, the folder as
+    the usage snippets name it); ``run_dir`` is where the losses and evaluations are read."""
+    card = {"format": CARD_FORMAT, "student": student, "hub": hub or {}, "training": training_facts(info),
+            "final_losses": final_losses(run_dir),
+            "evaluations": evaluations(run_dir, student.get("weights_sha256", "")), "info": info,
             "artifacts": artifacts, "parity": parity, "latency": latency, "machine": machine}
+    return relative_paths(card)
 
 
 def merge_cards(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new``, keeping ``old``'s artifacts, parity and latency rows for other files."""
+    """``new``, keeping ``old``'s artifacts, parity and latency rows for other files of the same weights."""
     if old.get("student", {}).get("weights_sha256") != new["student"].get("weights_sha256"):
         return new
     merged = dict(new)
@@ -57,54 +131,17 @@ def merge_cards(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
-    """A GitHub table with the union of the rows' keys as columns ('none' when empty)."""
-    if not rows:
-        return ["none", ""]
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return lines + [""]
-
-
-def _json_block(value: Any) -> list[str]:
-    return ["```json", json.dumps(value, indent=2, default=str), "```", ""]
-
-
-def render_markdown(card: dict[str, Any]) -> str:
-    """The card as Markdown."""
-    s, t = card["student"], card["training"]
-    lines = [f"# {s['name']} ({s['timm_name']})", "", s.get("description", ""), "",
-             "## Student", "", *[f"- {k}: {_cell(v)}" for k, v in s.items() if k != "description"], "",
-             "Input: float RGB `[B, 3, H, W]` in [0, 1]; outputs `summary [B, D]` and `patch [B, h, w, D]`.", "",
-             "## Training", "", f"- stage: {t['stage']}", f"- teachers: {', '.join(map(str, t['teachers'])) or 'n/a'}", ""]
-    lines += ["### Data", "", *_json_block(t["data"])] if t["data"] else []
-    for stage in t["stages"]:
-        lines += [f"### Stage {stage.get('stage')} config", "", *_json_block(stage.get("config", stage))]
-    lines += ["### Metrics", "", *(_json_block(t["metrics"]) if t["metrics"] else ["none recorded", ""])]
-    lines += ["## Artifacts", "", *markdown_table(card["artifacts"]),
-              "## Parity with eager PyTorch", "", *markdown_table(card["parity"]),
-              "## Latency (batch 1, median)", "", *markdown_table(card["latency"])]
-    if card.get("machine"):
-        lines += [f"Machine: {card['machine']}", ""]
-    return "\n".join(lines)
-
-
 def write_model_card(out_dir: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
-    """Write (or update) ``MODEL_CARD.md`` and ``model_card.json`` in ``out_dir``."""
+    """Write (or update) ``README.md`` and ``model_card.json`` in ``out_dir`` (atomically, umask mode)."""
+    from eupe.deploy.card_text import render_markdown
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / CARD_JSON, out_dir / CARD_MD
     if json_path.is_file():
-        card = merge_cards(json.loads(json_path.read_text()), card)
-    json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    md_path.write_text(render_markdown(card))
+        try:
+            card = merge_cards(json.loads(json_path.read_text()), card)
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            pass  # an unreadable old card is replaced
+    write_text_atomic(json_path, json.dumps(card, indent=2, default=str) + "\n")
+    write_text_atomic(md_path, render_markdown(card))
     return md_path, json_path

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from eupe.deploy.traceable import deployable, example_input
+from eupe.fileio import atomic_write
 from eupe.models.features import Encoder
 
 INPUT_NAME = "pixels"
@@ -34,8 +35,7 @@ def export_onnx(encoder: Encoder, resolution: int, out_path: str | Path) -> Path
         program = torch.onnx.export(deployable(encoder), (example,), dynamo=True,
                                     input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                                     dynamic_shapes={"pixels": {0: batch}}, verbose=False)
-    program.save(str(out_path))
-    return out_path
+    return atomic_write(out_path, lambda tmp: program.save(str(tmp)))
 
 
 @lru_cache(maxsize=8)

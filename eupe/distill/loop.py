@@ -32,6 +32,7 @@ from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, stored_stats)
+from eupe.fileio import apply_umask
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
 from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_student_file, save_student
@@ -100,6 +101,7 @@ class Checkpoints:
         path = self.root / f"step_{step:08d}"
         accelerator.save_state(str(path))
         if accelerator.is_main_process:
+            apply_umask(path)  # Accelerate writes its safetensors 0600
             (path / "step.json").write_text(json.dumps({"step": step}))  # written last: marks it complete
             older = sorted(p for p in self.root.glob("step_*") if p != path)
             for stale in older[: max(len(older) - (self.keep - 1), 0)]:  # keep the newest `keep` in all

@@ -23,6 +23,7 @@ import torch
 from eupe.data.shards import expand_shards
 from eupe.distill.config import TrainConfig
 from eupe.distill.data import DistillDataset, normalize
+from eupe.fileio import atomic_write
 from eupe.models import Encoder, create_teacher, teacher_weights_path
 from eupe.models.weights import file_sha256
 from eupe.store import (FeatureStore, RunningMoments, StoreMismatchError, TeacherGroup, compute_stats, load_stats,
@@ -191,11 +192,11 @@ def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Seque
 
 def save_run_stats(path: Path, stats: dict[str, np.ndarray]) -> None:
     """Write statistics as a plain .npz (no pickles), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **stats)
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to a name
+            np.savez(handle, **stats)
+
+    atomic_write(path, write)
 
 
 def load_run_stats(path: Path) -> Stats:

@@ -16,6 +16,7 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from eupe.fileio import atomic_write
 from eupe.models.build import random_backbone
 from eupe.models.features import Encoder
 from eupe.models.students import student_spec
@@ -33,10 +34,7 @@ def save_student(student: Encoder, path: str | Path, test_scale: bool = False, i
     meta = {"format": STUDENT_FORMAT, "student": spec.name, "timm_name": spec.timm_name,
             "timm_kwargs": json.dumps(kwargs), "info": json.dumps(info or {})}
     tensors = {k: v.detach().cpu().contiguous() for k, v in student.backbone.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 # The only timm.create_model keywords a student file may carry: architecture shape. Anything

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
+from eupe.fileio import atomic_write
 from eupe.models.weights import WeightsFileError
 
 if TYPE_CHECKING:
@@ -94,10 +95,7 @@ def save_proxy(backbone: "nn.Module", config: ProxyConfig, path: str | Path) -> 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     meta = {"format": PROXY_FORMAT, "config": json.dumps(dataclasses.asdict(config))}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def read_proxy_config(path: str | Path) -> ProxyConfig:

@@ -368,3 +368,28 @@ def test_the_trainer_draws_from_every_complete_view_block(chain, photo_shards, t
     assert "resuming with the 2 views per image this run started with; the store now holds 4" in capsys.readouterr().out
     assert train_main([*args[:-1], f"out={tmp_path / 'new'}", "max_steps=1"]) == 0
     assert "(12 usable images x 4 views))" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("student", ["vit_t", "convnext_t"])
+def test_trained_student_exports_as_a_timm_folder_with_its_summary_and_losses(chain, tmp_path, student):
+    """A really trained ViT / ConvNeXt student: eupe-export's folder loads with timm's local-dir alone,
+    its pooled output is the distilled summary, and the card has the run's last losses per teacher."""
+    from eupe.export.cli import main as export_main
+
+    run = chain["root"] / "stage2"
+    if student != "vit_t":  # a few Stage-2 steps of a ConvNeXt student on the same proxy store
+        run = tmp_path / "stage2_convnext"
+        _train(2, "tiny_stage2.yaml", f"out={run}", "student.name=convnext_t", "iterations=6", "checkpoint_every=6",
+               *chain["proxy"])
+    out = tmp_path / "export"
+    assert export_main(["--checkpoint", str(run), "--resolution", "64", "--out", str(out)]) == 0
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    trained = load_student(run)
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pooled, summary = model((pixels - trained.mean) / trained.std), trained(pixels)["summary"]
+    assert torch.nn.functional.cosine_similarity(pooled, summary).min() >= 0.9999
+    last = _losses(run)[-1]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["final_losses"]["step"] == last["step"] and card["final_losses"]["total"] == last["total"]
+    assert card["final_losses"]["teachers"]["proxy"]["loss"] == last["proxy/loss"]
