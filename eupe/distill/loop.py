@@ -30,8 +30,9 @@ from eupe.distill.config import TrainConfig
 from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
                                usable_views)
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
+from eupe.distill.rundir import RunError, frozen_stats_path, warn_changed_stats
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
-                                  online_stats, online_teachers, save_run_stats, stored_stats)
+                                  online_stats, online_teachers, save_run_stats, tensor_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
 from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_student_file, save_student
@@ -39,9 +40,10 @@ from eupe.models.features import Features
 from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
 from eupe.models.teachers import proxy_spec
 from eupe.store import FeatureStore, StoreMismatchError
+from eupe.store.stats import load_stats
 
 LOSS_LOG = "losses.jsonl"
-RUN_STATS = "stats"  # run directory: statistics of teacher resolutions the store lacks
+RUN_STATS = "stats"  # run directory: the frozen statistics of every teacher resolution (stored or online-only)
 VIEWS_RECORD = "views.json"  # run directory: stored views per image the run draws from (kept on resume)
 
 
@@ -156,13 +158,28 @@ class Trainer:
         self.counts = {"cache_hits": 0, "online_fallbacks": 0}
 
     def _store_stats(self) -> dict[str, dict[int, Stats]]:
-        """Stored resolutions' statistics: computed once by the main process when absent, the others wait."""
-        found = {}
+        """Every stored resolution's statistics, frozen in the run directory by the main process when the
+        run starts (computed in the store first when absent there) and read back from there on resume."""
         if self.main:
-            found = {name: ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
-                     for name in self.teachers}
+            for name in self.teachers:
+                self._freeze_stats(name)
         self.accelerator.wait_for_everyone()
-        return found or {name: stored_stats(self.store, name) for name in self.teachers}
+        return {name: {r: _read_frozen(frozen_stats_path(self.out, name, r)) for r in self.store.teacher(name).resolutions}
+                for name in self.teachers}
+
+    def _freeze_stats(self, name: str) -> None:
+        group = self.store.teacher(name)
+        paths = {r: frozen_stats_path(self.out, name, r) for r in group.resolutions}
+        missing = [r for r, path in paths.items() if not path.is_file()]
+        if missing:
+            stats = ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
+            for resolution in missing:
+                save_run_stats(paths[resolution], {k: v.numpy() for k, v in stats[resolution].items()})
+        covers = self.store.progress(name).digest
+        for resolution in sorted(set(paths) - set(missing)):  # frozen before: the store's may have changed since
+            current = load_stats(group, resolution, covers)
+            warn_changed_stats(_read_frozen(paths[resolution]), None if current is None else tensor_stats(current),
+                               name, resolution, self.say)
 
     def setup(self) -> None:
         """Model, optimizer, online teachers (with their resolutions' statistics), checkpoint state."""
@@ -188,14 +205,14 @@ class Trainer:
         samples = self.plan.first_samples(self.cfg.online_stats_batches * self.cfg.micro_batch)
         for name, teacher in self.online.items():
             for resolution in sorted(set(self.cfg.teacher_resolutions) - set(teacher.stats)):
-                path = self.out / RUN_STATS / f"{name}_r{resolution}.npz"
+                path = frozen_stats_path(self.out, name, resolution)
                 if self.main and not path.is_file():
                     self.say(f"computing normalization statistics for {name} r{resolution} from the online teacher "
                              f"over {len(samples)} views; saved in {path}")
                     save_run_stats(path, online_stats(teacher, self.dataset, samples, resolution, self.cfg.micro_batch,
                                                       self.accelerator.device))
                 self.accelerator.wait_for_everyone()
-                teacher.stats[resolution] = load_run_stats(path)
+                teacher.stats[resolution] = _read_frozen(path)
 
     def targets(self, batch: Batch, t_resolution: int) -> dict[str, Features]:
         """Cached targets where the batch has them, else the online teacher's at ``t_resolution``."""
@@ -292,6 +309,15 @@ def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     resolve_student_file(cfg.init)  # FileNotFoundError naming the file, before any write
     heads = Path(cfg.init) / HEADS_FILENAME
     return load_tensors(heads) if heads.is_file() else None
+
+
+def _read_frozen(path: Path) -> Stats:
+    """Frozen statistics of a run; a damaged file is a RunError naming it."""
+    try:
+        return load_run_stats(path)
+    except (OSError, ValueError, KeyError, EOFError) as err:
+        raise RunError(f"{path} (statistics this run started with) is unreadable ({err}); delete it to freeze "
+                       "the store's current statistics in its place (the resumed run then normalizes with those)") from None
 
 
 def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str], None]) -> Plan:

@@ -1,0 +1,133 @@
+"""The files of a training run directory: written atomically, read tolerantly, checked on resume.
+
+A run directory is the run's only memory between invocations, so nothing in it may be trusted
+blindly nor left half-written:
+
+- ``run.json`` (the run's record) holds the resolved config the run started with, the identity
+  of its feature store (fingerprint and teachers' weights hashes, not its path), the views per image
+  it draws from, and every resume that changed a key allowed to change (``RESUMABLE_KEYS``). A
+  re-run whose config or store differs otherwise is refused with the differences, before anything
+  is written (``config.yaml`` is then left as it was).
+- ``stats/{teacher}_r{resolution}.npz``: the normalization statistics the run started with, for
+  every teacher resolution (stored or online-only), frozen: a resume uses these even when the store's
+  have been recomputed since (another ``--seed``, ``--full``...), and says so.
+- Every file is written to a temporary name and renamed (``write_atomic``); JSON files that are
+  empty or torn read as absent (``read_json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+RUN_RECORD = "run.json"
+# keys a resume may change (recorded in run.json): the schedule's length, logging and checkpoint
+# cadence, data loading, and where the store and shards are (their identity is checked by content)
+RESUMABLE_KEYS = frozenset({"iterations", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                            "out", "data.num_workers", "data.read_only", "data.allow_incomplete",
+                            "data.check_keys", "data.store", "data.shards"})
+
+
+class RunError(Exception):
+    """A run directory cannot be used as it is (damaged file, mismatched resume, diverged run)."""
+
+
+class NonFiniteLossError(RunError):
+    """A loss term became NaN or infinite; training stopped before the step's checkpoint."""
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to a temporary file next to ``path``, flush it to disk, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``; None when it is absent, empty, torn or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim.lr": 1e-3, "teachers": [...], ...}: nested mappings as dotted keys (lists kept whole)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(recorded: dict, now: dict) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (recorded value, value now)} of every key that differs."""
+    old, new = flatten(recorded), flatten(now)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def store_changes(recorded: dict, now: dict) -> list[str]:
+    """Sentences naming how the store's identity differs from the one the run started with."""
+    problems = []
+    if recorded.get("fingerprint") != now.get("fingerprint"):
+        problems.append(f"the feature store is another one (identity {str(recorded.get('fingerprint'))[:16]}... "
+                        f"when the run started, {str(now.get('fingerprint'))[:16]}... now)")
+    for name in sorted(set(recorded.get("teachers", {})) | set(now.get("teachers", {}))):
+        old, new = recorded.get("teachers", {}).get(name), now.get("teachers", {}).get(name)
+        if old != new:
+            problems.append(f"teacher {name!r}: weights {str(old)[:16]}... when the run started, {str(new)[:16]}... now")
+    return problems
+
+
+def check_resume(out: Path, record: dict, config: dict, store: dict) -> dict[str, tuple[Any, Any]]:
+    """Compare this invocation with the run's record: refuse (RunError listing every difference) when
+    the config differs outside ``RESUMABLE_KEYS`` or the store is another one; return the allowed changes."""
+    changes = config_changes(record["config"], config)
+    refused = [f"{key}: {old!r} when the run started, {new!r} now" for key, (old, new) in changes.items()
+               if key not in RESUMABLE_KEYS]
+    refused += store_changes(record["store"], store)
+    if refused:
+        raise RunError(f"{out} holds a run started with another config or store; resuming it would mix them: "
+                       + "; ".join(refused) + f". Re-run with the run's values (see {out / RUN_RECORD}) or choose a "
+                       "new out=")
+    return {k: v for k, v in changes.items() if k in RESUMABLE_KEYS}
+
+
+def record_resume(path: Path, record: dict, step: int, changes: dict[str, tuple[Any, Any]], date: str) -> dict:
+    """Append the allowed changes of this resume to the record (written atomically); returns it."""
+    if not changes:
+        return record
+    entry = {"step": step, "date": date, "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}}
+    record = {**record, "resumes": [*record.get("resumes", []), entry]}
+    write_json(path, record)
+    return record
+
+
+def frozen_stats_path(out: Path, teacher: str, resolution: int) -> Path:
+    return out / "stats" / f"{teacher}_r{resolution}.npz"
+
+
+def warn_changed_stats(frozen: dict, current: dict | None, teacher: str, resolution: int,
+                       say: Callable[[str], None]) -> None:
+    """Say so when the store's statistics of (teacher, resolution) differ from the frozen ones."""
+    import torch
+
+    if current is None:
+        return
+    differ = [k for k in sorted(frozen) if k in current and not torch.equal(frozen[k], current[k])]
+    if differ:
+        say(f"warning: the store's normalization statistics of {teacher} r{resolution} differ from the ones this "
+            f"run started with ({', '.join(differ)}; recomputed since?): keeping the run's own, frozen ones")
