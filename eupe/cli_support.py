@@ -24,6 +24,7 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("eupe.store.layout", "StoreError"),
     ("eupe.store.layout", "StoreWriteError"),
     ("eupe.data.shards", "DatasetError"),
+    ("eupe.distill.rundir", "RunError"),
     ("builtins", "FileNotFoundError"),
 )
 

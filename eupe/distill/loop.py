@@ -30,7 +30,7 @@ from eupe.distill.config import TrainConfig
 from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
                                usable_views)
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
-from eupe.distill.rundir import RunError, frozen_stats_path, warn_changed_stats
+from eupe.distill.rundir import NonFiniteLossError, RunError, frozen_stats_path, warn_changed_stats
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, tensor_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
@@ -271,6 +271,10 @@ class Trainer:
         bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
         for step in range(self.start, self.stop):
             record = self.step(step, batches)
+            problem = nonfinite_message(record, step, self.checkpoints, cfg.data.store)
+            if problem:  # before the step is logged or checkpointed: the last checkpoint stays the resume point
+                bar.close()
+                raise NonFiniteLossError(problem)
             log.write(record)
             if step % cfg.log_every == 0 or step == self.stop - 1:
                 acc.log({k: v for k, v in record.items() if k != "step"}, step=step)
@@ -292,6 +296,23 @@ def train(cfg: TrainConfig, say: Callable[[str], None] = print) -> Path:
     out = trainer.run()
     trainer.say(f"run directory: {out}")  # main process only
     return out
+
+
+def nonfinite_message(record: dict, step: int, checkpoints: Checkpoints, store: str) -> str | None:
+    """What to say when a loss term of the step's record is NaN or infinite (None when all are finite).
+    The terms are reduced across the ranks, so every rank agrees."""
+    terms = {k: v for k, v in record.items() if "/" in k or k == "total"}
+    bad = [k for k in terms if not math.isfinite(terms[k])]
+    if not bad:
+        return None
+    named = [k for k in bad if k.split("/")[-1].startswith(("summary", "patch"))] or bad  # the leaf terms first
+    latest = checkpoints.latest()
+    resume = f"{latest[0]} (step {latest[1]})" if latest else "none: a re-run starts from step 0"
+    what = ", ".join(f"{k} = {terms[k]} (teacher {k.split('/')[0]!r}, {k.split('/')[1].split('_')[0]} tokens)"
+                     if k.split("/")[-1].startswith(("summary", "patch")) else f"{k} = {terms[k]}" for k in named)
+    return (f"step {step}: non-finite loss {what}; training stopped, nothing of this step was saved; resume point: "
+            f"{resume}. NaN targets? check with `eupe-cache verify {store} --finite`; a diverging run: lower optim.lr "
+            "or use mixed_precision=no; then re-run the same command")
 
 
 def reuse_line(cfg: TrainConfig, plan: Plan) -> str:

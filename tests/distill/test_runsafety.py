@@ -78,3 +78,91 @@ def test_recomputed_store_statistics_do_not_change_a_resumed_run(base, tmp_path,
     fresh = tmp_path / "fresh"  # a new run does adopt the store's new statistics
     assert train_main(_args(store, base["shards"], fresh, "max_steps=2")) == 0
     assert not np.allclose(_totals(fresh), base["reference"][:2], rtol=1e-3)
+
+
+# --- item 2: non-finite values stop everything that would spread them ----------------------------
+
+def _train_subprocess(args: list[str]):
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from eupe.train.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _last_error(stderr: str) -> str:
+    """The one Error line (tqdm's bar also writes to stderr, with carriage returns)."""
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    return lines[0]
+
+
+def _inject_nan(store_path: str, chunk: int) -> None:
+    """NaN in every summary of one chunk's images, the chunk's checksums recomputed (they are not signatures)."""
+    from eupe.store import FeatureStore, manifest
+    from eupe.store.layout import MANIFEST
+
+    group = FeatureStore.open(store_path, mode="a").teacher(TEACHER)
+    name = group.target_names(64)["summary"][0]
+    array, rows = group.array(name), group.store.chunk_rows(chunk)
+    values = np.asarray(array[rows.start:rows.stop])
+    values[..., 0] = np.nan
+    array[rows.start:rows.stop] = values
+    signed = np.asarray(group.array(MANIFEST)[chunk])
+    signed[group.array_names.index(name)] = manifest.record(array, name, chunk, group.fingerprint)
+    group.array(MANIFEST)[chunk] = signed
+    from eupe.store.fastread import OPEN_SHARDS
+
+    OPEN_SHARDS.clear()  # descriptors of the replaced shard files this process still holds: as a new process
+
+
+def test_nan_targets_stop_training_stats_and_are_found_by_verify(base, tmp_path, capsys):
+    store, run = _store_copy(base, tmp_path), tmp_path / "run"
+    assert train_main(_args(store, base["shards"], run, "max_steps=2")) == 0  # statistics frozen while finite
+    _inject_nan(store, chunk=1)
+    assert cache_main(["verify", store]) == 0  # the checksums were re-signed: the bytes look fine
+    done = _train_subprocess(_args(store, base["shards"], run))  # a fresh process, as a re-run would be
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = _last_error(done.stderr)
+    assert f"non-finite loss {TEACHER}/summary_cos = nan (teacher '{TEACHER}', summary tokens)" in line
+    step = int(line.split("Error: step ")[1].split(":")[0])
+    assert 2 <= step < 8 and f"resume point: {run / 'checkpoints'}" in line and "verify" in line and "--finite" in line
+    assert [r["step"] for r in _losses(run)] == list(range(step))  # the NaN step is not logged
+    np.testing.assert_allclose(_totals(run), base["reference"][:step], rtol=1e-6)
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept[-1] == f"step_{step - step % 2:08d}" and not (run / "student.safetensors").exists()
+
+    capsys.readouterr()
+    assert cache_main(["stats", store]) == 2
+    line = _error_line(capsys)
+    assert f"{store}/teachers/{TEACHER} r64: 1 of " in line and "summary statistics coordinates are NaN" in line
+    assert f"eupe-cache verify {store} --finite" in line
+    assert cache_main(["verify", store, "--finite"]) == 1
+    out = capsys.readouterr().out
+    assert "non-finite summary targets r64 in chunk 1 (images " in out and "chunk 0" not in out
+    from eupe.store import FeatureStore, verify_teacher
+
+    report = verify_teacher(FeatureStore.open(store), TEACHER, finite=True)
+    assert [(p["chunk"], p["kinds"], len(p["keys"])) for p in report.nonfinite] == [(1, ["summary"], 4)]
+
+
+def test_export_names_nan_weights_as_the_cause(base, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from eupe.export.cli import main as export_main
+
+    good = base["root"] / "reference" / "student.safetensors"
+    tensors = load_file(str(good))
+    with safe_open(str(good), framework="pt") as handle:
+        meta = handle.metadata()
+    name = sorted(tensors)[3]
+    tensors[name][0] = float("nan")
+    bad = tmp_path / "student.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    assert export_main(["--checkpoint", str(bad), "--out", str(tmp_path / "export"), "--resolution", "64"]) == 2
+    line = _error_line(capsys)
+    assert f"{bad}: 1 of {len(tensors)} weight tensors hold NaN or infinite values ({name})" in line
+    assert "diverged" in line and not (tmp_path / "export").exists()
