@@ -30,7 +30,9 @@ from eupe.distill.config import TrainConfig
 from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
                                usable_views)
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
-from eupe.distill.rundir import NonFiniteLossError, RunError, frozen_stats_path, warn_changed_stats
+from eupe.distill.rundir import (RUN_RECORD, NonFiniteLossError, RunError, check_resume, frozen_stats_path,
+                                 previous_record, record_resume, store_identity, views_record, warn_changed_stats,
+                                 write_json)
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, tensor_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
@@ -146,9 +148,7 @@ class Trainer:
             self.say(f"no CUDA device: training in fp32 instead of {cfg.mixed_precision}")
         self.say(reuse_line(cfg, self.plan))
         set_seed(cfg.seed)
-        if self.main:
-            config_io.save_resolved(cfg, self.out)
-            (self.out / VIEWS_RECORD).write_text(json.dumps({"views_per_image": self.plan.views_per_image}))
+        self.record, self.changes = self._run_record()  # refuses a mismatched re-run before anything is written
         self.teachers = cfg.teacher_names()
         self.stats = self._store_stats()
         self.loss = cfg.loss.build(cfg.patch_weights())
@@ -156,6 +156,29 @@ class Trainer:
         self.decode_on_device = device.type != "cpu" if decode_on_device is None else decode_on_device
         self.decoder = TargetDecoder(self.stats)
         self.counts = {"cache_hits": 0, "online_fallbacks": 0}
+
+    def _run_record(self) -> tuple[dict, dict]:
+        """The run's record (written when the run starts) and the allowed changes of this invocation."""
+        config, identity = config_io.to_dict(self.cfg), store_identity(self.store, self.cfg.teacher_names())
+        has_checkpoint = Checkpoints(self.out / "checkpoints", self.cfg.keep_checkpoints).latest() is not None
+        record = previous_record(self.out, has_checkpoint)
+        if record is not None:
+            return record, check_resume(self.out, record, config, identity)
+        record = {"config": config, "store": identity, "views_per_image": self.plan.views_per_image,
+                  "started": _now()}
+        if self.main:
+            config_io.save_resolved(self.cfg, self.out)
+            write_json(self.out / VIEWS_RECORD, {"views_per_image": self.plan.views_per_image})
+            write_json(self.out / RUN_RECORD, record)
+        return record, {}
+
+    def _record_resume(self) -> None:
+        """Allowed changes (e.g. a longer schedule) are recorded in run.json and config.yaml says what runs now."""
+        if self.main and self.changes:
+            self.record = record_resume(self.out / RUN_RECORD, self.record, self.start, self.changes, _now())
+            config_io.save_resolved(self.cfg, self.out)
+            self.say("resuming with changed " + ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in
+                                                         self.changes.items()) + f"; recorded in {RUN_RECORD}")
 
     def _store_stats(self) -> dict[str, dict[int, Stats]]:
         """Every stored resolution's statistics, frozen in the run directory by the main process when the
@@ -198,6 +221,7 @@ class Trainer:
         self._online_stats()
         self.checkpoints = Checkpoints(self.out / "checkpoints", cfg.keep_checkpoints)
         self.start = _resume(self.accelerator, self.checkpoints, self.say)
+        self._record_resume()
         self.stop = min(cfg.iterations, cfg.max_steps if cfg.max_steps is not None else cfg.iterations)
 
     def _online_stats(self) -> None:
@@ -285,7 +309,7 @@ class Trainer:
         bar.close()
         acc.end_training()
         if self.main and self.stop == cfg.iterations:
-            _save_outputs(cfg, acc.unwrap_model(self.model), self.out, self.store)
+            _save_outputs(cfg, acc.unwrap_model(self.model), self.out, self.store, self.record.get("resumes", []))
         return self.out
 
 
@@ -332,6 +356,10 @@ def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     return load_tensors(heads) if heads.is_file() else None
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def _read_frozen(path: Path) -> Stats:
     """Frozen statistics of a run; a damaged file is a RunError naming it."""
     try:
@@ -351,8 +379,7 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str],
     mixture = cfg.data.mixture
     parts = mixture_parts(store, [m.shards for m in mixture], rows) if mixture else ()
     weights = tuple(m.weight / sum(p.weight for p in mixture) for m in mixture)
-    record = Path(cfg.out) / VIEWS_RECORD
-    recorded = json.loads(record.read_text())["views_per_image"] if record.is_file() else None
+    recorded = views_record(Path(cfg.out), VIEWS_RECORD)
     views = usable_views(store, cfg.teacher_names(), recorded, say if state.is_main_process else lambda _t: None)
     return Plan(rows, views, cfg.seed, cfg.global_batch, cfg.micro_batch,
                 state.num_processes, tuple(cfg.student_resolutions), tuple(cfg.teacher_resolutions), parts, weights)
@@ -368,9 +395,9 @@ def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:
     return step
 
 
-def _save_outputs(cfg: TrainConfig, model: DistillModel, out: Path, store: FeatureStore) -> None:
+def _save_outputs(cfg: TrainConfig, model: DistillModel, out: Path, store: FeatureStore, resumes: list) -> None:
     info = {"stage": cfg.stage, "teachers": {t: store.teacher(t).attrs["weights_sha256"] for t in cfg.teacher_names()},
-            "store": str(cfg.data.store), "config": config_io.to_dict(cfg)}
+            "store": str(cfg.data.store), "config": config_io.to_dict(cfg), "resumed_with_changes": resumes}
     student = model.student
     if cfg.stage == 1:
         save_proxy(student.backbone, cfg.proxy, out / PROXY_FILENAME)

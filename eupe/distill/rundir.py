@@ -7,7 +7,8 @@ blindly nor left half-written:
   of its feature store (fingerprint and teachers' weights hashes, not its path), the views per image
   it draws from, and every resume that changed a key allowed to change (``RESUMABLE_KEYS``). A
   re-run whose config or store differs otherwise is refused with the differences, before anything
-  is written (``config.yaml`` is then left as it was).
+  is written (``config.yaml`` is then left as it was); allowed changes are recorded and
+  ``config.yaml`` then holds the config in force.
 - ``stats/{teacher}_r{resolution}.npz``: the normalization statistics the run started with, for
   every teacher resolution (stored or online-only), frozen: a resume uses these even when the store's
   have been recomputed since (another ``--seed``, ``--full``...), and says so.
@@ -63,14 +64,24 @@ def read_json(path: Path) -> dict | None:
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    """{"optim.lr": 1e-3, "teachers": [...], ...}: nested mappings as dotted keys (lists kept whole)."""
+    """{"optim.lr": 1e-3, "teachers.0.name": "proxy", ...}: nested mappings and lists of mappings as
+    dotted keys (the override syntax); other lists are kept whole."""
     out = {}
     for key, value in config.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            value = {str(i): v for i, v in enumerate(value)}
         if isinstance(value, dict) and value:
             out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def resumable(key: str) -> bool:
+    """A key a resume may change: ``RESUMABLE_KEYS``, or where a teacher's weights lie (their hash is the
+    store's identity, compared separately)."""
+    parts = key.split(".")
+    return key in RESUMABLE_KEYS or (len(parts) == 3 and parts[0] == "teachers" and parts[2] == "weights")
 
 
 def config_changes(recorded: dict, now: dict) -> dict[str, tuple[Any, Any]]:
@@ -97,13 +108,13 @@ def check_resume(out: Path, record: dict, config: dict, store: dict) -> dict[str
     the config differs outside ``RESUMABLE_KEYS`` or the store is another one; return the allowed changes."""
     changes = config_changes(record["config"], config)
     refused = [f"{key}: {old!r} when the run started, {new!r} now" for key, (old, new) in changes.items()
-               if key not in RESUMABLE_KEYS]
-    refused += store_changes(record["store"], store)
+               if not resumable(key)]
+    refused += store_changes(record["store"], store) if record.get("store") else []
     if refused:
         raise RunError(f"{out} holds a run started with another config or store; resuming it would mix them: "
                        + "; ".join(refused) + f". Re-run with the run's values (see {out / RUN_RECORD}) or choose a "
                        "new out=")
-    return {k: v for k, v in changes.items() if k in RESUMABLE_KEYS}
+    return {k: v for k, v in changes.items() if resumable(k)}
 
 
 def record_resume(path: Path, record: dict, step: int, changes: dict[str, tuple[Any, Any]], date: str) -> dict:
@@ -131,3 +142,39 @@ def warn_changed_stats(frozen: dict, current: dict | None, teacher: str, resolut
     if differ:
         say(f"warning: the store's normalization statistics of {teacher} r{resolution} differ from the ones this "
             f"run started with ({', '.join(differ)}; recomputed since?): keeping the run's own, frozen ones")
+
+
+def store_identity(store: Any, teachers: list[str]) -> dict:
+    """What makes a feature store the same one wherever it lies: its fingerprint and its teachers' weights."""
+    return {"fingerprint": store.fingerprint,
+            "teachers": {name: store.teacher(name).attrs["weights_sha256"] for name in teachers}}
+
+
+def previous_record(out: Path, has_checkpoint: bool) -> dict | None:
+    """The run's record; for a run written before ``run.json`` existed (or whose record is unreadable),
+    its ``config.yaml`` when it has a checkpoint to resume (the store is then not compared)."""
+    record = read_json(out / RUN_RECORD)
+    if record is not None and isinstance(record.get("config"), dict):
+        return record
+    config = out / "config.yaml"
+    if not has_checkpoint or not config.is_file():
+        return None
+    import yaml
+
+    try:
+        values = yaml.safe_load(config.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        values = None
+    if not isinstance(values, dict):
+        raise RunError(f"{out} has checkpoints but neither its {RUN_RECORD} nor its config.yaml is readable, so "
+                       "nothing says what the run was started with; choose a new out= (or restore config.yaml)")
+    return {"config": values, "store": {}, "legacy": True}
+
+
+def views_record(out: Path, views_file: str) -> int | None:
+    """The stored views per image the run started with: from ``views_file``, else from the run's record."""
+    for path in (out / views_file, out / RUN_RECORD):
+        value = (read_json(path) or {}).get("views_per_image")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -166,3 +166,41 @@ def test_export_names_nan_weights_as_the_cause(base, tmp_path, capsys):
     line = _error_line(capsys)
     assert f"{bad}: 1 of {len(tensors)} weight tensors hold NaN or infinite values ({name})" in line
     assert "diverged" in line and not (tmp_path / "export").exists()
+
+
+# --- item 3: a re-run resumes only what it started -----------------------------------------------
+
+def test_a_resume_with_another_config_or_store_is_refused_and_allowed_changes_are_recorded(base, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(_args(base["store"], base["shards"], run, "max_steps=2")) == 0
+    config = (run / "config.yaml").read_bytes()
+    capsys.readouterr()
+    assert train_main(_args(base["store"], base["shards"], run, "optim.lr=5.0e-4", "seed=3")) == 2
+    line = _error_line(capsys)
+    assert f"{run} holds a run started with another config or store" in line
+    assert "optim.lr: 0.001 when the run started, 0.0005 now" in line and "seed: 0 when the run started, 3 now" in line
+    assert "new out=" in line and (run / "config.yaml").read_bytes() == config
+    other = str(tmp_path / "other.zarr")  # the same images and teacher, another store (other chunking)
+    assert cache_main(["extract", "--data", base["shards"], "--out", other, "--views", "2", "--limit", "12",
+                       "--images-per-chunk", "6", "--num-workers", "0", "--teacher", TEACHER, "--test-scale",
+                       "--resolution", "64", "--codec", "fp16"]) == 0
+    capsys.readouterr()
+    assert train_main(_args(other, base["shards"], run)) == 2
+    assert "the feature store is another one (identity" in _error_line(capsys)
+    assert (run / "config.yaml").read_bytes() == config and not (run / "checkpoints" / "step_00000004").exists()
+
+    moved = _store_copy(base, tmp_path)  # the same store elsewhere, and a longer schedule: allowed, recorded
+    assert train_main(_args(moved, base["shards"], run, "iterations=10")) == 0
+    out = capsys.readouterr().out
+    assert "resuming with changed data.store" in out and "iterations (8 -> 10)" in out
+    record = json.loads((run / "run.json").read_text())
+    assert record["config"]["iterations"] == 8 and record["config"]["data"]["store"] == base["store"]
+    assert record["resumes"][0]["step"] == 2
+    assert record["resumes"][0]["changed"]["iterations"] == {"from": 8, "to": 10}
+    assert "iterations: 10" in (run / "config.yaml").read_text()
+    from eupe.models.checkpoint import read_student_metadata
+
+    info = read_student_metadata(run / "student.safetensors")["info"]
+    assert info["resumed_with_changes"][0]["changed"]["data.store"] == {"from": base["store"], "to": moved}
+    assert [r["step"] for r in _losses(run)] == list(range(10))
+    np.testing.assert_allclose(_totals(run)[:2], base["reference"][:2], rtol=1e-6)
