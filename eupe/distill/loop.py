@@ -10,8 +10,10 @@ per step), TensorBoard logs, ``checkpoints/step_*`` (``save_state`` + step), and
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import pickle
 import shutil
 import time
@@ -30,9 +32,10 @@ from eupe.distill.config import TrainConfig
 from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
                                usable_views)
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
-from eupe.distill.rundir import (RUN_RECORD, NonFiniteLossError, RunError, check_resume, frozen_stats_path,
-                                 previous_record, record_resume, store_identity, views_record, warn_changed_stats,
-                                 write_json)
+from eupe.distill.rundir import (RUN_RECORD, STEP_RECORD, NonFiniteLossError, RunError, check_resume,
+                                 checkpoint_problem, enospc_hint, file_manifest, frozen_stats_path, previous_record,
+                                 read_json, record_resume, store_identity, views_record, warn_changed_stats,
+                                 write_atomic, write_json)
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, tensor_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
@@ -56,6 +59,10 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError:
         raise ConfigError(f"{path} is not a plain tensor checkpoint (it holds other pickled Python objects, "
                           "which are never loaded); pass the heads.pt a training run wrote") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ConfigError(f"{path} is damaged (truncated or not written completely: {' '.join(str(err).split())[:160]}); "
+                          "re-run the training command of its run directory to write it again, or move it away to "
+                          "start with fresh adapter heads") from None
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -93,36 +100,73 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 @dataclass
 class Checkpoints:
+    """``checkpoints/step_*``: each saved under a temporary name and renamed once complete, its files
+    recorded in its ``step.json``; resume takes the newest intact one, saying which it skipped and why."""
+
     root: Path
     keep: int
 
+    def complete(self) -> list[tuple[Path, int]]:
+        """(path, step) of every renamed checkpoint with a step record, newest first (files not checked)."""
+        found = []
+        for path in self.root.glob("step_*"):
+            record = read_json(path / STEP_RECORD)
+            if record is not None and isinstance(record.get("step"), int):
+                found.append((path, record["step"]))
+        return sorted(found, key=lambda item: item[1], reverse=True)
+
     def latest(self) -> tuple[Path, int] | None:
-        found = sorted((int(p.name.split("_")[1]), p) for p in self.root.glob("step_*") if (p / "step.json").exists())
-        return (found[-1][1], found[-1][0]) if found else None
+        found = self.complete()
+        return found[0] if found else None
 
     def save(self, accelerator: Accelerator, step: int) -> None:
-        path = self.root / f"step_{step:08d}"
-        accelerator.save_state(str(path))
+        """Write the checkpoint of ``step``; a failed write (disk full...) leaves the older ones as they were."""
+        path, partial = self.root / f"step_{step:08d}", self.root / f".partial_step_{step:08d}"
+        try:
+            if accelerator.is_main_process:
+                shutil.rmtree(partial, ignore_errors=True)
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(partial))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                write_json(partial / STEP_RECORD, {"step": step, "files": file_manifest(partial)})
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(partial, path)
+        except OSError as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            latest = self.latest()
+            kept = f"{latest[0]} (step {latest[1]}) stays the resume point" if latest else "no checkpoint is kept"
+            raise RunError(f"could not write checkpoint {path} ({err.strerror or err}); nothing of it was kept and "
+                           f"{kept}; {enospc_hint(err)}re-run the same command") from None
         if accelerator.is_main_process:
-            (path / "step.json").write_text(json.dumps({"step": step}))  # written last: marks it complete
             older = sorted(p for p in self.root.glob("step_*") if p != path)
             for stale in older[: max(len(older) - (self.keep - 1), 0)]:  # keep the newest `keep` in all
                 shutil.rmtree(stale, ignore_errors=True)
 
 
 class LossLog:
-    """One JSON line per step; on resume, lines from the resumed step on are dropped first."""
+    """One JSON line per step; on resume, lines from the resumed step on are dropped first (and a torn
+    line, from a run killed while writing it), the rest rewritten atomically."""
 
     def __init__(self, path: Path, start: int, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         if enabled and path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < start]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line in path.read_text(errors="replace").splitlines() if _step_of(line, start)]
+            write_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str, start: int) -> bool:
+    """Whether a losses.jsonl line is a whole record of a step before ``start``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] < start
 
 
 class Trainer:
@@ -292,12 +336,11 @@ class Trainer:
                                    cfg.data.num_workers, pin_memory=acc.device.type == "cuda"))
         acc.init_trackers("tensorboard")
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
-        bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
+        self.bar = bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
         for step in range(self.start, self.stop):
             record = self.step(step, batches)
             problem = nonfinite_message(record, step, self.checkpoints, cfg.data.store)
             if problem:  # before the step is logged or checkpointed: the last checkpoint stays the resume point
-                bar.close()
                 raise NonFiniteLossError(problem)
             log.write(record)
             if step % cfg.log_every == 0 or step == self.stop - 1:
@@ -317,7 +360,11 @@ def train(cfg: TrainConfig, say: Callable[[str], None] = print) -> Path:
     """Run (or resume) a training run; returns the run directory."""
     trainer = Trainer(cfg, say)
     trainer.setup()
-    out = trainer.run()
+    try:
+        out = trainer.run()
+    finally:  # an error line must not land on the progress bar's line
+        if getattr(trainer, "bar", None) is not None:
+            trainer.bar.close()
     trainer.say(f"run directory: {out}")  # main process only
     return out
 
@@ -353,7 +400,23 @@ def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
         return None
     resolve_student_file(cfg.init)  # FileNotFoundError naming the file, before any write
     heads = Path(cfg.init) / HEADS_FILENAME
-    return load_tensors(heads) if heads.is_file() else None
+    if not heads.is_file():
+        return None
+    state = load_tensors(heads)
+    _check_init_heads(heads, state, cfg)
+    return state
+
+
+def _check_init_heads(path: Path, state: dict[str, torch.Tensor], cfg: TrainConfig) -> None:
+    """The init run's heads must be this run's: the same teachers and head_hidden (ConfigError naming both)."""
+    teachers = sorted({key.split(".")[0] for key in state})
+    if teachers != sorted(cfg.teacher_names()):
+        raise ConfigError(f"{path} holds adapter heads for teachers {teachers}, this run trains against "
+                          f"{sorted(cfg.teacher_names())}; use the same teachers as the init run")
+    hidden = {int(v.shape[0]) for k, v in state.items() if k.endswith(".0.weight") and v.ndim == 2}  # Linear(D, hidden)
+    if hidden != {cfg.head_hidden}:
+        raise ConfigError(f"{path} holds adapter heads of width {sorted(hidden)}, this run has head_hidden="
+                          f"{cfg.head_hidden}; set head_hidden={min(hidden) if hidden else '?'} (the init run's)")
 
 
 def _now() -> str:
@@ -386,13 +449,25 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str],
 
 
 def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:
-    latest = checkpoints.latest()
-    if latest is None:
-        return 0
-    path, step = latest
-    accelerator.load_state(str(path))
-    say(f"resuming from {path} (step {step})")
-    return step
+    """Load the newest intact checkpoint (0 when there is none); damaged ones are skipped, saying why."""
+    found = checkpoints.complete()
+    skipped = []
+    for path, step in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            try:
+                accelerator.load_state(str(path))
+            except Exception as err:  # noqa: BLE001 - a checkpoint written before files were recorded
+                problem = f"it does not load ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        if problem is None:
+            say(f"resuming from {path} (step {step})")
+            return step
+        skipped.append(f"{path.name}: {problem}")
+        say(f"warning: skipping checkpoint {path}: {problem}")
+    if skipped:
+        raise RunError(f"no intact checkpoint in {checkpoints.root} ({'; '.join(skipped)}); move the damaged "
+                       "ones away to restart this run from step 0, or choose a new out=")
+    return 0
 
 
 def _save_outputs(cfg: TrainConfig, model: DistillModel, out: Path, store: FeatureStore, resumes: list) -> None:
@@ -403,4 +478,6 @@ def _save_outputs(cfg: TrainConfig, model: DistillModel, out: Path, store: Featu
         save_proxy(student.backbone, cfg.proxy, out / PROXY_FILENAME)
     else:
         save_student(student, out / STUDENT_FILENAME, test_scale=cfg.student.test_scale, info=info)
-    torch.save(model.heads.state_dict(), out / HEADS_FILENAME)
+    buffer = io.BytesIO()
+    torch.save(model.heads.state_dict(), buffer)
+    write_atomic(out / HEADS_FILENAME, buffer.getvalue())

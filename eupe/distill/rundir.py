@@ -178,3 +178,47 @@ def views_record(out: Path, views_file: str) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+# -- checkpoints: written under a temporary name, complete with a record of their files ----------
+
+STEP_RECORD = "step.json"  # written last in a checkpoint: its step and the size and sha256 of every file
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_manifest(directory: Path) -> dict[str, dict]:
+    """{relative path: {"bytes", "sha256"}} of every file under ``directory``."""
+    return {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != STEP_RECORD}
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (None when its files are all as written). Checkpoints
+    written before files were recorded are checked when loaded instead."""
+    record = read_json(directory / STEP_RECORD)
+    if record is None or not isinstance(record.get("step"), int):
+        return f"its {STEP_RECORD} is missing or unreadable (not written completely)"
+    for name, expected in record.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written (truncated?)"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} differs from what was written (sha256)"
+    return None
+
+
+def enospc_hint(err: OSError) -> str:
+    import errno
+
+    return "free some space, then " if err.errno == errno.ENOSPC else "fix that, then "

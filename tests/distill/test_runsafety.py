@@ -10,6 +10,7 @@ test-scale teacher, 12 photos (no Stage 1 needed).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def _args(store: str, shards: str, run: Path, *overrides: str) -> list[str]:
 
 
 def _error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
+    """The one line of stderr besides the progress bar's (which must not share the error's line)."""
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not re.match(r"stage \d: ", line)]
     assert len(err) == 1 and err[0].startswith("Error: "), err
     return err[0]
 
@@ -204,3 +206,118 @@ def test_a_resume_with_another_config_or_store_is_refused_and_allowed_changes_ar
     assert info["resumed_with_changes"][0]["changed"]["data.store"] == {"from": base["store"], "to": moved}
     assert [r["step"] for r in _losses(run)] == list(range(10))
     np.testing.assert_allclose(_totals(run)[:2], base["reference"][:2], rtol=1e-6)
+
+
+# --- item 5: damaged run directories -------------------------------------------------------------
+
+def _stopped_run(base, tmp_path: Path, steps: int) -> Path:
+    run = tmp_path / "run"
+    assert train_main(_args(base["store"], base["shards"], run, f"max_steps={steps}")) == 0
+    return run
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_saying_why(base, tmp_path, capsys):
+    run = _stopped_run(base, tmp_path, 6)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [f"step_0000000{i}" for i in (2, 4, 6)]
+    damaged = run / "checkpoints" / "step_00000006" / "model.safetensors"
+    size = damaged.stat().st_size
+    _truncate(damaged)
+    capsys.readouterr()
+    assert train_main(_args(base["store"], base["shards"], run)) == 0
+    out = capsys.readouterr().out
+    assert (f"warning: skipping checkpoint {run / 'checkpoints' / 'step_00000006'}: model.safetensors has "
+            f"{size // 2} bytes, {size} were written (truncated?)") in out
+    assert f"resuming from {run / 'checkpoints' / 'step_00000004'} (step 4)" in out
+    np.testing.assert_allclose(_totals(run), base["reference"], rtol=1e-6)
+
+
+def test_every_checkpoint_damaged_is_one_error_line(base, tmp_path, capsys):
+    run = _stopped_run(base, tmp_path, 2)
+    (run / "checkpoints" / "step_00000002" / "optimizer.bin").write_bytes(b"")
+    capsys.readouterr()
+    assert train_main(_args(base["store"], base["shards"], run)) == 2
+    line = _error_line(capsys)
+    assert f"no intact checkpoint in {run / 'checkpoints'} (step_00000002: optimizer.bin has 0 bytes" in line
+    assert "move the damaged ones away" in line
+
+
+def test_a_torn_loss_log_and_an_empty_views_record_do_not_block_resume(base, tmp_path):
+    run = _stopped_run(base, tmp_path, 4)
+    with open(run / "losses.jsonl", "a") as handle:
+        handle.write('{"step": 4, "tot')  # killed while writing a line
+    (run / "views.json").write_text("")
+    assert train_main(_args(base["store"], base["shards"], run)) == 0
+    assert [r["step"] for r in _losses(run)] == list(range(8))
+    np.testing.assert_allclose(_totals(run), base["reference"], rtol=1e-6)
+    assert json.loads((run / "views.json").read_text() or "{}") in ({}, {"views_per_image": 2})
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(base, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from accelerate import Accelerator
+
+    run, real = tmp_path / "run", Accelerator.save_state
+
+    def full_at_step_4(self, output_dir=None, **kwargs):
+        if "step_00000004" not in str(output_dir):
+            return real(self, output_dir, **kwargs)
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 100)  # part written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Accelerator, "save_state", full_at_step_4)
+    capsys.readouterr()
+    assert train_main(_args(base["store"], base["shards"], run)) == 2
+    line = _error_line(capsys)
+    assert f"could not write checkpoint {run / 'checkpoints' / 'step_00000004'} (No space left on device)" in line
+    assert f"{run / 'checkpoints' / 'step_00000002'} (step 2) stays the resume point; free some space" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002"]  # no partial directory
+    monkeypatch.setattr(Accelerator, "save_state", real)
+    assert train_main(_args(base["store"], base["shards"], run)) == 0
+    np.testing.assert_allclose(_totals(run), base["reference"], rtol=1e-6)
+
+
+def test_a_resume_with_another_head_hidden_is_refused(base, tmp_path, capsys):
+    run = _stopped_run(base, tmp_path, 2)
+    capsys.readouterr()
+    assert train_main(_args(base["store"], base["shards"], run, "head_hidden=32")) == 2
+    assert "head_hidden: 64 when the run started, 32 now" in _error_line(capsys)
+
+
+def _stage3(base, tmp_path: Path, init: Path, *overrides: str) -> list[str]:
+    return ["--stage", "3", "--config", str(CONFIGS / "tiny_stage3.yaml"), f"out={tmp_path / 's3'}",
+            f"init={init}", f"data.store={base['store']}", f"data.shards={base['shards']}",
+            "teachers=[{name: " + TEACHER + ", test_scale: true}]", "teacher_resolutions=[64]", *overrides]
+
+
+def test_a_damaged_or_mismatched_stage3_init_is_one_error_line(base, tmp_path, capsys):
+    init = tmp_path / "init"
+    shutil.copytree(base["root"] / "reference", init)
+    _truncate(init / "heads.pt")
+    assert train_main(_stage3(base, tmp_path, init)) == 2
+    line = _error_line(capsys)
+    assert f"{init / 'heads.pt'} is damaged (truncated or not written completely" in line
+    assert "move it away to start with fresh adapter heads" in line and not (tmp_path / "s3").exists()
+    shutil.copy(base["root"] / "reference" / "heads.pt", init / "heads.pt")
+    assert train_main(_stage3(base, tmp_path, init, "head_hidden=32")) == 2
+    line = _error_line(capsys)
+    assert f"{init / 'heads.pt'} holds adapter heads of width [64], this run has head_hidden=32" in line
+    assert "set head_hidden=64" in line and not (tmp_path / "s3").exists()
+    assert train_main(_stage3(base, tmp_path, init, "max_steps=1")) == 0  # the intact init still works
+
+
+def test_export_from_a_truncated_student_file_is_one_error_line(base, tmp_path, capsys):
+    from eupe.export.cli import main as export_main
+
+    student = tmp_path / "student.safetensors"
+    shutil.copy(base["root"] / "reference" / "student.safetensors", student)
+    _truncate(student, 0.3)
+    assert export_main(["--checkpoint", str(student), "--out", str(tmp_path / "export"), "--resolution", "64"]) == 2
+    line = _error_line(capsys)
+    assert f"{student} is damaged (truncated or not a safetensors file" in line and "re-run the training" in line
