@@ -3,9 +3,12 @@
 Short by design: a ``Trainer`` opens the store once, checks it, fixes the normalization
 statistics and builds (model, loss, targets, data plan); then for each step run the micro-batches
 under ``accelerator.accumulate``, clip, step, set the learning rate from a pure function of the
-step, log, and checkpoint. A run directory holds the resolved config, ``losses.jsonl`` (one line
-per step), TensorBoard logs, ``checkpoints/step_*`` (``save_state`` + step), and at the end
-``student.safetensors`` (timm-loadable) and, in Stage 1, ``proxy.safetensors``.
+step, log, and checkpoint. A run directory holds the resolved config, the run's record ``run.json``
+and frozen statistics ``stats/`` (eupe.distill.rundir: a re-run with another config or store is
+refused), ``losses.jsonl`` (one line per step), TensorBoard logs, ``checkpoints/step_*``
+(``save_state`` + a ``step.json`` naming the size and sha256 of every file; resume skips damaged
+ones), and at the end ``student.safetensors`` (timm-loadable) and, in Stage 1, ``proxy.safetensors``.
+A NaN or infinite loss term stops the run before the step is logged or checkpointed.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ from eupe.store import FeatureStore, StoreMismatchError
 from eupe.store.stats import load_stats
 
 LOSS_LOG = "losses.jsonl"
-RUN_STATS = "stats"  # run directory: the frozen statistics of every teacher resolution (stored or online-only)
 VIEWS_RECORD = "views.json"  # run directory: stored views per image the run draws from (kept on resume)
 
 
@@ -60,7 +62,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"{path} is not a plain tensor checkpoint (it holds other pickled Python objects, "
                           "which are never loaded); pass the heads.pt a training run wrote") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ConfigError(f"{path} is damaged (truncated or not written completely: {' '.join(str(err).split())[:160]}); "
+        why = " ".join(str(err).split())[:160]
+        raise ConfigError(f"{path} is damaged (truncated or not written completely: {why}); "
                           "re-run the training command of its run directory to write it again, or move it away to "
                           "start with fresh adapter heads") from None
 
@@ -231,8 +234,8 @@ class Trainer:
             for name in self.teachers:
                 self._freeze_stats(name)
         self.accelerator.wait_for_everyone()
-        return {name: {r: _read_frozen(frozen_stats_path(self.out, name, r)) for r in self.store.teacher(name).resolutions}
-                for name in self.teachers}
+        return {name: {r: _read_frozen(frozen_stats_path(self.out, name, r))
+                       for r in self.store.teacher(name).resolutions} for name in self.teachers}
 
     def _freeze_stats(self, name: str) -> None:
         group = self.store.teacher(name)
@@ -336,7 +339,8 @@ class Trainer:
                                    cfg.data.num_workers, pin_memory=acc.device.type == "cuda"))
         acc.init_trackers("tensorboard")
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
-        self.bar = bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
+        self.bar = bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step",
+                              disable=not self.main)
         for step in range(self.start, self.stop):
             record = self.step(step, batches)
             problem = nonfinite_message(record, step, self.checkpoints, cfg.data.store)
@@ -429,7 +433,8 @@ def _read_frozen(path: Path) -> Stats:
         return load_run_stats(path)
     except (OSError, ValueError, KeyError, EOFError) as err:
         raise RunError(f"{path} (statistics this run started with) is unreadable ({err}); delete it to freeze "
-                       "the store's current statistics in its place (the resumed run then normalizes with those)") from None
+                       "the store's current statistics in its place (the resumed run then normalizes with those)"
+                       ) from None
 
 
 def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str], None]) -> Plan:

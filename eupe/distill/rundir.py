@@ -99,7 +99,8 @@ def store_changes(recorded: dict, now: dict) -> list[str]:
     for name in sorted(set(recorded.get("teachers", {})) | set(now.get("teachers", {}))):
         old, new = recorded.get("teachers", {}).get(name), now.get("teachers", {}).get(name)
         if old != new:
-            problems.append(f"teacher {name!r}: weights {str(old)[:16]}... when the run started, {str(new)[:16]}... now")
+            problems.append(f"teacher {name!r}: weights {str(old)[:16]}... when the run started, "
+                            f"{str(new)[:16]}... now")
     return problems
 
 
