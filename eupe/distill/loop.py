@@ -20,6 +20,7 @@ import os
 import pickle
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -431,7 +432,7 @@ def _read_frozen(path: Path) -> Stats:
     """Frozen statistics of a run; a damaged file is a RunError naming it."""
     try:
         return load_run_stats(path)
-    except (OSError, ValueError, KeyError, EOFError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise RunError(f"{path} (statistics this run started with) is unreadable ({err}); delete it to freeze "
                        "the store's current statistics in its place (the resumed run then normalizes with those)"
                        ) from None

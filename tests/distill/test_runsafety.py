@@ -20,6 +20,8 @@ import pytest
 from eupe.cache_tools.cli import main as cache_main
 from eupe.train.cli import main as train_main
 
+pytestmark = pytest.mark.slow  # each test trains (seconds each on 2 cores)
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 TEACHER = "dinov3_hplus"
 
@@ -260,6 +262,23 @@ def test_a_torn_loss_log_and_an_empty_views_record_do_not_block_resume(base, tmp
     assert train_main(_args(store, base["shards"], run)) == 0
     assert "resuming with the 2 views per image this run started with; the store now holds 4" in capsys.readouterr().out
     assert [r["step"] for r in _losses(run)] == list(range(8))
+    np.testing.assert_allclose(_totals(run), base["reference"], rtol=1e-6)
+
+
+def test_a_torn_run_record_falls_back_to_config_yaml_and_damaged_frozen_stats_are_named(base, tmp_path, capsys):
+    run = _stopped_run(base, tmp_path, 4)
+    (run / "run.json").write_text('{"config": {"stage": 2, "stu')  # torn: config.yaml still says what the run is
+    capsys.readouterr()
+    assert train_main(_args(base["store"], base["shards"], run, "optim.lr=5.0e-4")) == 2
+    assert "optim.lr: 0.001 when the run started, 0.0005 now" in _error_line(capsys)
+    stats = run / "stats" / f"{TEACHER}_r64.npz"
+    frozen = stats.read_bytes()
+    _truncate(stats)
+    assert train_main(_args(base["store"], base["shards"], run)) == 2
+    line = _error_line(capsys)
+    assert f"{stats} (statistics this run started with) is unreadable" in line and "delete it" in line
+    stats.write_bytes(frozen)
+    assert train_main(_args(base["store"], base["shards"], run)) == 0
     np.testing.assert_allclose(_totals(run), base["reference"], rtol=1e-6)
 
 
