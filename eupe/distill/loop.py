@@ -211,7 +211,7 @@ class Trainer:
         has_checkpoint = Checkpoints(self.out / "checkpoints", self.cfg.keep_checkpoints).latest() is not None
         record = previous_record(self.out, has_checkpoint)
         if record is not None:
-            return record, check_resume(self.out, record, config, identity)
+            return record, check_resume(self.out, record, config, identity, config_io.to_dict(TrainConfig()))
         record = {"config": config, "store": identity, "views_per_image": self.plan.views_per_image,
                   "started": _now()}
         if self.main:

@@ -84,10 +84,12 @@ def resumable(key: str) -> bool:
     return key in RESUMABLE_KEYS or (len(parts) == 3 and parts[0] == "teachers" and parts[2] == "weights")
 
 
-def config_changes(recorded: dict, now: dict) -> dict[str, tuple[Any, Any]]:
-    """{dotted key: (recorded value, value now)} of every key that differs."""
-    old, new = flatten(recorded), flatten(now)
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+def config_changes(recorded: dict, now: dict, defaults: dict | None = None) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (recorded value, value now)} of every key that differs. A key the record lacks (added
+    to the schema after the run started) is no change while it has its default value (``defaults``)."""
+    old, new, default = flatten(recorded), flatten(now), flatten(defaults or {})
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+            and not (k not in old and k in default and new.get(k) == default[k])}
 
 
 def store_changes(recorded: dict, now: dict) -> list[str]:
@@ -104,10 +106,11 @@ def store_changes(recorded: dict, now: dict) -> list[str]:
     return problems
 
 
-def check_resume(out: Path, record: dict, config: dict, store: dict) -> dict[str, tuple[Any, Any]]:
+def check_resume(out: Path, record: dict, config: dict, store: dict,
+                 defaults: dict | None = None) -> dict[str, tuple[Any, Any]]:
     """Compare this invocation with the run's record: refuse (RunError listing every difference) when
     the config differs outside ``RESUMABLE_KEYS`` or the store is another one; return the allowed changes."""
-    changes = config_changes(record["config"], config)
+    changes = config_changes(record["config"], config, defaults)
     refused = [f"{key}: {old!r} when the run started, {new!r} now" for key, (old, new) in changes.items()
                if not resumable(key)]
     refused += store_changes(record["store"], store) if record.get("store") else []

@@ -346,3 +346,19 @@ def test_export_from_a_truncated_student_file_is_one_error_line(base, tmp_path, 
     assert export_main(["--checkpoint", str(student), "--out", str(tmp_path / "export"), "--resolution", "64"]) == 2
     line = _error_line(capsys)
     assert f"{student} is damaged (truncated or not a safetensors file" in line and "re-run the training" in line
+
+
+def test_config_comparison_names_differences_and_tolerates_keys_added_since():
+    from eupe.distill.rundir import RunError, check_resume, config_changes, flatten
+
+    recorded = {"optim": {"lr": 1e-3}, "teachers": [{"name": "a", "weights": "/x"}], "iterations": 8}
+    now = {"optim": {"lr": 1e-3}, "teachers": [{"name": "a", "weights": "/y"}], "iterations": 9, "new_key": 0}
+    assert flatten(now)["teachers.0.weights"] == "/y"
+    assert config_changes(recorded, now, {"new_key": 0}) == {"iterations": (8, 9), "teachers.0.weights": ("/x", "/y")}
+    assert "new_key" in config_changes(recorded, {**now, "new_key": 1}, {"new_key": 0})
+    store = {"fingerprint": "f" * 64, "teachers": {"a": "w" * 64}}
+    allowed = check_resume(Path("run"), {"config": recorded, "store": store}, now, store, {"new_key": 0})
+    assert allowed == {"iterations": (8, 9), "teachers.0.weights": ("/x", "/y")}
+    with pytest.raises(RunError, match=r"teachers.0.name: 'a' when the run started, 'b' now"):
+        check_resume(Path("run"), {"config": recorded, "store": store},
+                     {**now, "teachers": [{"name": "b", "weights": "/x"}]}, store, {"new_key": 0})
