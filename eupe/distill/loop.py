@@ -209,12 +209,15 @@ class Trainer:
         """The run's record (written when the run starts) and the allowed changes of this invocation."""
         config, identity = config_io.to_dict(self.cfg), store_identity(self.store, self.cfg.teacher_names())
         has_checkpoint = Checkpoints(self.out / "checkpoints", self.cfg.keep_checkpoints).latest() is not None
-        record = previous_record(self.out, has_checkpoint)
+        record = previous_record(self.out, has_checkpoint) if has_checkpoint else None
         if record is not None:
             return record, check_resume(self.out, record, config, identity, config_io.to_dict(TrainConfig()))
         record = {"config": config, "store": identity, "views_per_image": self.plan.views_per_image,
                   "started": _now()}
         if self.main:
+            if (self.out / RUN_RECORD).exists():  # an attempt that never reached a checkpoint: nothing to resume
+                self.say(f"no checkpoint in {self.out} yet: starting the run afresh with this config")
+                shutil.rmtree(self.out / "stats", ignore_errors=True)  # the earlier attempt's frozen statistics
             config_io.save_resolved(self.cfg, self.out)
             write_json(self.out / VIEWS_RECORD, {"views_per_image": self.plan.views_per_image})
             write_json(self.out / RUN_RECORD, record)

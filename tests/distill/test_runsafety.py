@@ -362,3 +362,14 @@ def test_config_comparison_names_differences_and_tolerates_keys_added_since():
     with pytest.raises(RunError, match=r"teachers.0.name: 'a' when the run started, 'b' now"):
         check_resume(Path("run"), {"config": recorded, "store": store},
                      {**now, "teachers": [{"name": "b", "weights": "/x"}]}, store, {"new_key": 0})
+
+
+def test_an_attempt_that_never_reached_a_checkpoint_restarts_afresh_with_the_new_config(base, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(_args(base["store"], base["shards"], run, "max_steps=1", "optim.lr=5.0e-4")) == 0
+    shutil.rmtree(run / "checkpoints")  # as if killed before its first checkpoint
+    capsys.readouterr()
+    assert train_main(_args(base["store"], base["shards"], run)) == 0
+    assert f"no checkpoint in {run} yet: starting the run afresh with this config" in capsys.readouterr().out
+    assert json.loads((run / "run.json").read_text())["config"]["optim"]["lr"] == 0.001
+    np.testing.assert_allclose(_totals(run), base["reference"], rtol=1e-6)
