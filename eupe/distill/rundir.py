@@ -12,8 +12,11 @@ blindly nor left half-written:
 - ``stats/{teacher}_r{resolution}.npz``: the normalization statistics the run started with, for
   every teacher resolution (stored or online-only), frozen: a resume uses these even when the store's
   have been recomputed since (another ``--seed``, ``--full``...), and says so.
-- Every file is written to a temporary name and renamed (``write_atomic``); JSON files that are
-  empty or torn read as absent (``read_json``).
+- ``checkpoints/step_*`` are saved under a temporary name and renamed once complete, with a
+  ``step.json`` naming the size and sha256 of each file (``checkpoint_problem`` checks them on resume).
+- Every other file is written to a temporary name and renamed (``write_atomic``), except
+  ``losses.jsonl``, appended a line per step and read tolerantly (a torn line is dropped on resume);
+  JSON files that are empty or torn read as absent (``read_json``).
 """
 
 from __future__ import annotations
