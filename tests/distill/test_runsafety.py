@@ -86,23 +86,6 @@ def test_recomputed_store_statistics_do_not_change_a_resumed_run(base, tmp_path,
 
 # --- item 2: non-finite values stop everything that would spread them ----------------------------
 
-def _train_subprocess(args: list[str]):
-    import os
-    import subprocess
-    import sys
-
-    code = "import sys; from eupe.train.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def _last_error(stderr: str) -> str:
-    """The one Error line (tqdm's bar also writes to stderr, with carriage returns)."""
-    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
-    return lines[0]
-
-
 def _inject_nan(store_path: str, chunk: int) -> None:
     """NaN in every summary of one chunk's images, the chunk's checksums recomputed (they are not signatures)."""
     from eupe.store import FeatureStore, manifest
@@ -127,9 +110,9 @@ def test_nan_targets_stop_training_stats_and_are_found_by_verify(base, tmp_path,
     assert train_main(_args(store, base["shards"], run, "max_steps=2")) == 0  # statistics frozen while finite
     _inject_nan(store, chunk=1)
     assert cache_main(["verify", store]) == 0  # the checksums were re-signed: the bytes look fine
-    done = _train_subprocess(_args(store, base["shards"], run))  # a fresh process, as a re-run would be
-    assert done.returncode == 2, done.stderr[-2000:]
-    line = _last_error(done.stderr)
+    capsys.readouterr()
+    assert train_main(_args(store, base["shards"], run)) == 2
+    line = _error_line(capsys)
     assert f"non-finite loss {TEACHER}/summary_cos = nan (teacher '{TEACHER}', summary tokens)" in line
     step = int(line.split("Error: step ")[1].split(":")[0])
     assert 2 <= step < 8 and f"resume point: {run / 'checkpoints'}" in line and "verify" in line and "--finite" in line
