@@ -163,9 +163,11 @@ def info(store_path: str, as_json: bool) -> int:
               help="Re-run the teacher on N random stored views and compare with the cache.")
 @click.option("--weights", default=None, help="Teacher weights for --teacher-check (default: as for extract).")
 @click.option("--seed", default=0, show_default=True, help="Seed for choosing the views to re-check.")
+@click.option("--finite", is_flag=True,
+              help="Also decode every stored target and list images holding NaN or infinite values (reads it all).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
 @click.option("--test-scale", is_flag=True, hidden=True)
-def verify(store_path, teacher_check: int, weights, seed, as_json, test_scale) -> int:
+def verify(store_path, teacher_check: int, weights, seed, finite: bool, as_json, test_scale) -> int:
     """Check completeness and chunk checksums; optionally re-run the teacher on N views.
 
     Every done chunk's files are compared with the sizes and checksums recorded when they were
@@ -179,7 +181,7 @@ def verify(store_path, teacher_check: int, weights, seed, as_json, test_scale) -
     result = {"images": verify_images(store), "teachers": {}}
     ok = not result["images"]
     for name in store.teacher_names():
-        report = verify_teacher(store, name)
+        report = verify_teacher(store, name, finite=finite)
         if teacher_check:
             report.check = _teacher_check(store, name, teacher_check, seed, weights, test_scale)
         result["teachers"][name] = {**report.__dict__, "ok": report.ok}
@@ -211,6 +213,8 @@ def _verify_text(result: dict) -> str:
                   + (f" ({describe_method(r['stats_method'].get(resolution))})" if state == "ok" else
                      " (run `eupe-cache stats`)")
                   for resolution, state in r.get("stats", {}).items() if state != "absent"]
+        lines += [f"  non-finite {', '.join(p['kinds'])} targets r{p['resolution']} in chunk {p['chunk']} (images "
+                  f"{', '.join(p['keys'])}): re-extract them into a new store" for p in r.get("nonfinite", [])]
         if r["incomplete"]:
             lines.append(f"  incomplete: {', '.join(r['incomplete'][:20])}{' ...' if len(r['incomplete']) > 20 else ''}")
         if r["check"]:

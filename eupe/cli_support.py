@@ -26,6 +26,7 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("eupe.data.shards", "DatasetError"),
     ("eupe.deploy.folder", "ExportFolderError"),
     ("eupe.deploy.timm_export", "UnsupportedStudentError"),
+    ("eupe.distill.rundir", "RunError"),
     ("builtins", "FileNotFoundError"),
     ("eupe.eval.datasets", "DatasetError"),
     ("eupe.eval.tasks.base", "TaskOptionError"),

@@ -3,18 +3,24 @@
 Short by design: a ``Trainer`` opens the store once, checks it, fixes the normalization
 statistics and builds (model, loss, targets, data plan); then for each step run the micro-batches
 under ``accelerator.accumulate``, clip, step, set the learning rate from a pure function of the
-step, log, and checkpoint. A run directory holds the resolved config, ``losses.jsonl`` (one line
-per step), TensorBoard logs, ``checkpoints/step_*`` (``save_state`` + step), and at the end
-``student.safetensors`` (timm-loadable) and, in Stage 1, ``proxy.safetensors``.
+step, log, and checkpoint. A run directory holds the resolved config, the run's record ``run.json``
+and frozen statistics ``stats/`` (eupe.distill.rundir: a re-run with another config or store is
+refused), ``losses.jsonl`` (one line per step), TensorBoard logs, ``checkpoints/step_*``
+(``save_state`` + a ``step.json`` naming the size and sha256 of every file; resume skips damaged
+ones), and at the end ``student.safetensors`` (timm-loadable) and, in Stage 1, ``proxy.safetensors``.
+A NaN or infinite loss term stops the run before the step is logged or checkpointed.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import pickle
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,8 +36,12 @@ from eupe.distill.config import TrainConfig
 from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
                                usable_views)
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
+from eupe.distill.rundir import (RUN_RECORD, STEP_RECORD, NonFiniteLossError, RunError, check_resume,
+                                 checkpoint_problem, enospc_hint, file_manifest, frozen_stats_path, previous_record,
+                                 read_json, record_resume, store_identity, views_record, warn_changed_stats,
+                                 write_atomic, write_json)
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
-                                  online_stats, online_teachers, save_run_stats, stored_stats)
+                                  online_stats, online_teachers, save_run_stats, tensor_stats)
 from eupe.fileio import apply_umask
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
@@ -40,9 +50,9 @@ from eupe.models.features import Features
 from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
 from eupe.models.teachers import proxy_spec
 from eupe.store import FeatureStore, StoreMismatchError
+from eupe.store.stats import load_stats
 
 LOSS_LOG = "losses.jsonl"
-RUN_STATS = "stats"  # run directory: statistics of teacher resolutions the store lacks
 VIEWS_RECORD = "views.json"  # run directory: stored views per image the run draws from (kept on resume)
 
 
@@ -53,6 +63,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError:
         raise ConfigError(f"{path} is not a plain tensor checkpoint (it holds other pickled Python objects, "
                           "which are never loaded); pass the heads.pt a training run wrote") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        why = " ".join(str(err).split())[:160]
+        raise ConfigError(f"{path} is damaged (truncated or not written completely: {why}); "
+                          "re-run the training command of its run directory to write it again, or move it away to "
+                          "start with fresh adapter heads") from None
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -90,37 +105,74 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 @dataclass
 class Checkpoints:
+    """``checkpoints/step_*``: each saved under a temporary name and renamed once complete, its files
+    recorded in its ``step.json``; resume takes the newest intact one, saying which it skipped and why."""
+
     root: Path
     keep: int
 
+    def complete(self) -> list[tuple[Path, int]]:
+        """(path, step) of every renamed checkpoint with a step record, newest first (files not checked)."""
+        found = []
+        for path in self.root.glob("step_*"):
+            record = read_json(path / STEP_RECORD)
+            if record is not None and isinstance(record.get("step"), int):
+                found.append((path, record["step"]))
+        return sorted(found, key=lambda item: item[1], reverse=True)
+
     def latest(self) -> tuple[Path, int] | None:
-        found = sorted((int(p.name.split("_")[1]), p) for p in self.root.glob("step_*") if (p / "step.json").exists())
-        return (found[-1][1], found[-1][0]) if found else None
+        found = self.complete()
+        return found[0] if found else None
 
     def save(self, accelerator: Accelerator, step: int) -> None:
-        path = self.root / f"step_{step:08d}"
-        accelerator.save_state(str(path))
+        """Write the checkpoint of ``step``; a failed write (disk full...) leaves the older ones as they were."""
+        path, partial = self.root / f"step_{step:08d}", self.root / f".partial_step_{step:08d}"
+        try:
+            if accelerator.is_main_process:
+                shutil.rmtree(partial, ignore_errors=True)
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(partial))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                write_json(partial / STEP_RECORD, {"step": step, "files": file_manifest(partial)})
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(partial, path)
+                apply_umask(path)  # Accelerate writes its safetensors 0600
+        except OSError as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            latest = self.latest()
+            kept = f"{latest[0]} (step {latest[1]}) stays the resume point" if latest else "no checkpoint is kept"
+            raise RunError(f"could not write checkpoint {path} ({err.strerror or err}); nothing of it was kept and "
+                           f"{kept}; {enospc_hint(err)}re-run the same command") from None
         if accelerator.is_main_process:
-            apply_umask(path)  # Accelerate writes its safetensors 0600
-            (path / "step.json").write_text(json.dumps({"step": step}))  # written last: marks it complete
             older = sorted(p for p in self.root.glob("step_*") if p != path)
             for stale in older[: max(len(older) - (self.keep - 1), 0)]:  # keep the newest `keep` in all
                 shutil.rmtree(stale, ignore_errors=True)
 
 
 class LossLog:
-    """One JSON line per step; on resume, lines from the resumed step on are dropped first."""
+    """One JSON line per step; on resume, lines from the resumed step on are dropped first (and a torn
+    line, from a run killed while writing it), the rest rewritten atomically."""
 
     def __init__(self, path: Path, start: int, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         if enabled and path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < start]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line in path.read_text(errors="replace").splitlines() if _step_of(line, start)]
+            write_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str, start: int) -> bool:
+    """Whether a losses.jsonl line is a whole record of a step before ``start``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] < start
 
 
 class Trainer:
@@ -146,9 +198,7 @@ class Trainer:
             self.say(f"no CUDA device: training in fp32 instead of {cfg.mixed_precision}")
         self.say(reuse_line(cfg, self.plan))
         set_seed(cfg.seed)
-        if self.main:
-            config_io.save_resolved(cfg, self.out)
-            (self.out / VIEWS_RECORD).write_text(json.dumps({"views_per_image": self.plan.views_per_image}))
+        self.record, self.changes = self._run_record()  # refuses a mismatched re-run before anything is written
         self.teachers = cfg.teacher_names()
         self.stats = self._store_stats()
         self.loss = cfg.loss.build(cfg.patch_weights())
@@ -157,14 +207,55 @@ class Trainer:
         self.decoder = TargetDecoder(self.stats)
         self.counts = {"cache_hits": 0, "online_fallbacks": 0}
 
-    def _store_stats(self) -> dict[str, dict[int, Stats]]:
-        """Stored resolutions' statistics: computed once by the main process when absent, the others wait."""
-        found = {}
+    def _run_record(self) -> tuple[dict, dict]:
+        """The run's record (written when the run starts) and the allowed changes of this invocation."""
+        config, identity = config_io.to_dict(self.cfg), store_identity(self.store, self.cfg.teacher_names())
+        has_checkpoint = Checkpoints(self.out / "checkpoints", self.cfg.keep_checkpoints).latest() is not None
+        record = previous_record(self.out, has_checkpoint) if has_checkpoint else None
+        if record is not None:
+            return record, check_resume(self.out, record, config, identity, config_io.to_dict(TrainConfig()))
+        record = {"config": config, "store": identity, "views_per_image": self.plan.views_per_image,
+                  "started": _now()}
         if self.main:
-            found = {name: ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
-                     for name in self.teachers}
+            if (self.out / RUN_RECORD).exists():  # an attempt that never reached a checkpoint: nothing to resume
+                self.say(f"no checkpoint in {self.out} yet: starting the run afresh with this config")
+                shutil.rmtree(self.out / "stats", ignore_errors=True)  # the earlier attempt's frozen statistics
+            config_io.save_resolved(self.cfg, self.out)
+            write_json(self.out / VIEWS_RECORD, {"views_per_image": self.plan.views_per_image})
+            write_json(self.out / RUN_RECORD, record)
+        return record, {}
+
+    def _record_resume(self) -> None:
+        """Allowed changes (e.g. a longer schedule) are recorded in run.json and config.yaml says what runs now."""
+        if self.main and self.changes:
+            self.record = record_resume(self.out / RUN_RECORD, self.record, self.start, self.changes, _now())
+            config_io.save_resolved(self.cfg, self.out)
+            self.say("resuming with changed " + ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in
+                                                         self.changes.items()) + f"; recorded in {RUN_RECORD}")
+
+    def _store_stats(self) -> dict[str, dict[int, Stats]]:
+        """Every stored resolution's statistics, frozen in the run directory by the main process when the
+        run starts (computed in the store first when absent there) and read back from there on resume."""
+        if self.main:
+            for name in self.teachers:
+                self._freeze_stats(name)
         self.accelerator.wait_for_everyone()
-        return found or {name: stored_stats(self.store, name) for name in self.teachers}
+        return {name: {r: _read_frozen(frozen_stats_path(self.out, name, r))
+                       for r in self.store.teacher(name).resolutions} for name in self.teachers}
+
+    def _freeze_stats(self, name: str) -> None:
+        group = self.store.teacher(name)
+        paths = {r: frozen_stats_path(self.out, name, r) for r in group.resolutions}
+        missing = [r for r, path in paths.items() if not path.is_file()]
+        if missing:
+            stats = ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
+            for resolution in missing:
+                save_run_stats(paths[resolution], {k: v.numpy() for k, v in stats[resolution].items()})
+        covers = self.store.progress(name).digest
+        for resolution in sorted(set(paths) - set(missing)):  # frozen before: the store's may have changed since
+            current = load_stats(group, resolution, covers)
+            warn_changed_stats(_read_frozen(paths[resolution]), None if current is None else tensor_stats(current),
+                               name, resolution, self.say)
 
     def setup(self) -> None:
         """Model, optimizer, online teachers (with their resolutions' statistics), checkpoint state."""
@@ -183,6 +274,7 @@ class Trainer:
         self._online_stats()
         self.checkpoints = Checkpoints(self.out / "checkpoints", cfg.keep_checkpoints)
         self.start = _resume(self.accelerator, self.checkpoints, self.say)
+        self._record_resume()
         self.stop = min(cfg.iterations, cfg.max_steps if cfg.max_steps is not None else cfg.iterations)
 
     def _online_stats(self) -> None:
@@ -190,14 +282,14 @@ class Trainer:
         samples = self.plan.first_samples(self.cfg.online_stats_batches * self.cfg.micro_batch)
         for name, teacher in self.online.items():
             for resolution in sorted(set(self.cfg.teacher_resolutions) - set(teacher.stats)):
-                path = self.out / RUN_STATS / f"{name}_r{resolution}.npz"
+                path = frozen_stats_path(self.out, name, resolution)
                 if self.main and not path.is_file():
                     self.say(f"computing normalization statistics for {name} r{resolution} from the online teacher "
                              f"over {len(samples)} views; saved in {path}")
                     save_run_stats(path, online_stats(teacher, self.dataset, samples, resolution, self.cfg.micro_batch,
                                                       self.accelerator.device))
                 self.accelerator.wait_for_everyone()
-                teacher.stats[resolution] = load_run_stats(path)
+                teacher.stats[resolution] = _read_frozen(path)
 
     def targets(self, batch: Batch, t_resolution: int) -> dict[str, Features]:
         """Cached targets where the batch has them, else the online teacher's at ``t_resolution``."""
@@ -253,9 +345,13 @@ class Trainer:
                                    cfg.data.num_workers, pin_memory=acc.device.type == "cuda"))
         acc.init_trackers("tensorboard")
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
-        bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
+        self.bar = bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step",
+                              disable=not self.main)
         for step in range(self.start, self.stop):
             record = self.step(step, batches)
+            problem = nonfinite_message(record, step, self.checkpoints, cfg.data.store)
+            if problem:  # before the step is logged or checkpointed: the last checkpoint stays the resume point
+                raise NonFiniteLossError(problem)
             log.write(record)
             if step % cfg.log_every == 0 or step == self.stop - 1:
                 acc.log({k: v for k, v in record.items() if k != "step"}, step=step)
@@ -266,7 +362,7 @@ class Trainer:
         bar.close()
         acc.end_training()
         if self.main and self.stop == cfg.iterations:
-            _save_outputs(cfg, acc.unwrap_model(self.model), self.out, self.store)
+            _save_outputs(cfg, acc.unwrap_model(self.model), self.out, self.store, self.record.get("resumes", []))
         return self.out
 
 
@@ -274,9 +370,30 @@ def train(cfg: TrainConfig, say: Callable[[str], None] = print) -> Path:
     """Run (or resume) a training run; returns the run directory."""
     trainer = Trainer(cfg, say)
     trainer.setup()
-    out = trainer.run()
+    try:
+        out = trainer.run()
+    finally:  # an error line must not land on the progress bar's line
+        if getattr(trainer, "bar", None) is not None:
+            trainer.bar.close()
     trainer.say(f"run directory: {out}")  # main process only
     return out
+
+
+def nonfinite_message(record: dict, step: int, checkpoints: Checkpoints, store: str) -> str | None:
+    """What to say when a loss term of the step's record is NaN or infinite (None when all are finite).
+    The terms are reduced across the ranks, so every rank agrees."""
+    terms = {k: v for k, v in record.items() if "/" in k or k == "total"}
+    bad = [k for k in terms if not math.isfinite(terms[k])]
+    if not bad:
+        return None
+    named = [k for k in bad if k.split("/")[-1].startswith(("summary", "patch"))] or bad  # the leaf terms first
+    latest = checkpoints.latest()
+    resume = f"{latest[0]} (step {latest[1]})" if latest else "none: a re-run starts from step 0"
+    what = ", ".join(f"{k} = {terms[k]} (teacher {k.split('/')[0]!r}, {k.split('/')[1].split('_')[0]} tokens)"
+                     if k.split("/")[-1].startswith(("summary", "patch")) else f"{k} = {terms[k]}" for k in named)
+    return (f"step {step}: non-finite loss {what}; training stopped, nothing of this step was saved; resume point: "
+            f"{resume}. NaN targets? check with `eupe-cache verify {store} --finite`; a diverging run: lower optim.lr "
+            "or use mixed_precision=no; then re-run the same command")
 
 
 def reuse_line(cfg: TrainConfig, plan: Plan) -> str:
@@ -293,7 +410,37 @@ def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
         return None
     resolve_student_file(cfg.init)  # FileNotFoundError naming the file, before any write
     heads = Path(cfg.init) / HEADS_FILENAME
-    return load_tensors(heads) if heads.is_file() else None
+    if not heads.is_file():
+        return None
+    state = load_tensors(heads)
+    _check_init_heads(heads, state, cfg)
+    return state
+
+
+def _check_init_heads(path: Path, state: dict[str, torch.Tensor], cfg: TrainConfig) -> None:
+    """The init run's heads must be this run's: the same teachers and head_hidden (ConfigError naming both)."""
+    teachers = sorted({key.split(".")[0] for key in state})
+    if teachers != sorted(cfg.teacher_names()):
+        raise ConfigError(f"{path} holds adapter heads for teachers {teachers}, this run trains against "
+                          f"{sorted(cfg.teacher_names())}; use the same teachers as the init run")
+    hidden = {int(v.shape[0]) for k, v in state.items() if k.endswith(".0.weight") and v.ndim == 2}  # Linear(D, hidden)
+    if hidden != {cfg.head_hidden}:
+        raise ConfigError(f"{path} holds adapter heads of width {sorted(hidden)}, this run has head_hidden="
+                          f"{cfg.head_hidden}; set head_hidden={min(hidden) if hidden else '?'} (the init run's)")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _read_frozen(path: Path) -> Stats:
+    """Frozen statistics of a run; a damaged file is a RunError naming it."""
+    try:
+        return load_run_stats(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise RunError(f"{path} (statistics this run started with) is unreadable ({err}); delete it to freeze "
+                       "the store's current statistics in its place (the resumed run then normalizes with those)"
+                       ) from None
 
 
 def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str], None]) -> Plan:
@@ -306,29 +453,42 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str],
     mixture = cfg.data.mixture
     parts = mixture_parts(store, [m.shards for m in mixture], rows) if mixture else ()
     weights = tuple(m.weight / sum(p.weight for p in mixture) for m in mixture)
-    record = Path(cfg.out) / VIEWS_RECORD
-    recorded = json.loads(record.read_text())["views_per_image"] if record.is_file() else None
+    recorded = views_record(Path(cfg.out), VIEWS_RECORD)
     views = usable_views(store, cfg.teacher_names(), recorded, say if state.is_main_process else lambda _t: None)
     return Plan(rows, views, cfg.seed, cfg.global_batch, cfg.micro_batch,
                 state.num_processes, tuple(cfg.student_resolutions), tuple(cfg.teacher_resolutions), parts, weights)
 
 
 def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:
-    latest = checkpoints.latest()
-    if latest is None:
-        return 0
-    path, step = latest
-    accelerator.load_state(str(path))
-    say(f"resuming from {path} (step {step})")
-    return step
+    """Load the newest intact checkpoint (0 when there is none); damaged ones are skipped, saying why."""
+    found = checkpoints.complete()
+    skipped = []
+    for path, step in found:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            try:
+                accelerator.load_state(str(path))
+            except Exception as err:  # noqa: BLE001 - a checkpoint written before files were recorded
+                problem = f"it does not load ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        if problem is None:
+            say(f"resuming from {path} (step {step})")
+            return step
+        skipped.append(f"{path.name}: {problem}")
+        say(f"warning: skipping checkpoint {path}: {problem}")
+    if skipped:
+        raise RunError(f"no intact checkpoint in {checkpoints.root} ({'; '.join(skipped)}); move the damaged "
+                       "ones away to restart this run from step 0, or choose a new out=")
+    return 0
 
 
-def _save_outputs(cfg: TrainConfig, model: DistillModel, out: Path, store: FeatureStore) -> None:
+def _save_outputs(cfg: TrainConfig, model: DistillModel, out: Path, store: FeatureStore, resumes: list) -> None:
     info = {"stage": cfg.stage, "teachers": {t: store.teacher(t).attrs["weights_sha256"] for t in cfg.teacher_names()},
-            "store": str(cfg.data.store), "config": config_io.to_dict(cfg)}
+            "store": str(cfg.data.store), "config": config_io.to_dict(cfg), "resumed_with_changes": resumes}
     student = model.student
     if cfg.stage == 1:
         save_proxy(student.backbone, cfg.proxy, out / PROXY_FILENAME)
     else:
         save_student(student, out / STUDENT_FILENAME, test_scale=cfg.student.test_scale, info=info)
-    torch.save(model.heads.state_dict(), out / HEADS_FILENAME)
+    buffer = io.BytesIO()
+    torch.save(model.heads.state_dict(), buffer)
+    write_atomic(out / HEADS_FILENAME, buffer.getvalue())

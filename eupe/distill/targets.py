@@ -5,8 +5,9 @@ fingerprints, view policy, image keys) and refuses it naming every difference, a
 incomplete store unless ``data.allow_incomplete``. Targets are normalized with frozen
 per-coordinate statistics of their own (teacher, resolution): for a stored resolution those of
 ``eupe-cache stats`` (computed once by the main process when absent or stale); for a resolution the
-store lacks, statistics of the online teacher over the first micro-batches of the run, saved
-in the run directory (``stats/{teacher}_r{resolution}.npz``) and reloaded on resume. When a
+store lacks, statistics of the online teacher over the first micro-batches of the run. Either way
+the trainer freezes them in the run directory (``stats/{teacher}_r{resolution}.npz``) when the run
+starts and reloads them on resume (eupe.distill.rundir). When a
 (view, resolution) is not in the store, the data loader hands the rendered teacher input to
 ``OnlineTeacher``, which returns targets normalized the same way.
 """
@@ -96,7 +97,8 @@ def check_complete(cfg: TrainConfig, store: FeatureStore, say: Callable[[str], N
     say(f"warning: training on an incomplete store: {text} not extracted yet (data.allow_incomplete=true)")
 
 
-def _tensors(stats: dict[str, np.ndarray]) -> Stats:
+def tensor_stats(stats: dict[str, np.ndarray]) -> Stats:
+    """Float64 statistics as the float32 tensors targets are normalized with (std floored at 1e-6)."""
     return {k: torch.from_numpy(np.maximum(v, 1e-6) if k.endswith("_std") else v).float() for k, v in stats.items()}
 
 
@@ -123,7 +125,7 @@ def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None
             save_stats(writable, resolution, moments)
             stats = {f"{kind}_{what}": np.asarray(getattr(m, what), np.float64)
                      for kind, m in moments.items() for what in ("mean", "std")}
-        out[resolution] = _tensors(stats)
+        out[resolution] = tensor_stats(stats)
     return out
 
 
@@ -134,7 +136,7 @@ def stored_stats(store: FeatureStore, name: str) -> dict[int, Stats]:
         stats = load_stats(group, resolution, covers)
         if stats is None:
             raise StoreMismatchError(f"normalization statistics of {name} r{resolution} are missing in the store")
-        out[resolution] = _tensors(stats)
+        out[resolution] = tensor_stats(stats)
     return out
 
 
@@ -201,7 +203,7 @@ def save_run_stats(path: Path, stats: dict[str, np.ndarray]) -> None:
 
 def load_run_stats(path: Path) -> Stats:
     with np.load(path, allow_pickle=False) as data:
-        return _tensors({k: np.asarray(data[k]) for k in data.files})
+        return tensor_stats({k: np.asarray(data[k]) for k in data.files})
 
 
 def online_teachers(cfg: TrainConfig, store: FeatureStore, stats: dict[str, dict[int, Stats]],

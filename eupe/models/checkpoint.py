@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from eupe.fileio import atomic_write
@@ -65,8 +65,11 @@ def _check_kwargs(path: str | Path, kwargs: Any) -> dict[str, Any]:
 def read_student_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of a student file (WeightsFileError when it is not one, or names a timm
     architecture other than its student's or a timm keyword outside ``ARCH_KWARGS``)."""
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except SafetensorError as err:
+        raise WeightsFileError(_damaged(path, err)) from None
     if meta.get("format") != STUDENT_FORMAT:
         raise WeightsFileError(f"{path} is not an eupe student file (metadata format {meta.get('format')!r})")
     try:
@@ -96,5 +99,26 @@ def load_student(path: str | Path) -> Encoder:
     meta = read_student_metadata(path)
     spec = student_spec(meta["student"])
     backbone, _ = random_backbone(meta["timm_name"], meta["timm_kwargs"])
-    backbone.load_state_dict(load_file(str(path)), strict=True)
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError as err:
+        raise WeightsFileError(_damaged(path, err)) from None
+    _check_finite(path, tensors)
+    backbone.load_state_dict(tensors, strict=True)
     return Encoder(spec, backbone, file_sha256(path)).eval()
+
+
+def _damaged(path: Path, err: Exception) -> str:
+    return (f"{path} is damaged (truncated or not a safetensors file: {err}); write it again: re-run the training "
+            "command of its run directory (it resumes from the last checkpoint and writes the student at the end)")
+
+
+def _check_finite(path: Path, tensors: dict) -> None:
+    """Refuse weights holding NaN or infinite values (a diverged training), naming the tensors."""
+    import torch
+
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsFileError(f"{path}: {len(bad)} of {len(tensors)} weight tensors hold NaN or infinite values "
+                               f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): the training that wrote it "
+                               "diverged; retrain it (from a checkpoint before the divergence) instead of using it")

@@ -162,6 +162,7 @@ def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningM
 
     ``covers`` is the done-set digest the moments were computed over (default: the current one).
     """
+    _check_finite(group, resolution, moments)
     stats = group.group[resolution_group_name(resolution)].require_group("stats")
     stats.attrs.put({})  # an older complete record must not vouch for the arrays being replaced
     values = {}
@@ -174,6 +175,17 @@ def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningM
     stats.attrs.put({**{kind: {"count": m.count} for kind, m in moments.items()},
                      "complete": {"covers": covers or moments["patch"].covers or group.done_set_digest(),
                                   "values_sha256": _digest(values), "method": moments["patch"].method}})
+
+
+def _check_finite(group: TeacherGroup, resolution: int, moments: dict[str, RunningMoments]) -> None:
+    """Refuse NaN or infinite moments: they come from non-finite targets and would normalize every target to NaN."""
+    for kind, m in moments.items():
+        bad = int((~np.isfinite(m.mean) | ~np.isfinite(m.std)).sum())
+        if bad:
+            where = group.store.where
+            raise StoreError(f"{where}/{group.group.path} r{resolution}: {bad} of {m.dim} {kind} statistics coordinates "
+                             "are NaN or infinite, so the store holds non-finite targets; nothing was saved. List them "
+                             f"with `eupe-cache verify {where} --finite` and re-extract into a new store")
 
 
 def _digest(values: dict[str, np.ndarray]) -> str:

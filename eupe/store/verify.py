@@ -37,12 +37,13 @@ class TeacherReport:
     stats: dict = field(default_factory=dict)  # resolution -> "ok" | "absent" | "stale" | "partial or altered"
     stats_method: dict = field(default_factory=dict)  # resolution -> how they were computed (stats_method)
     check: dict | None = None
+    nonfinite: list[dict] = field(default_factory=list)  # {"resolution", "chunk", "keys", "kinds"} (finite=True)
 
     @property
     def ok(self) -> bool:
         damaged = any(v == "partial or altered" for v in self.stats.values())
         return (not self.incomplete and not self.corrupt and not damaged and not self.read_errors
-                and (self.check is None or self.check["passed"]))
+                and not self.nonfinite and (self.check is None or self.check["passed"]))
 
 
 def _chunk_keys(store: FeatureStore, chunk: int) -> list[str]:
@@ -50,9 +51,10 @@ def _chunk_keys(store: FeatureStore, chunk: int) -> list[str]:
     return [str(k) for k in store.keys[rows.start:rows.stop]]
 
 
-def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
+def verify_teacher(store: FeatureStore, name: str, finite: bool = False) -> TeacherReport:
     """Every done chunk's files (of every view block) against the manifest; chunks not done are
-    listed as incomplete."""
+    listed as incomplete. ``finite``: also decode every stored target and list the images holding
+    NaN or infinite values (checksums vouch for the bytes, not for what was written)."""
     report = TeacherReport(name)
     try:
         group = store.teacher(name)
@@ -68,7 +70,25 @@ def verify_teacher(store: FeatureStore, name: str) -> TeacherReport:
             report.read_errors += [_label(key, block) for key, reason in failures if reason.startswith(READ_ERROR)]
         report.stats = {str(resolution): stats_state(group, resolution) for resolution in group.resolutions}
         report.stats_method = {str(resolution): stats_method(group, resolution) for resolution in group.resolutions}
+        if finite:
+            report.nonfinite = [p for block, flags in zip(blocks, done) for p in nonfinite_targets(store, block, flags)]
     return report
+
+
+def nonfinite_targets(store: FeatureStore, block: TeacherGroup, done: np.ndarray) -> list[dict]:
+    """Per done chunk and resolution, the images whose decoded targets hold NaN or infinite values."""
+    problems = []
+    for chunk in np.flatnonzero(done):
+        rows = store.chunk_rows(int(chunk))
+        for resolution in block.resolutions:
+            targets = block.decode(block.read_parts(slice(rows.start, rows.stop), resolution), resolution)
+            bad = {kind: ~np.isfinite(t.reshape(len(t), -1)).all(axis=1) for kind, t in targets.items()}  # [C]
+            images = np.flatnonzero(bad["summary"] | bad["patch"])
+            if len(images):
+                problems.append({"resolution": resolution, "chunk": int(chunk),
+                                 "keys": [_label(str(store.keys[rows.start + i]), block) for i in images],
+                                 "kinds": [kind for kind in ("summary", "patch") if bad[kind].any()]})
+    return problems
 
 
 def _verify_block(store: FeatureStore, block: TeacherGroup, report: TeacherReport) -> np.ndarray:
