@@ -56,7 +56,7 @@ from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
 from eupe.store import manifest
 from eupe.store.layout import (
     DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT, STORE_VERSION, TEACHERS,
-    StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
+    StoreIntegrityError, StoreMismatchError, UPGRADABLE_VERSIONS, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
     remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.store.status_record import TeacherProgress, read_record, save_record
@@ -92,11 +92,13 @@ class StoreParams:
 class FeatureStore:
     """A feature store on disk (or any zarr store URL)."""
 
-    def __init__(self, group: zarr.Group, where: str) -> None:
+    def __init__(self, group: zarr.Group, where: str, legacy: bool = False) -> None:
+        """``legacy``: also accept an older format `eupe-cache upgrade` converts (its targets are read
+        by ``eupe.store.upgrade`` only)."""
         self.group = group
         self.where = where
         attrs = dict(group.attrs)
-        _check_format(attrs, where)
+        _check_format(attrs, where, legacy)
         self.attrs = attrs
         try:
             policy = ViewPolicy.from_stored(attrs["view_policy"], attrs.get("view_policy_sha256"))
@@ -114,8 +116,9 @@ class FeatureStore:
     # -- opening and creation ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> "FeatureStore":
-        """Open an existing store; refuse anything that is not a complete, unaltered eupe store."""
+    def open(cls, path: str | Path, mode: str = "r", legacy: bool = False) -> "FeatureStore":
+        """Open an existing store; refuse anything that is not a complete, unaltered eupe store
+        (``legacy``: see ``__init__``)."""
         where = str(path)
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():
             raise FileNotFoundError(f"no feature store at {where} (no zarr.json there)")
@@ -126,7 +129,7 @@ class FeatureStore:
         except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
             raise StoreIntegrityError(f"{where}/zarr.json is not valid zarr metadata ({err}); "
                                       "the store was damaged: restore it or re-extract") from None
-        return cls(group, where)
+        return cls(group, where, legacy)
 
     @classmethod
     def open_or_create(cls, path: str | Path, params: StoreParams, shards: list[str], limit: int | None,
@@ -409,14 +412,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_fresh_clients_after_fork)
 
 
-def _check_format(attrs: dict, where: str) -> None:
+def _check_format(attrs: dict, where: str, legacy: bool = False) -> None:
     if attrs.get("format") != STORE_FORMAT:
         raise StoreMismatchError(f"{where} is not an eupe feature store (no '{STORE_FORMAT}' attribute)")
     if attrs.get("creating"):
         raise StoreIntegrityError(f"{where}: its creation was interrupted; re-run the extract command")
-    if attrs.get("version") != STORE_VERSION:
-        raise StoreMismatchError(f"{where} was written by another eupe store format (version {attrs.get('version')}, "
-                                 f"this code reads {STORE_VERSION}); re-extract it into a new store")
+    version = attrs.get("version")
+    if version == STORE_VERSION or (legacy and version in UPGRADABLE_VERSIONS):
+        return
+    if version in UPGRADABLE_VERSIONS:
+        raise StoreMismatchError(f"{where} is in eupe store format {version}; this eupe reads format {STORE_VERSION} "
+                                 f"(targets that plain zarr decodes). Convert it, verified and resumable, leaving it "
+                                 f"as it is: eupe-cache upgrade {where} --out NEW_STORE")
+    if isinstance(version, int) and version > STORE_VERSION:
+        raise StoreMismatchError(f"{where} was written by a newer eupe (store format {version}; this eupe reads "
+                                 f"format {STORE_VERSION}): upgrade eupe (pip install -U eupe) to read it")
+    raise StoreMismatchError(f"{where} has an unknown eupe store format version {version!r} (this eupe reads "
+                             f"{STORE_VERSION}); its zarr.json was edited: restore it or re-extract")
 
 
 # -- creation ----------------------------------------------------------------------------------
