@@ -67,7 +67,8 @@ def _checked(blob: bytes, what: str) -> memoryview:
     """The blob without its trailing little-endian crc32c, verified (a view: no copy)."""
     body = memoryview(blob)[:-4]
     if len(blob) < 4 or crc32c.crc32c(body) != int.from_bytes(blob[-4:], "little"):
-        raise ValueError(f"checksum mismatch in {what}")
+        raise StoreIntegrityError(f"checksum mismatch in {what}: the file was altered; run `eupe-cache verify` "
+                                  "and re-extract into a new store")
     return body
 
 
