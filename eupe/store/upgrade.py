@@ -32,7 +32,8 @@ import zarr
 
 from eupe.store import manifest
 from eupe.store.layout import (
-    MANIFEST, STORE_VERSION, TEACHERS, StoreError, StoreIntegrityError, StoreMismatchError, canonical, is_url,
+    MANIFEST, STORE_VERSION, TEACHERS, StoreError, StoreIntegrityError, StoreMismatchError, canonical, failpoint,
+    is_url,
     publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.store.store import FeatureStore, identity_document
@@ -89,6 +90,7 @@ def _create_root(old: FeatureStore, out: Path) -> None:
         document = identity_document(attrs, images)
         images.attrs["identity"] = document
         group.attrs.put({**attrs, "identity_sha256": sha256_of(document)})
+        failpoint("store-staged")
         publish_dir(staged, out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
