@@ -2,7 +2,7 @@
 
 Layout (every array is readable with plain ``zarr``; nothing is pickled)::
 
-    STORE/                              attrs: format, version, dataset identity, view policy, seed, K,
+    STORE/                              attrs: format, version (3), dataset identity, view policy, seed, K,
                                                identity_sha256 (fingerprint of all of it)
       images/keys        [N]            str     webdataset __key__ of each image, in dataset order
       images/shard       [N]            int32   position of its tar shard in attrs.dataset.shards
@@ -16,9 +16,10 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
         error            [N]            str     why an image failed ("" when ok)
         manifest         [n_chunks, A, 3] uint64  per chunk and array: bytes, digest, index digest;
                                                   a chunk is done once its row is written
-        r<resolution>/summary/<component>  [N, K, ...]      codec components of the summary token
-        r<resolution>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
-                                          (sharded: one file per chunk of images, one inner chunk per view)
+        r<resolution>/summary   [N, K, Ds]        float32 summary token  } through the eupe.features zarr
+        r<resolution>/patch     [N, K, h, w, D]   float32 patch tokens   } codec (eupe.store.zarr_codecs)
+                                          (sharded: one file per chunk of images, one inner chunk per view
+                                          holding that view's codec components; plain zarr decodes them)
         r<resolution>/stats/{summary,patch}_{mean,std}  [D] float64, written by `eupe-cache stats`
         blocks/<K>/                     a view block: views K..K2-1 of every image, added by
                                         `extract --views K2` on a store holding K; the same arrays
