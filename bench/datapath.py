@@ -8,7 +8,8 @@ spatially smooth field + noise, three channels x20; B/value is indicative only, 
 has the real teachers). Then, on one CPU thread, median thread CPU ms per random (image, view):
 
 * ``targets``: ``TeacherGroup.read_parts(row, resolution, view)`` -- the fast reader's one
-  ``pread`` per component, crc32c, zstd into a fresh array, for the patch tokens and the summary
+  ``pread`` per array (a view's components are packed in one inner chunk), crc32c, zstd into a
+  fresh buffer, the components as views of it, for the patch tokens and the summary
   token: everything the DataLoader does for a teacher when the step decodes on its device;
 * ``pread+crc only``: the same reads without zstd (what the CPU would keep if the GPU also ran
   the zstd stage, e.g. with nvCOMP: every inner chunk is one standard zstd frame);
@@ -193,7 +194,7 @@ def codec_row(group, batches: int, reads: int) -> dict:
         return group.read_parts(row, RESOLUTION, view)
 
     def blobs(row: int, view: int) -> list:  # what stays on the CPU if zstd itself ran on the GPU
-        return [r.read_blob(row, view) for named in group.fast_readers(RESOLUTION).values() for r in named.values()]
+        return [r.read_blob(row, view) for r in group.fast_readers(RESOLUTION).values()]  # one per array
 
     def flat(row: int, view: int) -> dict:
         return {f"{kind}/{n}": a for kind, named in parts(row, view).items() for n, a in named.items()}

@@ -213,7 +213,7 @@ def edit_codec_step(env: Env) -> tuple[str, bool]:
     return f"verify rc={rc}; reader {refused}", rc in (1, 2) and refused.startswith("refused")
 
 
-PATCH = "r64/patch/values"
+PATCH = "r64/patch"
 
 
 # -- cases: user mistakes -----------------------------------------------------------------------------

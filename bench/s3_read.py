@@ -5,11 +5,13 @@ twice, into a local directory and into ``s3://`` on a moto S3 server started on 
 the tests use, in this process), then reads random (image, view) targets as the trainer does
 (``FeatureStore.open(url).teacher(t).targets(row, resolution, view)``) and prints ms per sample:
 
-- local, fast path: direct reads of the shard index and one inner chunk per component;
+- local, fast path: direct reads of the shard index and one inner chunk per array (summary, patch:
+  a view's codec components are packed in one inner chunk);
 - local, zarr path: the same store through zarr-python;
 - s3 (moto in its own process, on loopback), range reads: the direct reader on object storage
   (each shard index fetched once, then one concurrent batch of range GETs per sample);
-- s3, zarr path: zarr-python's general path (a shard-index range GET plus a chunk GET per component).
+- s3, zarr path: zarr-python's general path, decoding through the ``eupe.features`` zarr codec as a
+  notebook does (a shard-index range GET plus a chunk GET per array).
 
 Loopback has no network latency: on a real bucket add about one round trip per request (the s3
 lines report requests and round trips per sample, counted at zarr's store API). Every sample is checked against its manifest on first use of a chunk.
@@ -48,6 +50,15 @@ def extract(shards: str, out: str, args: argparse.Namespace) -> None:
         assert cache_main(argv) == 0, f"extract into {out} failed"
 
 
+def read(group, resolution: int, row: int, view: int, zarr_path: bool) -> dict:
+    """One sample's targets: the trainer's call, or plain zarr indexing of the float32 target arrays
+    (after the same manifest check of the chunk)."""
+    if not zarr_path:
+        return group.targets(row, resolution, view)
+    group.require_chunk(row // group.store.params.images_per_chunk)
+    return {kind: array[row, view] for kind, array in group.target_arrays(resolution).items()}
+
+
 def per_sample_ms(url: str, resolution: int, picks: list[tuple[int, int]], zarr_path: bool) -> tuple[float, float]:
     """(first pass incl. opening and chunk checks, second pass) ms per sample; a fresh store each time."""
     group = FeatureStore.open(url).teacher(TEACHER)
@@ -55,8 +66,7 @@ def per_sample_ms(url: str, resolution: int, picks: list[tuple[int, int]], zarr_
     for _ in range(2):
         start = time.perf_counter()
         for row, view in picks:
-            sel = slice(view, view + 1) if zarr_path else view  # a slice of views takes zarr's path
-            group.targets(row, resolution, sel)
+            read(group, resolution, row, view, zarr_path)
         out.append((time.perf_counter() - start) / len(picks) * 1e3)
     return out[0], out[1]
 
@@ -68,7 +78,7 @@ def count_requests(url: str, resolution: int, picks: list[tuple[int, int]], zarr
 
     def read_all() -> None:
         for row, view in picks:
-            group.targets(row, resolution, slice(view, view + 1) if zarr_path else view)
+            read(group, resolution, row, view, zarr_path)
 
     read_all()
     store = group.group.store

@@ -54,7 +54,7 @@ def teachers_cmd(as_json: bool) -> None:
                    f"{row['summary']:<15}{dims:>10}  {where}")
 
 
-for _command in (commands.extract, commands.info, commands.verify, commands.stats, commands.plan):
+for _command in (commands.extract, commands.info, commands.verify, commands.stats, commands.plan, commands.upgrade):
     cli.add_command(_command)
 
 

@@ -376,3 +376,29 @@ def _plan_text(run, costs, rows: list[dict]) -> str:
                      f"{cpu['decode_on_cpu']:.1f} ms/sample -> {gpu['decode_on_cpu']:.1f} cores per GPU decoding on "
                      f"the CPU, {cpu['decode_on_gpu']:.1f} ms -> {gpu['decode_on_gpu']:.1f} decoding on the GPU")
     return "\n".join(lines)
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--out", required=True, help="Where to write the converted store (a new directory; re-run the same "
+              "command to finish an interrupted upgrade).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+def upgrade(store_path: str, out: str, as_json: bool) -> int:
+    """Convert a store of an older format into today's (plain zarr then reads its features).
+
+    STORE is left as it is. Every complete chunk is checked against STORE's manifest, converted,
+    and verified (the new store's decoded targets equal the old ones bit for bit); current
+    normalization statistics are carried over. Resumable: killed at any point, the same command
+    finishes the work.
+    """
+    from eupe.store.upgrade import upgrade_store
+
+    result = upgrade_store(store_path, out, progress=(lambda _: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return 0
+    for name, t in result["teachers"].items():
+        click.echo(f"teacher {name}: {t['chunks_converted']} chunks converted now, {t['chunks_verified']} verified "
+                   f"bit for bit; statistics carried over at {t['stats'] or 'no resolution'}")
+    click.echo(f"upgraded store written to {out} (format {result['version']}); {store_path} is unchanged")
+    return 0

@@ -1,4 +1,4 @@
-"""Codecs that turn cached teacher features into a few plain numeric Zarr arrays and back.
+"""Codecs that turn cached teacher features into a few plain numeric components and back.
 
 Every codec maps float32 token vectors ``x[..., T, D]`` (leading axes e.g. ``[N, K]`` images x
 views; ``T`` tokens of width ``D``; a summary vector is the case ``T = 1``) to a dict of named
@@ -76,7 +76,9 @@ int16 would cost +28 % over the int8 pair; dead-zone rounding saves only 1.5 %. 
 (per-token scale only) was ~17 % smaller at the same step but lost normalised cosine (DINOv2-S
 0.99839 normalised vs 0.99923 raw) and collapsed with outlier channels (0.936 normalised).
 
-Storage: :func:`zarr_compressors` is the exact zarr 3 codec chain of the store's components
+Storage: a store keeps one view's components packed in one inner chunk of a float32 zarr array,
+whose ``eupe.features`` zarr codec (:mod:`eupe.store.zarr_codecs`) decodes them with
+:meth:`Codec.decode`.  :func:`zarr_compressors` is the exact zarr 3 bytes codec chain after it
 (``[ZstdCodec(level=TARGET_ZSTD_LEVEL), Crc32cCodec()]``, level 1; a flipped byte fails the crc32c
 check on read with ``ValueError: Stored and computed checksum do not match``); :func:`stored_nbytes`
 measures the bytes a dict of components takes in it.

@@ -1,14 +1,17 @@
 """Fast reads of single inner chunks from the store's sharded arrays, local or on object storage.
 
-The trainer reads one (image, view) of several small component arrays per sample. Through
-zarr-python each such read costs ~1 ms of event-loop round trips on a 2-core machine, about
-5x the actual work. For the exact layout the store writes (zarr v3 ``sharding_indexed``, index
-at the end with a crc32c, inner chunks ``bytes -> zstd -> crc32c``) this module reads the shard
-index and the one inner chunk directly, verifying both checksums, and decompresses with
-numcodecs' zstd straight into a fresh (writable) numpy array. On object storage
-(:class:`RemoteShardReader`) the same bytes come as range requests through the zarr store, all
-components of a sample in one concurrent batch. Other layouts are refused with ``Unsupported``
-and callers fall back to zarr; tests check both paths return identical arrays.
+The trainer reads one (image, view) of a teacher's summary and patch arrays per sample, and wants
+the stored codec components (to decode them on its device), not zarr's decoded float32. Through
+zarr-python each read would also cost ~1 ms of event-loop round trips on a 2-core machine, about
+5x the actual work. For the exact layout the store writes (zarr v3 ``sharding_indexed``, index at
+the end with a crc32c, inner chunks ``eupe.features -> zstd -> crc32c``, one view's components
+packed together: :mod:`eupe.store.zarr_codecs`) this module reads the shard index and the one
+inner chunk directly, verifying both checksums, decompresses it with numcodecs' zstd into a fresh
+(writable) buffer and returns the components as views of it. On object storage
+(:class:`RemoteShardReader`) the same bytes come as range requests through the zarr store, both
+arrays of a sample in one concurrent batch. :func:`write_shard` writes a shard of already-encoded
+components in the same format (what zarr reads back as the decoded features). Other layouts are
+refused with ``Unsupported``.
 
 System calls: shard files stay open in a per-process LRU of file descriptors (:class:`OpenShards`,
 bounded by ``RLIMIT_NOFILE``) and each shard's index is parsed once and kept in a bounded LRU, so
@@ -37,6 +40,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from eupe.store.layout import StoreIntegrityError
+from eupe.store.zarr_codecs import ZARR_CODEC_ID, FeatureCodec, Layout, pack, packed_nbytes, unpack
 
 _MISSING = 2**64 - 1  # offset/nbytes of an inner chunk that was never written
 _ZSTD = Zstd()
@@ -54,11 +58,8 @@ def _sharding_config(array: zarr.Array) -> dict:
     config = codecs[0]["configuration"]
     inner = [c["name"] for c in config["codecs"]]
     index = [c["name"] for c in config["index_codecs"]]
-    if inner != ["bytes", "zstd", "crc32c"] or index != ["bytes", "crc32c"] or config["index_location"] != "end":
+    if inner != [ZARR_CODEC_ID, "zstd", "crc32c"] or index != ["bytes", "crc32c"] or config["index_location"] != "end":
         raise Unsupported(f"unsupported shard codecs {inner} / {index}")
-    endian = config["codecs"][0].get("configuration", {}).get("endian", "little")
-    if endian != "little":
-        raise Unsupported("big-endian chunks")
     return config
 
 
@@ -66,7 +67,8 @@ def _checked(blob: bytes, what: str) -> memoryview:
     """The blob without its trailing little-endian crc32c, verified (a view: no copy)."""
     body = memoryview(blob)[:-4]
     if len(blob) < 4 or crc32c.crc32c(body) != int.from_bytes(blob[-4:], "little"):
-        raise ValueError(f"checksum mismatch in {what}")
+        raise StoreIntegrityError(f"checksum mismatch in {what}: the file was altered; run `eupe-cache verify` "
+                                  "and re-extract into a new store")
     return body
 
 
@@ -116,13 +118,16 @@ class _ShardLayout:
     def __init__(self, array: zarr.Array) -> None:
         config = _sharding_config(array)
         self.array = array
+        self.feature_codec = FeatureCodec.from_dict(config["codecs"][0])
+        self.layout: Layout = self.feature_codec.layout
+        self.packed = packed_nbytes(self.layout)
+        self.level = int(config["codecs"][1].get("configuration", {}).get("level", 0))
         self.inner = tuple(config["chunk_shape"])
         self.shard = tuple(array.metadata.chunk_grid.chunk_shape)
         if self.inner[:2] != (1, 1) or self.inner[2:] != tuple(array.shape[2:]):
             raise Unsupported(f"inner chunks {self.inner} are not one (image, view)")
         self.per_shard = self.shard[0] * self.shard[1]  # inner chunks in a shard, C order
         self.index_bytes = self.per_shard * 16 + 4  # [per_shard, 2] uint64 (offset, nbytes) + crc32c
-        self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self._index: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _chunk_key(self, shard: int) -> str:
@@ -141,11 +146,31 @@ class _ShardLayout:
             self._index.popitem(last=False)
         return table
 
-    def _decode(self, body: memoryview) -> np.ndarray:
-        """An inner chunk's zstd frame -> a fresh, writable array without the two leading unit axes."""
-        out = np.empty(self.inner[2:], dtype=self.dtype)
+    def _decode(self, body: memoryview) -> dict[str, np.ndarray]:
+        """An inner chunk's zstd frame -> one view's components (views of a fresh, writable buffer)."""
+        out = np.empty(self.packed, dtype=np.uint8)
         _ZSTD.decode(body, out=out)
-        return out
+        return unpack(out, self.layout)
+
+    def encode_shard(self, parts: dict[str, np.ndarray]) -> bytes:
+        """A shard file of components ``{name: [C, K, *suffix]}`` (C <= images per shard): the inner
+        chunks ``crc32c(zstd(pack(view)))`` in C order, then the index ``[per_shard, 2]`` uint64
+        (offset, nbytes; unwritten: 2**64-1) and its crc32c, as zarr's sharding codec writes them."""
+        zstd = Zstd(level=self.level)
+        c, k = next(iter(parts.values())).shape[:2]
+        if k != self.shard[1] or c > self.shard[0]:
+            raise ValueError(f"components of {c} images x {k} views do not fit shards of {self.shard[:2]}")
+        table = np.full((self.per_shard, 2), _MISSING, dtype="<u8")
+        blobs, offset = [], 0
+        for i in range(c):
+            for v in range(k):
+                frame = zstd.encode(pack({n: p[i, v] for n, p in parts.items()}, self.layout))
+                blob = bytes(frame) + crc32c.crc32c(frame).to_bytes(4, "little")
+                table[i * k + v] = (offset, len(blob))
+                blobs.append(blob)
+                offset += len(blob)
+        index = table.tobytes()
+        return b"".join(blobs) + index + crc32c.crc32c(index).to_bytes(4, "little")
 
 
 class ShardedArrayReader(_ShardLayout):
@@ -187,8 +212,8 @@ class ShardedArrayReader(_ShardLayout):
             raise StoreIntegrityError(f"{path} is truncated (image {row}, view {view})")
         return _checked(blob, f"chunk ({row}, {view}) of {path}")
 
-    def read(self, row: int, view: int) -> np.ndarray:
-        """The inner chunk of (row, view) without its two leading unit axes (a fresh, writable array)."""
+    def read(self, row: int, view: int) -> dict[str, np.ndarray]:
+        """The components of (row, view), checked and decompressed (fresh, writable arrays)."""
         return self._decode(self.read_blob(row, view))
 
     def forget(self, shard: int | None = None) -> None:
@@ -207,8 +232,6 @@ class RemoteShardReader(_ShardLayout):
     component (index + chunk) of zarr's general path."""
 
     def __init__(self, array: zarr.Array) -> None:
-        if not hasattr(array.store, "get_partial_values") or getattr(array.store, "fs", None) is None:
-            raise Unsupported("not an fsspec object store")
         super().__init__(array)
         self.store = array.store
         self.prefix = array.path
@@ -231,7 +254,7 @@ class RemoteShardReader(_ShardLayout):
             raise StoreIntegrityError(f"{key} holds no data for image {row}, view {view}")
         return key, offset, nbytes
 
-    def decode(self, blob, where: tuple[str, int, int], row: int, view: int) -> np.ndarray:
+    def decode(self, blob, where: tuple[str, int, int], row: int, view: int) -> dict[str, np.ndarray]:
         """A fetched inner chunk (zarr Buffer or None), length and checksum verified, decoded."""
         key, _, nbytes = where
         data = None if blob is None else blob.to_bytes()
@@ -239,8 +262,8 @@ class RemoteShardReader(_ShardLayout):
             raise StoreIntegrityError(f"{key} is truncated or missing (image {row}, view {view})")
         return self._decode(_checked(data, f"chunk ({row}, {view}) of {key}"))
 
-    def read(self, row: int, view: int) -> np.ndarray:
-        return read_components({"": {"": self}}, row, view)[""][""]
+    def read(self, row: int, view: int) -> dict[str, np.ndarray]:
+        return read_components({"": self}, row, view)[""]
 
     def forget(self, shard: int | None = None) -> None:
         for s in list(self._index) if shard is None else [shard]:
@@ -250,26 +273,29 @@ class RemoteShardReader(_ShardLayout):
 Reader = ShardedArrayReader | RemoteShardReader
 
 
-def read_components(readers: dict[str, dict[str, Reader]], row: int, view: int) -> dict[str, dict[str, np.ndarray]]:
-    """{kind: {component: array}} of one (row, view): local readers pread each component; remote
-    ones fetch all of them in one batch of concurrent range requests."""
-    flat = [(kind, name, reader) for kind, named in readers.items() for name, reader in named.items()]
-    if not all(isinstance(reader, RemoteShardReader) for *_, reader in flat):
-        return {kind: {name: r.read(row, view) for name, r in named.items()} for kind, named in readers.items()}
-    spots = [reader.locate(row, view) for *_, reader in flat]
+def read_components(readers: dict[str, Reader], row: int, view: int) -> dict[str, dict[str, np.ndarray]]:
+    """{kind: {component: array}} of one (row, view), one reader per kind (e.g. summary, patch):
+    local readers pread each inner chunk; remote ones fetch all of them in one concurrent batch."""
+    if not all(isinstance(reader, RemoteShardReader) for reader in readers.values()):
+        return {kind: reader.read(row, view) for kind, reader in readers.items()}
+    flat = list(readers.items())
+    spots = [reader.locate(row, view) for _, reader in flat]
     requests = [(key, RangeByteRequest(offset, offset + nbytes)) for key, offset, nbytes in spots]
-    blobs = sync(flat[0][2].store.get_partial_values(default_buffer_prototype(), requests))
-    out: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in readers}
-    for (kind, name, reader), spot, blob in zip(flat, spots, blobs):
-        out[kind][name] = reader.decode(blob, spot, row, view)
-    return out
+    blobs = sync(flat[0][1].store.get_partial_values(default_buffer_prototype(), requests))
+    return {kind: reader.decode(blob, spot, row, view) for (kind, reader), spot, blob in zip(flat, spots, blobs)}
 
 
-def reader_or_none(array: zarr.Array) -> Reader | None:
-    """A direct reader when the array's layout allows it (local file or object store), else None (zarr)."""
-    for kind in (ShardedArrayReader, RemoteShardReader):
-        try:
-            return kind(array)
-        except Unsupported:
-            continue
-    return None
+def write_shard(array: zarr.Array, shard: int, parts: dict[str, np.ndarray]) -> None:
+    """Write shard ``shard`` (chunk of images) of a target array from already-encoded components
+    ``{name: [C, K, *suffix]}`` through the array's store (local file or object), replacing it."""
+    layout = _ShardLayout(array)
+    key = f"{array.path}/{layout._chunk_key(shard)}"
+    sync(array.store.set(key, default_buffer_prototype().buffer.from_bytes(layout.encode_shard(parts))))
+
+
+def reader_for(array: zarr.Array) -> Reader:
+    """The direct reader of a target array: ``pread`` on a local store, range requests on any other
+    zarr store (object storage, memory); ``Unsupported`` when the array is not in the store's layout."""
+    if getattr(array.store, "root", None) is not None:
+        return ShardedArrayReader(array)
+    return RemoteShardReader(array)

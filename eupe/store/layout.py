@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 STORE_FORMAT = "eupe-feature-store"
-STORE_VERSION = 2  # 2: atomic creation, per-chunk manifests, identity fingerprints
+STORE_VERSION = 3  # 2: atomic creation, per-chunk manifests, identity fingerprints; 3: float32 target
+#                   arrays through the eupe.features zarr codec (plain zarr reads features)
+UPGRADABLE_VERSIONS = (2,)  # older formats `eupe-cache upgrade` converts
 PENDING, OK, FAILED = 0, 1, 2
 READ_ERROR = "read error"  # failure reasons that `extract --retry-failed` retries (the bytes could not be read)
 

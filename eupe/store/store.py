@@ -2,7 +2,7 @@
 
 Layout (every array is readable with plain ``zarr``; nothing is pickled)::
 
-    STORE/                              attrs: format, version, dataset identity, view policy, seed, K,
+    STORE/                              attrs: format, version (3), dataset identity, view policy, seed, K,
                                                identity_sha256 (fingerprint of all of it)
       images/keys        [N]            str     webdataset __key__ of each image, in dataset order
       images/shard       [N]            int32   position of its tar shard in attrs.dataset.shards
@@ -16,9 +16,10 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
         error            [N]            str     why an image failed ("" when ok)
         manifest         [n_chunks, A, 3] uint64  per chunk and array: bytes, digest, index digest;
                                                   a chunk is done once its row is written
-        r<resolution>/summary/<component>  [N, K, ...]      codec components of the summary token
-        r<resolution>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
-                                          (sharded: one file per chunk of images, one inner chunk per view)
+        r<resolution>/summary   [N, K, Ds]        float32 summary token  } through the eupe.features zarr
+        r<resolution>/patch     [N, K, h, w, D]   float32 patch tokens   } codec (eupe.store.zarr_codecs)
+                                          (sharded: one file per chunk of images, one inner chunk per view
+                                          holding that view's codec components; plain zarr decodes them)
         r<resolution>/stats/{summary,patch}_{mean,std}  [D] float64, written by `eupe-cache stats`
         blocks/<K>/                     a view block: views K..K2-1 of every image, added by
                                         `extract --views K2` on a store holding K; the same arrays
@@ -56,7 +57,7 @@ from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
 from eupe.store import manifest
 from eupe.store.layout import (
     DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT, STORE_VERSION, TEACHERS,
-    StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
+    StoreIntegrityError, StoreMismatchError, UPGRADABLE_VERSIONS, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
     remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.store.status_record import TeacherProgress, read_record, save_record
@@ -92,11 +93,13 @@ class StoreParams:
 class FeatureStore:
     """A feature store on disk (or any zarr store URL)."""
 
-    def __init__(self, group: zarr.Group, where: str) -> None:
+    def __init__(self, group: zarr.Group, where: str, legacy: bool = False) -> None:
+        """``legacy``: also accept an older format `eupe-cache upgrade` converts (its targets are read
+        by ``eupe.store.upgrade`` only)."""
         self.group = group
         self.where = where
         attrs = dict(group.attrs)
-        _check_format(attrs, where)
+        _check_format(attrs, where, legacy)
         self.attrs = attrs
         try:
             policy = ViewPolicy.from_stored(attrs["view_policy"], attrs.get("view_policy_sha256"))
@@ -114,8 +117,9 @@ class FeatureStore:
     # -- opening and creation ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> "FeatureStore":
-        """Open an existing store; refuse anything that is not a complete, unaltered eupe store."""
+    def open(cls, path: str | Path, mode: str = "r", legacy: bool = False) -> "FeatureStore":
+        """Open an existing store; refuse anything that is not a complete, unaltered eupe store
+        (``legacy``: see ``__init__``)."""
         where = str(path)
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():
             raise FileNotFoundError(f"no feature store at {where} (no zarr.json there)")
@@ -126,7 +130,7 @@ class FeatureStore:
         except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
             raise StoreIntegrityError(f"{where}/zarr.json is not valid zarr metadata ({err}); "
                                       "the store was damaged: restore it or re-extract") from None
-        return cls(group, where)
+        return cls(group, where, legacy)
 
     @classmethod
     def open_or_create(cls, path: str | Path, params: StoreParams, shards: list[str], limit: int | None,
@@ -409,14 +413,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_fresh_clients_after_fork)
 
 
-def _check_format(attrs: dict, where: str) -> None:
+def _check_format(attrs: dict, where: str, legacy: bool = False) -> None:
     if attrs.get("format") != STORE_FORMAT:
         raise StoreMismatchError(f"{where} is not an eupe feature store (no '{STORE_FORMAT}' attribute)")
     if attrs.get("creating"):
         raise StoreIntegrityError(f"{where}: its creation was interrupted; re-run the extract command")
-    if attrs.get("version") != STORE_VERSION:
-        raise StoreMismatchError(f"{where} was written by another eupe store format (version {attrs.get('version')}, "
-                                 f"this code reads {STORE_VERSION}); re-extract it into a new store")
+    version = attrs.get("version")
+    if version == STORE_VERSION or (legacy and version in UPGRADABLE_VERSIONS):
+        return
+    if version in UPGRADABLE_VERSIONS:
+        raise StoreMismatchError(f"{where} is in eupe store format {version}; this eupe reads format {STORE_VERSION} "
+                                 f"(targets that plain zarr decodes). Convert it, verified and resumable, leaving it "
+                                 f"as it is: eupe-cache upgrade {where} --out NEW_STORE")
+    if isinstance(version, int) and version > STORE_VERSION:
+        raise StoreMismatchError(f"{where} was written by a newer eupe (store format {version}; this eupe reads "
+                                 f"format {STORE_VERSION}): upgrade eupe (pip install -U eupe) to read it")
+    raise StoreMismatchError(f"{where} has an unknown eupe store format version {version!r} (this eupe reads "
+                             f"{STORE_VERSION}); its zarr.json was edited: restore it or re-extract")
 
 
 # -- creation ----------------------------------------------------------------------------------

@@ -31,17 +31,22 @@ import zarr
 
 from eupe.store import manifest
 from eupe.store.codecs import Codec
-from eupe.store.fastread import Reader, read_components, reader_or_none
+from eupe.store.fastread import Reader, Unsupported, read_components, reader_for, write_shard
 from eupe.store.layout import (
     FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreMismatchError, changed_keys,
     compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
+from eupe.store.zarr_codecs import FeatureCodec
 from eupe.views import VIEW_DIM
 
 CLAIMS = "claims"  # a zarr group holding rank-<r>.json claims of running extractions
 BLOCKS = "blocks"  # view blocks added when a store grows: blocks/<first view>/
 IDENTITY_KEYS = ("name", "weights_sha256", "preprocessing", "resolutions", "grids", "dim", "summary_dim", "codec")
 _META_CACHE = 64  # chunks whose views/status a reader keeps
+DECODING_NOTE = ("summary [N, K, D] and patch [N, K, h, w, D] are float32 features: zarr decodes them through "
+                 "the 'eupe.features' codec, which the eupe package registers with zarr (pip install eupe); "
+                 "plain zarr checks crc32c checksums but not the store's manifest (read through "
+                 "eupe.store.FeatureStore for that)")
 
 
 def resolution_group_name(resolution: int) -> str:
@@ -91,21 +96,22 @@ class ChunkResult:
 
 def chunk_array_names(resolutions: list[int], codec: Codec, dim: int, summary_dim: int,
                       grids: dict[int, tuple[int, int]]) -> list[str]:
-    """Every array written per chunk of images, in manifest column order."""
+    """Every array written per chunk of images, in manifest column order (``codec``, ``dim``,
+    ``summary_dim`` and ``grids`` do not change the names: one summary and one patch array per
+    resolution, whatever the codec's components)."""
     names = ["views", "status", "error"]
     for resolution in resolutions:
-        h, w = grids[resolution]
-        names += [f"{resolution_group_name(resolution)}/summary/{n}" for n in codec.vector_components(summary_dim)]
-        names += [f"{resolution_group_name(resolution)}/patch/{n}" for n in codec.components(h * w, dim)]
+        names += [f"{resolution_group_name(resolution)}/summary", f"{resolution_group_name(resolution)}/patch"]
     return names
 
 
 class TeacherGroup:
     """Reads and writes one teacher's arrays in a feature store.
 
-    Codec components are stored as ``[N, K, *suffix]`` where ``suffix`` comes from
-    ``codec.components(tokens, dim)`` and starts with the token axis; the summary token is
-    encoded as T=1 and stored without that axis.
+    Targets are stored as float32 zarr arrays ``r<res>/summary [N, K, Ds]`` and ``r<res>/patch
+    [N, K, h, w, D]`` through the ``eupe.features`` zarr codec (:mod:`eupe.store.zarr_codecs`):
+    each inner chunk holds one (image, view)'s codec components packed together, so plain zarr
+    reads decoded features and this class reads the components (:meth:`read_parts`).
     """
 
     def __init__(self, store: Any, group: zarr.Group, parent: "TeacherGroup | None" = None) -> None:
@@ -347,16 +353,16 @@ class TeacherGroup:
         prefix = resolution_group_name(resolution)
         summary = summary if isinstance(summary, Mapping) else self.codec.encode_vector(summary)
         patch = patch if isinstance(patch, Mapping) else self.codec.encode(patch)
+        chunk = region.start // self.store.params.images_per_chunk
         for kind, parts in (("summary", summary), ("patch", patch)):
-            for name, part in parts.items():
-                self.array(f"{prefix}/{kind}/{name}")[region] = part
+            write_shard(self.array(f"{prefix}/{kind}"), chunk, {n: np.asarray(p) for n, p in parts.items()})
 
     def _forget(self, chunk: int) -> None:
         """Drop what this process knows of a chunk it rewrites (checks, metadata, open shard files)."""
         self._checked = {c for c in self._checked if c[0] != chunk}
         self._meta.pop(chunk, None)
         for readers in self._fast.values():
-            for reader in (r for kind in (readers or {}).values() for r in kind.values()):
+            for reader in readers.values():
                 reader.forget(chunk)  # one shard per chunk of images
 
     # -- checked reading --------------------------------------------------------------------
@@ -419,22 +425,24 @@ class TeacherGroup:
         names = [n for n in self.array_names if n.startswith(prefix)]
         return {kind: [n for n in names if n.split("/")[1] == kind] for kind in ("summary", "patch")}
 
-    def target_arrays(self, resolution: int) -> dict[str, dict[str, zarr.Array]]:
-        """{"summary"|"patch": {component: array}} of one resolution (unchecked zarr handles)."""
-        return {kind: {n.rsplit("/", 1)[1]: self.array(n) for n in names}
-                for kind, names in self.target_names(resolution).items()}
+    def target_arrays(self, resolution: int) -> dict[str, zarr.Array]:
+        """{"summary"|"patch": float32 zarr array} of one resolution (unchecked zarr handles: indexing
+        them decodes through the ``eupe.features`` zarr codec, bit for bit as :meth:`decode`)."""
+        return {kind: self.array(names[0]) for kind, names in self.target_names(resolution).items()}
 
-    def fast_readers(self, resolution: int) -> dict[str, dict[str, Reader]] | None:
-        """Direct single-view readers, local or on object storage (None when any array needs zarr)."""
+    def fast_readers(self, resolution: int) -> dict[str, Reader]:
+        """Direct single-view readers of the summary and patch arrays, local or on object storage."""
         if resolution not in self._fast:
-            readers = {kind: {n.rsplit("/", 1)[1]: reader_or_none(self.array(n)) for n in names}
-                       for kind, names in self.target_names(resolution).items()}
-            ok = all(r is not None for kind in readers.values() for r in kind.values())
-            self._fast[resolution] = readers if ok else None
+            try:
+                self._fast[resolution] = {kind: reader_for(a) for kind, a in self.target_arrays(resolution).items()}
+            except Unsupported as e:
+                raise StoreIntegrityError(f"{self.group.path}/r{resolution}: {e}; its zarr.json was edited") from None
         return self._fast[resolution]
 
     def read_parts(self, rows: int | slice, resolution: int, view: int | slice = slice(None)) -> dict[str, dict]:
-        """Stored components of rows x views (checked); one (row, view) takes the direct path.
+        """Stored components ``{kind: {component: array}}`` of rows x views (checked), shaped like
+        numpy indexing of ``[N, K, *suffix]`` (an int drops its axis); one (row, view) is one read
+        per kind.
 
         An int ``view`` is a global view index (it may lie in a view block); a slice selects among
         this group's own views."""
@@ -445,11 +453,18 @@ class TeacherGroup:
         names = self.target_names(resolution)
         for chunk in self._chunks_of(rows):
             self.require_chunk(chunk, names["summary"] + names["patch"])
-        fast = self.fast_readers(resolution) if isinstance(rows, int) and isinstance(view, int) else None
-        if fast is not None:
-            return read_components(fast, rows, view)
-        return {kind: {n.rsplit("/", 1)[1]: self.array(n)[rows, view] for n in kind_names}
-                for kind, kind_names in names.items()}
+        readers = self.fast_readers(resolution)
+        if isinstance(rows, (int, np.integer)) and isinstance(view, int):
+            return read_components(readers, int(rows), view)
+        row_list = [int(rows)] if isinstance(rows, (int, np.integer)) else range(*rows.indices(self.store.num_images))
+        view_list = [view] if isinstance(view, int) else range(*view.indices(self.views_per_image))
+        grid = [[read_components(readers, r, v) for v in view_list] for r in row_list]
+        out = {kind: {n: np.stack([np.stack([cell[kind][n] for cell in line]) for line in grid])
+                      for n in grid[0][0][kind]} if grid and grid[0] else {} for kind in readers}
+        squeeze = (0,) if isinstance(rows, (int, np.integer)) else ()
+        squeeze += (len(squeeze),) if isinstance(view, int) else ()
+        return {kind: {n: a.reshape([s for i, s in enumerate(a.shape) if i not in squeeze]) for n, a in parts.items()}
+                for kind, parts in out.items()}
 
     def _chunks_of(self, rows: int | slice) -> range:
         per = self.store.params.images_per_chunk
@@ -556,11 +571,12 @@ def _create_block(teacher: TeacherGroup, start: int, stop: int, codec: Codec) ->
 def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int,
                     summary_dim: int) -> None:
     h, w = grid
-    group.attrs.update({"grid": [h, w], "dim": dim, "summary_dim": summary_dim, "tokens": h * w})
-    for kind, specs in (("summary", codec.vector_components(summary_dim)), ("patch", codec.components(h * w, dim))):
-        sub = group.require_group(kind)
-        for name, (dtype, suffix) in specs.items():
-            # one shard file per chunk of images (one writer each); inner chunks of one view,
-            # so reading a single (image, view) decodes only that view
-            sub.create_array(name, shape=(n, k, *suffix), dtype=dtype, shards=(c, k, *suffix),
-                             chunks=(1, 1, *suffix), compressors=compressors(TARGET_ZSTD_LEVEL), fill_value=0)
+    group.attrs.update({"grid": [h, w], "dim": dim, "summary_dim": summary_dim, "tokens": h * w,
+                        "decoding": DECODING_NOTE})
+    for kind, view_shape in (("summary", (summary_dim,)), ("patch", (h, w, dim))):
+        # one shard file per chunk of images (one writer each); one inner chunk per view holding its
+        # components together (one read per sample); plain zarr decodes it (eupe.features codec);
+        # NaN: what plain zarr shows for a chunk not extracted yet
+        group.create_array(kind, shape=(n, k, *view_shape), dtype="float32", shards=(c, k, *view_shape),
+                           chunks=(1, 1, *view_shape), serializer=FeatureCodec(codec=codec, view_shape=view_shape),
+                           compressors=compressors(TARGET_ZSTD_LEVEL), fill_value=np.nan)

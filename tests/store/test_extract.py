@@ -37,8 +37,10 @@ def test_store_layout_is_plain_zarr(tiny_store):
     group = root["teachers/dinov3_hplus"]
     assert group.attrs["resolutions"] == [64] and group.attrs["grids"] == [[4, 4]]
     assert group["views"].shape == (12, 2, len(root.attrs["view_fields"]))
-    assert group["r64/patch/values"].shape == (12, 2, 16, 64)  # fp16 codec: one component
-    assert group["r64/summary/values"].shape == (12, 2, 64)
+    assert group["r64/patch"].shape == (12, 2, 4, 4, 64) and group["r64/patch"].dtype == np.float32  # decoded
+    assert group["r64/summary"].shape == (12, 2, 64)
+    store = FeatureStore.open(tiny_store).teacher("dinov3_hplus")
+    np.testing.assert_array_equal(group["r64/patch"][5, 1], store.targets(5, 64, 1)["patch"])
     assert (group["manifest"][:, 0, 0] > 0).all() and (group["status"][:] == OK).all()
 
 
@@ -160,7 +162,7 @@ def test_verify_passes_then_detects_a_corrupted_chunk(tmp_path, photo_shards):
     assert check["views"] == 4 and check["mean_cosine"] >= 0.9999
     # where the loss looks: normalized-space fidelity and the smooth-L1 floor are reported too (fp16 here)
     assert check["norm_cosine"] >= 0.999 and 0 <= check["smooth_l1_floor"] < 1e-4
-    chunk = tmp_path / "v.zarr" / "teachers" / "dinov3_hplus" / "r64" / "patch" / "values" / "c" / "3" / "0" / "0" / "0"
+    chunk = tmp_path / "v.zarr" / "teachers" / "dinov3_hplus" / "r64" / "patch" / "c" / "3" / "0" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import zarr
 
+from eupe.store.codecs import get_codec
 from eupe.store.fastread import ShardedArrayReader, Unsupported
 from eupe.store.layout import StoreIntegrityError
 from eupe.store.store import FeatureStore, compressors
+from eupe.store.zarr_codecs import FeatureCodec
 
 from store_helpers import run_extract, tiny_args
 
@@ -19,34 +21,49 @@ def test_fast_reads_equal_zarr_reads(tmp_path, photo_shards, codec):
     assert run_extract(*tiny_args(photo_shards, out, "--codec", codec, "--limit", "5")) == 0
     group = FeatureStore.open(out).teacher("dinov3_hplus")
     arrays = group.target_arrays(64)
-    assert group.fast_readers(64) is not None
+    assert set(group.fast_readers(64)) == {"summary", "patch"}
     for row in range(5):
         for view in range(2):
-            fast = group.read_parts(row, 64, view)
-            for kind, parts in arrays.items():
-                for name, array in parts.items():
-                    expected = array[row, view]
-                    assert fast[kind][name].dtype == expected.dtype
-                    np.testing.assert_array_equal(fast[kind][name], expected)
+            decoded = group.decode(group.read_parts(row, 64, view), 64)  # the direct reader's components
+            for kind, array in arrays.items():
+                expected = array[row, view]  # zarr, decoding through the eupe.features codec
+                assert decoded[kind].dtype == expected.dtype == np.float32
+                np.testing.assert_array_equal(decoded[kind], expected)
     np.testing.assert_array_equal(group.targets(3, 64, 1)["patch"], group.targets(3, 64)["patch"][1])
 
 
+def _feature_array(path, rows: int, shards: int = 2) -> zarr.Array:
+    """A float32 [rows, 2, 3, 1, 5] target array in the store's layout (fp16 codec: exact for fp16 values)."""
+    group = zarr.open_group(str(path), mode="w")
+    return group.create_array("x", shape=(rows, 2, 3, 1, 5), dtype="float32", shards=(shards, 2, 3, 1, 5),
+                              chunks=(1, 1, 3, 1, 5), serializer=FeatureCodec(codec=get_codec("fp16"),
+                                                                              view_shape=(3, 1, 5)),
+                              compressors=compressors(), fill_value=np.nan)
+
+
+def _values(reader, row: int, view: int) -> np.ndarray:
+    parts = reader.read(row, view)
+    assert list(parts) == ["values"]
+    return parts["values"].reshape(3, 1, 5)  # [T, D] -> the view's (h, w, D)
+
+
 def test_unwritten_chunks_are_refused_and_corruption_raises(tmp_path):
-    group = zarr.open_group(str(tmp_path / "a.zarr"), mode="w")
-    array = group.create_array("x", shape=(4, 2, 3, 5), dtype="float16", shards=(2, 2, 3, 5),
-                               chunks=(1, 1, 3, 5), compressors=compressors(), fill_value=0)
-    values = np.arange(2 * 2 * 15, dtype=np.float16).reshape(2, 2, 3, 5)
-    array[0:2] = values
+    array = _feature_array(tmp_path / "a.zarr", 4)
+    values = np.arange(2 * 2 * 15, dtype=np.float32).reshape(2, 2, 3, 1, 5)
+    array[0:2] = values  # through zarr: the codec's encode path
     reader = ShardedArrayReader(array)
-    np.testing.assert_array_equal(reader.read(1, 1), values[1, 1])
+    np.testing.assert_array_equal(_values(reader, 1, 1), values[1, 1])
     with pytest.raises(StoreIntegrityError, match="missing"):  # never zeros for a shard never written
         reader.read(3, 0)
-    shard = tmp_path / "a.zarr" / "x" / "c" / "0" / "0" / "0" / "0"
+    assert np.isnan(array[3, 0]).all()  # plain zarr: the NaN fill value, never zeros
+    shard = tmp_path / "a.zarr" / "x" / "c" / "0" / "0" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
     data[10] ^= 0xFF
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum mismatch"):
         ShardedArrayReader(array).read(0, 0)
+    with pytest.raises(ValueError, match="checksum"):  # plain zarr's crc32c codec catches it too
+        zarr.open_array(str(tmp_path / "a.zarr" / "x"))[0, 0]
 
 
 def test_other_layouts_are_refused():
@@ -56,10 +73,8 @@ def test_other_layouts_are_refused():
 
 
 def _sharded(tmp_path, rows: int = 6) -> tuple[zarr.Array, np.ndarray]:
-    group = zarr.open_group(str(tmp_path / "b.zarr"), mode="w")
-    array = group.create_array("x", shape=(rows, 2, 3, 5), dtype="int8", shards=(2, 2, 3, 5),
-                               chunks=(1, 1, 3, 5), compressors=compressors(), fill_value=0)
-    values = (np.arange(rows * 2 * 15) % 251 - 125).astype(np.int8).reshape(rows, 2, 3, 5)
+    array = _feature_array(tmp_path / "b.zarr", rows)
+    values = (np.arange(rows * 2 * 15) % 251 - 125).astype(np.float32).reshape(rows, 2, 3, 1, 5)
     array[:] = values
     return array, values
 
@@ -73,13 +88,13 @@ def test_a_shard_is_opened_once_and_its_descriptors_are_bounded(tmp_path):
     for _ in range(3):
         for row in (0, 1, 2, 3):  # shards 0 and 1, read three times: opened once each
             for view in (0, 1):
-                out = reader.read(row, view)
-                np.testing.assert_array_equal(out, values[row, view])
+                out = reader.read(row, view)["values"]
+                np.testing.assert_array_equal(out.reshape(3, 1, 5), values[row, view])
                 assert out.flags.writeable  # decompressed into a fresh array, usable by torch.from_numpy
     assert files.opened == 2 and len(files._fds) == 2
-    np.testing.assert_array_equal(reader.read(5, 1), values[5, 1])  # a third shard evicts the oldest descriptor
+    np.testing.assert_array_equal(_values(reader, 5, 1), values[5, 1])  # a third shard evicts the oldest descriptor
     assert files.opened == 3 and len(files._fds) == 2
-    np.testing.assert_array_equal(reader.read(0, 0), values[0, 0])  # reopened, its index still cached
+    np.testing.assert_array_equal(_values(reader, 0, 0), values[0, 0])  # reopened, its index still cached
     assert files.opened == 4
     files.clear()
 
@@ -87,16 +102,16 @@ def test_a_shard_is_opened_once_and_its_descriptors_are_bounded(tmp_path):
 def test_forget_rereads_a_rewritten_shard(tmp_path):
     array, values = _sharded(tmp_path)
     reader = ShardedArrayReader(array)
-    np.testing.assert_array_equal(reader.read(0, 0), values[0, 0])
+    np.testing.assert_array_equal(_values(reader, 0, 0), values[0, 0])
     array[0:2] = -values[0:2]  # zarr writes a new file and renames it over the old one
-    np.testing.assert_array_equal(reader.read(0, 0), values[0, 0])  # the open descriptor: old, consistent file
+    np.testing.assert_array_equal(_values(reader, 0, 0), values[0, 0])  # the open descriptor: old, consistent file
     reader.forget(0)
-    np.testing.assert_array_equal(reader.read(0, 0), -values[0, 0])
+    np.testing.assert_array_equal(_values(reader, 0, 0), -values[0, 0])
 
 
 def test_a_truncated_shard_raises(tmp_path):
     array, _ = _sharded(tmp_path)
-    shard = tmp_path / "b.zarr" / "x" / "c" / "1" / "0" / "0" / "0"
+    shard = tmp_path / "b.zarr" / "x" / "c" / "1" / "0" / "0" / "0" / "0"
     shard.write_bytes(shard.read_bytes()[:20])  # same file, cut short: its index is gone
     with pytest.raises(ValueError, match="checksum mismatch in shard index"):
         ShardedArrayReader(array).read(2, 0)

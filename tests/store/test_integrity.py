@@ -174,7 +174,7 @@ def test_reading_a_missing_chunk_never_gives_zeros(reference, tmp_path):
 
     out = tmp_path / "hole.zarr"
     shutil.copytree(reference, out)
-    path = next((out / "teachers" / "dinov3_hplus" / "r64" / "patch" / "values" / "c" / "4").rglob("*"))
+    path = next((out / "teachers" / "dinov3_hplus" / "r64" / "patch" / "c" / "4").rglob("*"))
     while path.is_dir():
         path = next(path.iterdir())
     path.unlink()

@@ -70,16 +70,17 @@ def test_round_trip_equals_the_local_store_bit_for_bit(remote, local_ref):
     report = cache_json(["verify", "--json", remote])
     assert report["ok"] and report["teachers"][TEACHER]["corrupt"] == []
     local, there = FeatureStore.open(local_ref).teacher(TEACHER), FeatureStore.open(remote).teacher(TEACHER)
-    assert isinstance(there.fast_readers(64)["patch"]["values"], RemoteShardReader)  # range requests
-    assert isinstance(local.fast_readers(64)["patch"]["values"], ShardedArrayReader)  # pread
+    assert isinstance(there.fast_readers(64)["patch"], RemoteShardReader)  # range requests
+    assert isinstance(local.fast_readers(64)["patch"], ShardedArrayReader)  # pread
     for row in (0, 5, 11):
         for view in (0, 1):
             a, b = local.targets(row, 64, view), there.targets(row, 64, view)
-            general = there.decode(there.read_parts(row, 64, slice(view, view + 1)), 64)  # zarr's path
+            batch = there.decode(there.read_parts(row, 64, slice(view, view + 1)), 64)  # the batch path
             assert b["patch"].shape == (4, 4, 64) and b["patch"].any()
-            for kind in ("summary", "patch"):
+            for kind, array in there.target_arrays(64).items():
                 np.testing.assert_array_equal(b[kind], a[kind])
-                np.testing.assert_array_equal(b[kind], general[kind][0])
+                np.testing.assert_array_equal(b[kind], batch[kind][0])
+                np.testing.assert_array_equal(b[kind], array[row, view])  # plain zarr over S3 decodes alike
     from eupe.cache_tools.cli import main
 
     assert main(["stats", remote]) == 0 and main(["stats", local_ref]) == 0
@@ -100,16 +101,16 @@ def test_deleted_or_altered_chunk_objects_fail_verify_and_reads(remote):
     url = f"s3://{BUCKET}/damaged.zarr"
     fs.copy(remote[len("s3://"):], url[len("s3://"):], recursive=True)
     assert cache_json(["verify", "--json", url])["ok"]
-    fs.rm(_object(url, "r64/patch/values", 4))  # images 8, 9
-    summary = _object(url, "r64/summary/values", 1)  # images 2, 3
+    fs.rm(_object(url, "r64/patch", 4))  # images 8, 9
+    summary = _object(url, "r64/summary", 1)  # images 2, 3
     data = bytearray(fs.cat_file(summary))
     data[len(data) // 2] ^= 0xFF
     fs.pipe_file(summary, bytes(data))
     rc, report = cache_json_rc(["verify", "--json", url])
     corrupt = {(p["array"], p["chunk"]): p["error"] for p in report["teachers"][TEACHER]["corrupt"]}
     assert rc == 1 and not report["ok"]
-    assert corrupt == {(f"teachers/{TEACHER}/r64/patch/values", 4): "file is missing",
-                       (f"teachers/{TEACHER}/r64/summary/values", 1):
+    assert corrupt == {(f"teachers/{TEACHER}/r64/patch", 4): "file is missing",
+                       (f"teachers/{TEACHER}/r64/summary", 1):
                            "checksum differs from the one recorded when it was written (moved, swapped or altered)"}
     group = FeatureStore.open(url).teacher(TEACHER)
     with pytest.raises(StoreIntegrityError, match="missing"):

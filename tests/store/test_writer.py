@@ -80,8 +80,8 @@ def test_failed_images_leave_zero_components_identical_to_the_numpy_path(tmp_pat
     assert run_extract(*tiny_args(corrupt_shard, new, "--codec", "int8")) == 0
     numpy_path_store(corrupt_shard, old, "int8")
     assert chunk_files(new) == chunk_files(old)
-    codes = zarr.open_group(new, mode="r")[f"teachers/{TEACHER}/r64/patch/codes"][:]
-    assert not codes[1].any() and codes[0].any() and codes[2].any()  # image 1 is the truncated JPEG
+    patch = zarr.open_group(new, mode="r")[f"teachers/{TEACHER}/r64/patch"][:]  # decoded by plain zarr
+    assert not patch[1].any() and patch[0].any() and patch[2].any()  # image 1 is the truncated JPEG
 
 
 def _features(device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +123,7 @@ def test_writer_pool_sizes_give_identical_stores(tmp_path, photo_shards, cli_sto
     assert run_extract(*tiny_args(photo_shards, three, "--images-per-chunk", "1", "--writers", "3")) == 0
     assert chunk_files(one) == chunk_files(three)
     reference, pooled = teacher_arrays(cli_store, TEACHER), teacher_arrays(three, TEACHER)
-    for name in ("views", "status", "r64/patch/values", "r64/summary/values"):
+    for name in ("views", "status", "r64/patch", "r64/summary"):
         np.testing.assert_array_equal(pooled[name], reference[name], err_msg=name)
 
 
@@ -131,7 +131,7 @@ def test_a_failed_write_stops_the_run_naming_the_chunk_and_a_rerun_completes(tmp
                                                                              capsys):
     out = str(tmp_path / "fail.zarr")
     group, _ = _empty_group(photo_shards, out, "fp16")
-    blocker = manifest.local_path(group.array("r64/patch/values"), 1)
+    blocker = manifest.local_path(group.array("r64/patch"), 1)
     blocker.mkdir(parents=True)  # a directory where chunk 1's file must go: a real write error
     (blocker / "occupied").write_bytes(b"x")
     capsys.readouterr()
