@@ -156,6 +156,9 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
             moments[kind].update(targets[kind])
 
 
+_CHANNEL_DIMS = {"summary": "summary_channel", "patch": "channel"}  # eupe.store.dims
+
+
 def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningMoments],
                covers: str | None = None) -> None:
     """Write the statistics next to the targets they describe; the ``complete`` record goes last.
@@ -169,7 +172,7 @@ def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningM
         for name, data in (("mean", m.mean), ("std", m.std)):
             values[f"{kind}_{name}"] = np.asarray(data, np.float64)
             stats.create_array(f"{kind}_{name}", data=values[f"{kind}_{name}"], compressors=compressors(),
-                               overwrite=True)
+                               overwrite=True, dimension_names=(_CHANNEL_DIMS[kind],))
     failpoint("stats-arrays")
     stats.attrs.put({**{kind: {"count": m.count} for kind, m in moments.items()},
                      "complete": {"covers": covers or moments["patch"].covers or group.done_set_digest(),

@@ -66,9 +66,9 @@ def save_record(store, name: str, digest: str, status: np.ndarray, errors: list[
         record = root.require_group(STARTUP).require_group(name)
         record.attrs.put({})  # an older record must not vouch for the arrays being replaced
         record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
-                            overwrite=True)
+                            overwrite=True, dimension_names=("image",))
         error = record.create_array("error", shape=(len(errors),), dtype=str, chunks=(max(len(errors), 1),),
-                                    overwrite=True)
+                                    overwrite=True, dimension_names=("failed_image",))
         if errors:
             error[:] = np.asarray(errors, dtype=str)
         record.attrs.put({"covers": digest, "values_sha256": _values_sha256(status, errors)})  # last

@@ -488,8 +488,10 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
     chunk = (min(IMAGE_ROWS_PER_CHUNK, max(len(index), 1)),)
     for name, values in (("shard", index.shard), ("offset", index.offset), ("size", index.size),
                          ("label", index.label)):
-        images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors(), config=_ALL_CHUNKS)
-    keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk, config=_ALL_CHUNKS)
+        images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors(), config=_ALL_CHUNKS,
+                            dimension_names=("image",))
+    keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk, config=_ALL_CHUNKS,
+                               dimension_names=("image",))
     keys[:] = np.asarray(index.keys, dtype=str)
     group.create_group(TEACHERS)
     dataset = dataset_identity(index, limit)

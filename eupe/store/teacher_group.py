@@ -29,14 +29,14 @@ from typing import Any, Mapping, Union
 import numpy as np
 import zarr
 
-from eupe.store import manifest
+from eupe.store import dims, manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import Reader, read_components, reader_or_none
 from eupe.store.layout import (
     FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreMismatchError, changed_keys,
     compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
-from eupe.views import VIEW_DIM
+from eupe.views import VIEW_DIM, VIEW_FIELDS
 
 CLAIMS = "claims"  # a zarr group holding rank-<r>.json claims of running extractions
 BLOCKS = "blocks"  # view blocks added when a store grows: blocks/<first view>/
@@ -495,7 +495,8 @@ def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, na
     and the metadata (shape, dtype, chunking, codecs, fill value) of every array; a view block's
     also covers its parent's fingerprint and its view range (``block``)."""
     arrays = {}
-    for name in [*names, MANIFEST]:
+    coordinates = attrs.get(dims.COORDINATES)  # absent in groups made before coordinates existed
+    for name in [*names, MANIFEST, *sorted(coordinates or {})]:
         try:
             meta = group[name].metadata.to_dict()
         except KeyError:
@@ -506,6 +507,8 @@ def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, na
                 "chunk_arrays": list(names), "arrays": arrays}
     if block is not None:
         document["block"] = block
+    if coordinates is not None:
+        document["coordinates"] = coordinates
     return document
 
 
@@ -515,21 +518,26 @@ def _create_arrays(group: zarr.Group, store: Any, identity: dict, codec: Codec,
     ``views``), then its attributes and fingerprint, last. ``identity``: TeacherIdentity.to_attrs()."""
     start, stop = views or (0, store.params.views_per_image)
     n, k, c = store.num_images, stop - start, store.params.images_per_chunk
+    axis = dims.view_dim(parent is not None)
     group.create_array("views", shape=(n, k, VIEW_DIM), dtype="float64", chunks=(c, k, VIEW_DIM),
-                       compressors=compressors(), fill_value=np.nan)
-    group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(), fill_value=0)
-    group.create_array("error", shape=(n,), dtype=str, chunks=(c,))
+                       compressors=compressors(), fill_value=np.nan, dimension_names=(dims.IMAGE, axis, dims.VIEW_FIELD))
+    group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(), fill_value=0,
+                       dimension_names=(dims.IMAGE,))
+    group.create_array("error", shape=(n,), dtype=str, chunks=(c,), dimension_names=(dims.IMAGE,))
     if parent is None:
         group.create_group(CLAIMS)
     grids = {int(r): tuple(g) for r, g in zip(identity["resolutions"], identity["grids"])}
     for resolution, grid in grids.items():
         _create_targets(group.require_group(resolution_group_name(resolution)), codec, n, k, c, grid,
-                        identity["dim"], identity["summary_dim"])
+                        identity["dim"], identity["summary_dim"], axis)
     names = chunk_array_names(list(grids), codec, identity["dim"], identity["summary_dim"], grids)
     group.create_array(MANIFEST, shape=(store.num_chunks, len(names), manifest.ROW_FIELDS), dtype="uint64",
-                       chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0)
+                       chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0,
+                       dimension_names=(dims.CHUNK, dims.CHUNK_ARRAY, dims.RECORD_FIELD))
+    coordinates = dims.write_coordinates(group, dims.coordinate_values(
+        store.keys, (start, stop), parent is not None, list(VIEW_FIELDS), list(grids), names))
     own = identity if parent is None else {"name": identity["name"], "view_start": start, "view_stop": stop}
-    group.attrs.update({**own, "chunk_arrays": names, "identity_sha256": ""})
+    group.attrs.update({**own, "chunk_arrays": names, dims.COORDINATES: coordinates, "identity_sha256": ""})
     block = None if parent is None else {"parent": parent.fingerprint, "views": [start, stop]}
     document = identity_document(group, store.fingerprint, {**dict(group.attrs), **identity}, names, block)
     group[MANIFEST].attrs["identity"] = document  # a copy, to name what changed if attributes are edited
@@ -554,7 +562,7 @@ def _create_block(teacher: TeacherGroup, start: int, stop: int, codec: Codec) ->
 
 
 def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int,
-                    summary_dim: int) -> None:
+                    summary_dim: int, views: str = dims.VIEW) -> None:
     h, w = grid
     group.attrs.update({"grid": [h, w], "dim": dim, "summary_dim": summary_dim, "tokens": h * w})
     for kind, specs in (("summary", codec.vector_components(summary_dim)), ("patch", codec.components(h * w, dim))):
@@ -563,4 +571,5 @@ def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, gri
             # one shard file per chunk of images (one writer each); inner chunks of one view,
             # so reading a single (image, view) decodes only that view
             sub.create_array(name, shape=(n, k, *suffix), dtype=dtype, shards=(c, k, *suffix),
-                             chunks=(1, 1, *suffix), compressors=compressors(TARGET_ZSTD_LEVEL), fill_value=0)
+                             chunks=(1, 1, *suffix), compressors=compressors(TARGET_ZSTD_LEVEL), fill_value=0,
+                             dimension_names=dims.component_dims(kind, suffix, h * w, views))
