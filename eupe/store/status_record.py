@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from eupe.store import manifest
+from eupe.store.consolidated import open_group, refresh as refresh_consolidated
 from eupe.store.layout import FAILED, compressors
 
 STARTUP = "startup"  # root group holding one record per teacher
@@ -62,7 +63,7 @@ def save_record(store, name: str, digest: str, status: np.ndarray, errors: list[
     """Write teacher ``name``'s record into the zarr ``store``. Best effort (True when written): a
     store on read-only media, or a concurrent writer, leaves the record for a later start."""
     try:
-        root = zarr.open_group(store.with_read_only(False), mode="r+")
+        root = open_group(store.with_read_only(False), mode="r+")
         record = root.require_group(STARTUP).require_group(name)
         record.attrs.put({})  # an older record must not vouch for the arrays being replaced
         record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
@@ -72,6 +73,7 @@ def save_record(store, name: str, digest: str, status: np.ndarray, errors: list[
         if errors:
             error[:] = np.asarray(errors, dtype=str)
         record.attrs.put({"covers": digest, "values_sha256": _values_sha256(status, errors)})  # last
+        refresh_consolidated(root.store)  # a consolidated copy lists the record too
     except (OSError, ValueError, KeyError, zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
         return False
     return True

@@ -53,7 +53,7 @@ import numpy as np
 import zarr
 
 from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
-from eupe.store import manifest
+from eupe.store import consolidated, manifest
 from eupe.store.layout import (
     DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT, STORE_VERSION, TEACHERS,
     StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
@@ -120,7 +120,7 @@ class FeatureStore:
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():
             raise FileNotFoundError(f"no feature store at {where} (no zarr.json there)")
         try:
-            group = zarr.open_group(where, mode=mode, storage_options=remote_options(where))
+            group = consolidated.open_group(where, mode=mode, storage_options=remote_options(where))
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             raise FileNotFoundError(f"no feature store at {where}") from None
         except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
@@ -158,7 +158,7 @@ class FeatureStore:
 
     def writable(self) -> "FeatureStore":
         """The same store opened for writing (statistics), checked again like any open."""
-        return FeatureStore(zarr.open_group(self.group.store.with_read_only(False), mode="r+"), self.where)
+        return FeatureStore(consolidated.open_group(self.group.store.with_read_only(False), mode="r+"), self.where)
 
     @staticmethod
     def exists(path: str | Path) -> bool:
@@ -456,7 +456,7 @@ def _remote_root_attrs(url: str) -> dict | None:
     """
     for _ in range(2):
         try:
-            return dict(zarr.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
+            return dict(consolidated.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             if _remote_prefix_empty(url):
                 return None

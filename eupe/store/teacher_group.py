@@ -29,7 +29,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 import zarr
 
-from eupe.store import dims, manifest
+from eupe.store import consolidated, dims, manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import Reader, read_components, reader_or_none
 from eupe.store.layout import (
@@ -152,9 +152,16 @@ class TeacherGroup:
         return self._arrays[name]
 
     @property
-    def views_per_image(self) -> int:
-        """Views this group (or view block) holds per image: global views view_start..view_stop-1."""
+    def block_views(self) -> int:
+        """Views this group (or view block) holds itself per image: global views view_start..view_stop-1."""
         return self.view_stop - self.view_start
+
+    @property
+    def views_per_image(self) -> int:
+        """Views per image the teacher holds over all its view blocks (:attr:`total_views`; a grown
+        teacher counts its grown views, a view block its own: :attr:`block_views`). How many of them
+        are complete: :meth:`complete_views`."""
+        return self.total_views if self.parent is None else self.block_views
 
     def identity_document(self) -> dict:
         """What the fingerprint covers (see :func:`identity_document`)."""
@@ -204,6 +211,7 @@ class TeacherGroup:
         if root is not None:
             publish_dir(root / "teachers" / staged_name, root / "teachers" / identity.name)
             remove_stale_staging(root / "teachers" / identity.name)
+        consolidated.refresh(store.group.store)
         return store.teacher(identity.name)
 
     # -- view blocks ------------------------------------------------------------------------
@@ -559,6 +567,7 @@ def _create_block(teacher: TeacherGroup, start: int, stop: int, codec: Codec) ->
         final = root / teacher.group.path / BLOCKS / str(start)
         publish_dir(root / teacher.group.path / BLOCKS / name, final)
         remove_stale_staging(final)
+    consolidated.refresh(teacher.store.group.store)
 
 
 def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int,
