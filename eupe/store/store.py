@@ -346,6 +346,32 @@ class FeatureStore:
             return False
         return bool(dict(self.group[f"{TEACHERS}/{name}"].attrs).get("identity_sha256"))  # "" until the end
 
+    # -- notebook use (eupe.store.notebook) ------------------------------------------------------
+
+    def row(self, key: str | int) -> int:
+        """The row of the image with webdataset key ``key`` (StoreLookupError naming keys that exist)."""
+        from eupe.store.notebook import row_of
+
+        return row_of(self, key)
+
+    def sample(self, key: str | int, teacher: str | None = None, view: int = 0, resolution: int | None = None):
+        """One stored view of image ``key`` (or row): the pixels it was computed on, its view parameters
+        and its decoded targets, as an ``eupe.store.notebook.Sample``. ``teacher``: needed when the
+        store holds several; ``resolution``: the teacher's first when None."""
+        from eupe.store.notebook import sample
+
+        return sample(self, key, teacher, view, resolution)
+
+    def __repr__(self) -> str:
+        from eupe.store.notebook import store_text
+
+        return store_text(self)
+
+    def _repr_html_(self) -> str:
+        from eupe.store.notebook import as_html
+
+        return as_html(repr(self))
+
     @property
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)

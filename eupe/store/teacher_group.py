@@ -33,8 +33,8 @@ from eupe.store import consolidated, dims, manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import Reader, read_components, reader_or_none
 from eupe.store.layout import (
-    FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreMismatchError, changed_keys,
-    compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
+    FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreLookupError, StoreMismatchError,
+    changed_keys, compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.views import VIEW_DIM, VIEW_FIELDS
 
@@ -277,8 +277,8 @@ class TeacherGroup:
         for block in self.blocks:
             if block.view_start <= view < block.view_stop:
                 return block
-        raise StoreIntegrityError(f"{self.group.path} holds views 0..{self.total_views - 1}; view {view} "
-                                  "is not in the store")
+        raise StoreLookupError(f"{self.group.path} holds views 0..{self.total_views - 1} per image; view {view} "
+                               "is not in the store")
 
     def view_params(self, row: int, view: int) -> np.ndarray:
         """[VIEW_DIM] float64 parameters of global view ``view`` of image ``row``."""
@@ -446,6 +446,7 @@ class TeacherGroup:
 
         An int ``view`` is a global view index (it may lie in a view block); a slice selects among
         this group's own views."""
+        self._check_lookup(rows, resolution)
         if isinstance(view, (int, np.integer)):
             if not self.view_start <= view < self.view_stop:
                 return self.block_of(int(view)).read_parts(rows, resolution, int(view))
@@ -458,6 +459,25 @@ class TeacherGroup:
             return read_components(fast, rows, view)
         return {kind: {n.rsplit("/", 1)[1]: self.array(n)[rows, view] for n in kind_names}
                 for kind, kind_names in names.items()}
+
+    def _check_lookup(self, rows: int | slice, resolution: int) -> None:
+        """A row or resolution the group does not hold: StoreLookupError naming those it does."""
+        if resolution not in self.grids:
+            raise StoreLookupError(f"teacher {self.name!r} holds resolutions "
+                                   f"{', '.join(map(str, self.resolutions))}, not {resolution}")
+        n = self.store.num_images
+        if isinstance(rows, (int, np.integer)) and not 0 <= rows < n:
+            raise StoreLookupError(f"row {rows} is not in the store: it holds {n} images (rows 0..{n - 1})")
+
+    def __repr__(self) -> str:
+        from eupe.store.notebook import group_text
+
+        return group_text(self)
+
+    def _repr_html_(self) -> str:
+        from eupe.store.notebook import as_html
+
+        return as_html(repr(self))
 
     def _chunks_of(self, rows: int | slice) -> range:
         per = self.store.params.images_per_chunk
