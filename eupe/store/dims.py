@@ -11,7 +11,8 @@ Every array a new store creates carries zarr v3 ``dimension_names``, so
                    ``K..K2-1``); a DataTree child must align with its parent, whose ``view`` axis
                    has another length, so a block names its view axis differently
 ``view_field``     the columns of ``views`` (coordinate: the field names, ``eupe.views.VIEW_FIELDS``)
-``token``          patch tokens of one view, row-major on the ``h x w`` grid (``r<res>`` groups)
+``token``          patch tokens of one view, row-major on the ``h x w`` grid (``r<res>`` groups);
+                   a decoded ``patch [N, K, h, w, D]`` array has ``patch_row`` and ``patch_col``
 ``channel``        patch token width; ``summary_channel`` the summary token's (they may differ)
 ``view_row``       the single row of a per-view codec component (``compact``'s ``chscale [1, D]``)
 ``chunk``, ``chunk_array``, ``record_field``  the manifest's axes (coordinate: ``chunk_array``)
@@ -32,6 +33,7 @@ import numpy as np
 IMAGE, VIEW, BLOCK_VIEW, VIEW_FIELD = "image", "view", "block_view", "view_field"
 TOKEN, CHANNEL, SUMMARY_CHANNEL, VIEW_ROW = "token", "channel", "summary_channel", "view_row"
 CHUNK, CHUNK_ARRAY, RECORD_FIELD, RESOLUTION = "chunk", "chunk_array", "record_field", "resolution"
+PATCH_ROW, PATCH_COL = "patch_row", "patch_col"  # the h x w token grid of a decoded patch array
 COORDINATES = "coordinate_sha256"  # teacher group attribute: {coordinate name: sha256 of its values}
 
 
@@ -52,7 +54,15 @@ def component_dims(kind: str, suffix: tuple[int, ...], tokens: int, views: str) 
     return (IMAGE, views, *[TOKEN] * len(suffix))
 
 
-def coordinate_values(keys: np.ndarray, views: tuple[int, int], block: bool, fields: list[str],
+def target_dims(kind: str, views: str = VIEW) -> tuple[str, ...]:
+    """Dimension names of a decoded target array: ``summary [N, K, Ds]`` or ``patch [N, K, h, w, D]``
+    (the layout where zarr decodes targets through a codec, one array per kind)."""
+    if kind == "summary":
+        return (IMAGE, views, SUMMARY_CHANNEL)
+    return (IMAGE, views, PATCH_ROW, PATCH_COL, CHANNEL)
+
+
+def coordinate_values(keys: np.ndarray | None, views: tuple[int, int], block: bool, fields: list[str],
                       resolutions: list[int], chunk_arrays: list[str]) -> dict[str, np.ndarray]:
     """{name: values} of the coordinates of a teacher group (or of a view block: its views only)."""
     axis = view_dim(block)

@@ -562,8 +562,9 @@ def _create_arrays(group: zarr.Group, store: Any, identity: dict, codec: Codec,
     group.create_array(MANIFEST, shape=(store.num_chunks, len(names), manifest.ROW_FIELDS), dtype="uint64",
                        chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0,
                        dimension_names=(dims.CHUNK, dims.CHUNK_ARRAY, dims.RECORD_FIELD))
+    keys = None if parent is not None else store.keys  # a view block inherits its teacher's image coordinate
     coordinates = dims.write_coordinates(group, dims.coordinate_values(
-        store.keys, (start, stop), parent is not None, list(VIEW_FIELDS), list(grids), names))
+        keys, (start, stop), parent is not None, list(VIEW_FIELDS), list(grids), names))
     own = identity if parent is None else {"name": identity["name"], "view_start": start, "view_stop": stop}
     group.attrs.update({**own, "chunk_arrays": names, dims.COORDINATES: coordinates, "identity_sha256": ""})
     block = None if parent is None else {"parent": parent.fingerprint, "views": [start, stop]}

@@ -19,6 +19,7 @@ from eupe.store.consolidated import is_consolidated
 from eupe.store.dims import component_dims
 from eupe.views import VIEW_FIELDS
 
+from eupe.cache_tools.cli import main as cache_main
 from store_helpers import cache_json, cache_json_rc, run_extract, tiny_args
 
 xr = pytest.importorskip("xarray")
@@ -50,7 +51,7 @@ def consolidated_grown(tmp_path_factory, store, photo_shards) -> dict:
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(out)
     codes = [run_extract(*_args(photo_shards, out, 3)), run_extract(*_args(photo_shards, out, 3)),
-             run_extract(*_args(photo_shards, out, 3, OTHER, 56))]
+             run_extract(*_args(photo_shards, out, 3, OTHER, 56)), cache_main(["stats", out])]
     return {"path": out, "codes": codes}
 
 
@@ -117,7 +118,7 @@ def test_a_grown_block_is_a_datatree_child_with_its_global_views(consolidated_gr
 @pytest.mark.slow  # extracts (grows the store, adds a teacher)
 def test_consolidated_metadata_neither_breaks_growth_nor_hides_a_teacher(consolidated_grown):
     path = consolidated_grown["path"]
-    assert consolidated_grown["codes"] == [0, 0, 0]
+    assert consolidated_grown["codes"] == [0, 0, 0, 0]
     info = cache_json(["info", "--json", path])
     assert sorted(info["teachers"]) == sorted([OTHER, TEACHER])
     assert info["teachers"][TEACHER]["views_per_image"] == 3 and info["teachers"][TEACHER]["complete"]
@@ -127,6 +128,7 @@ def test_consolidated_metadata_neither_breaks_growth_nor_hides_a_teacher(consoli
     assert is_consolidated(FeatureStore.open(path).group.store)
     listed = zarr.open_group(path, mode="r").metadata.consolidated_metadata.flattened_metadata
     assert f"teachers/{TEACHER}/blocks/2/views" in listed and f"teachers/{OTHER}/r56" in listed
+    assert f"teachers/{OTHER}/r56/stats/patch_mean" in listed  # statistics written after the teacher
     tree = _tree(path, consolidated=True)
     assert list(tree[f"teachers/{OTHER}"].to_dataset()["resolution"].values) == [56]
 
