@@ -65,7 +65,7 @@ def row_of(store: Any, key: str | int) -> int:
 
 
 def _key_index(store: Any) -> dict[str, int]:
-    if getattr(store, "_key_rows", None) is None:
+    if store._key_rows is None:
         store._key_rows = {str(k): i for i, k in enumerate(store.keys)}
     return store._key_rows
 
@@ -119,10 +119,12 @@ def sample(store: Any, key: str | int, teacher: str | None = None, view: int = 0
     if status != OK:
         state = "failed: " + dict(store.failures(group.name)).get(str(store.keys[row]), "") if status == FAILED \
             else "not extracted yet (its chunk is not done)"
-        raise StoreLookupError(f"image {store.keys[row]!r} has no targets for {group.name!r}: {state}")
+        raise StoreLookupError(f"image {str(store.keys[row])!r} has no targets for {group.name!r}: {state}")
     targets = group.targets(row, resolution, view)
     params = group.view_params(row, view)  # [VIEW_DIM] float64
-    index = store.shard_index()
+    if store._notebook_index is None:  # read (and checked) once per opened store
+        store._notebook_index = store.shard_index()
+    index = store._notebook_index
     reader = ShardReader(index)
     try:
         pixels = render(open_image(reader.read(row), None), ViewSpec.from_array(params), resolution)  # [3, H, W]

@@ -107,6 +107,8 @@ class FeatureStore:
         self._keys: np.ndarray | None = None
         self._teachers: dict[str, TeacherGroup] = {}
         self._progress: dict[str, TeacherProgress] = {}
+        self._key_rows: dict[str, int] | None = None  # key -> row, built on the first lookup by key
+        self._notebook_index: ShardIndex | None = None  # the dataset index FeatureStore.sample reads images with
         self._check_fingerprint()
         if is_url(where):
             _REMOTE_STORES[id(group.store)] = group.store

@@ -223,3 +223,13 @@ def test_component_dimension_names():
     assert component_dims("patch", (1, 8), 16, "block_view") == ("image", "block_view", "view_row", "channel")
     assert component_dims("summary", (8,), 16, "view") == ("image", "view", "summary_channel")
     assert component_dims("summary", (), 16, "view") == ("image", "view")
+
+
+def test_sample_of_a_failed_image_says_why(tmp_path, corrupt_shard):
+    out = str(tmp_path / "bad.zarr")
+    assert run_extract(*tiny_args(corrupt_shard, out)) == 0
+    fs = FeatureStore.open(out)
+    with pytest.raises(StoreLookupError, match="image 'broken' has no targets for 'dinov3_hplus': failed: "):
+        fs.sample("broken")
+    assert fs.sample("good2").key == "good2"
+    assert "images 2 ok / 1 failed / 3" in repr(fs)
