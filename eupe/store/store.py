@@ -16,6 +16,8 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
         error            [N]            str     why an image failed ("" when ok)
         manifest         [n_chunks, A, 3] uint64  per chunk and array: bytes, digest, index digest;
                                                   a chunk is done once its row is written
+        image, view, view_field, resolution, chunk_array   coordinates for xarray (eupe.store.dims;
+                                                  a view block: block_view), written at creation
         r<resolution>/summary/<component>  [N, K, ...]      codec components of the summary token
         r<resolution>/patch/<component>    [N, K, T, ...]   codec components of the h*w patch tokens
                                           (sharded: one file per chunk of images, one inner chunk per view)
@@ -28,6 +30,10 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
                                         (done-set digest), values_sha256; written by extract and the trainer
         status           [N]            uint8   every image's status, consolidated in one file
         error            [n_failed]     str     failure reason of each failed image, in row order
+
+Every array has zarr ``dimension_names`` (:mod:`eupe.store.dims`), so xarray opens the store as a
+DataTree. Consolidated metadata is never read and is kept current when present
+(:mod:`eupe.store.consolidated`).
 
 Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every teacher array is
 chunked along N the same way, so each chunk of images is written by exactly one process, and its
