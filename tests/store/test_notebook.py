@@ -55,9 +55,10 @@ def consolidated_grown(tmp_path_factory, store, photo_shards) -> dict:
     return {"path": out, "codes": codes}
 
 
-def _tree(path: str, consolidated: bool = False):
+def _tree(path: str, consolidated: bool | None = None):
+    """``xr.open_datatree(path, engine="zarr")`` (None: consolidated metadata when there is some)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zarr's unstable-spec note on string arrays
+        warnings.simplefilter("ignore")  # zarr's unstable-spec note on string arrays, xarray's fallback note
         return xr.open_datatree(path, engine="zarr", consolidated=consolidated)
 
 
@@ -109,7 +110,7 @@ def test_a_grown_block_is_a_datatree_child_with_its_global_views(consolidated_gr
     path = consolidated_grown["path"]
     group = FeatureStore.open(path).teacher(TEACHER)
     assert (group.views_per_image, group.block_views, group.blocks[1].views_per_image) == (3, 2, 1)
-    block = _tree(path)[f"teachers/{TEACHER}/blocks/2"].to_dataset()
+    block = _tree(path, consolidated=False)[f"teachers/{TEACHER}/blocks/2"].to_dataset()
     assert list(block["block_view"].values) == [2]
     key = str(group.store.keys[5])
     np.testing.assert_array_equal(block.sel(image=key, block_view=2)["views"].values, group.view_params(5, 2))
