@@ -75,9 +75,14 @@ def test_open_datatree_selects_views_and_status_by_image_key(store):
         assert int(picked["status"]) == 1 and str(picked["error"].values) == ""
     flip = teacher["views"].sel(view_field="flip").values  # [image, view]
     np.testing.assert_array_equal(flip, np.stack([group.views(r)[:, VIEW_FIELDS.index("flip")] for r in range(fs.num_images)]))
-    patch = tree[f"teachers/{TEACHER}/r64/patch"].to_dataset()  # inherits the image and view coordinates
-    assert patch["values"].dims == ("image", "view", "token", "channel")
-    assert patch["values"].sel(image=str(fs.keys[2]), view=0).shape == (16, group.dim)
+    if CODEC_LANDED:  # r64/patch is one float32 array [N, K, h, w, D] decoded by zarr
+        patch = tree[f"teachers/{TEACHER}/r64"].to_dataset()["patch"]
+        assert patch.dims == ("image", "view", "patch_row", "patch_col", "channel")
+        assert patch.sel(image=str(fs.keys[2]), view=0).shape == (4, 4, group.dim)
+    else:  # r64/patch/ holds the codec's components; the group inherits the image and view coordinates
+        patch = tree[f"teachers/{TEACHER}/r64/patch"].to_dataset()["values"]
+        assert patch.dims == ("image", "view", "token", "channel")
+        assert patch.sel(image=str(fs.keys[2]), view=0).shape == (16, group.dim)
     assert tree["images"].to_dataset()["keys"].dims == ("image",)
 
 
