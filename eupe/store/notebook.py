@@ -157,14 +157,18 @@ def teacher_summary(store: Any, name: str) -> dict:
 
 def store_text(store: Any) -> str:
     """What ``repr(store)`` prints."""
-    lines = [f"FeatureStore {store.where}: {store.num_images} images in {store.num_chunks} chunks of "
-             f"{store.params.images_per_chunk}, created with {store.params.views_per_image} views per image "
-             f"(seed {store.params.seed})"]
+    lines = [_store_line(store)]
     names = store.teacher_names()
     lines += [teacher_line(teacher_summary(store, n)) for n in names] or ["  no teachers yet"]
     lines.append("  look up: store.row(key), store.sample(key, teacher, view, resolution); "
                  f"keys e.g. {', '.join(map(str, store.keys[:3]))}")
     return "\n".join(lines)
+
+
+def _store_line(store: Any) -> str:
+    return (f"FeatureStore {store.where}: {store.num_images} images in {store.num_chunks} chunks of "
+            f"{store.params.images_per_chunk}, created with {store.params.views_per_image} views per image "
+            f"(seed {store.params.seed})")
 
 
 def teacher_line(info: dict) -> str:
@@ -187,6 +191,27 @@ def group_text(group: Any) -> str:
 
 def as_html(text: str) -> str:
     return f"<pre>{html.escape(text)}</pre>"
+
+
+_COLUMNS = ("teacher", "views per image", "complete views", "view blocks", "resolutions", "codec", "dim",
+            "bytes", "ok", "failed", "images")
+
+
+def store_html(store: Any) -> str:
+    """What Jupyter shows for a store: its summary line and one table row per teacher."""
+    head = html.escape(_store_line(store))
+    rows = []
+    for name in store.teacher_names():
+        info = teacher_summary(store, name)
+        cells = (name, info["views_per_image"], info["complete_views"],
+                 "; ".join(f"{b['views'][0]}..{b['views'][1]}: {b['chunks_done']}/{b['chunks']} chunks"
+                           for b in info["blocks"]),
+                 ", ".join(f"{r} ({h}x{w})" for r, (h, w) in info["resolutions"].items()), info["codec"],
+                 f"{info['dim']} / {info['summary_dim']}", _bytes(info["bytes"]), info["ok"], info["failed"],
+                 info["images"])
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    header = "<tr>" + "".join(f"<th>{c}</th>" for c in _COLUMNS) + "</tr>"
+    return f"<p>{head}</p><table>{header}{''.join(rows)}</table>"
 
 
 def _blocks_text(group: Any) -> str:

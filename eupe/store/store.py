@@ -376,9 +376,9 @@ class FeatureStore:
         return store_text(self)
 
     def _repr_html_(self) -> str:
-        from eupe.store.notebook import as_html
+        from eupe.store.notebook import store_html
 
-        return as_html(repr(self))
+        return store_html(self)
 
     @property
     def local_root(self) -> Path | None:

@@ -208,7 +208,8 @@ def test_reprs_show_teachers_views_resolutions_codec_bytes_and_completeness(cons
     assert "resolutions 64 (4x4 tokens), codec fp16" in text and "resolutions 56 (4x4 tokens)" in text
     assert "images 6 ok / 0 failed / 6" in text and " kB" in text
     assert repr(fs.teacher(TEACHER)).startswith(f"TeacherGroup {TEACHER}: 3 views per image")
-    assert fs._repr_html_().startswith("<pre>") and "&lt;" not in fs._repr_html_()[:20]
+    page = fs._repr_html_()
+    assert page.count("<tr>") == 3 and f"<td>{TEACHER}</td><td>3</td><td>3</td>" in page and "<td>fp16</td>" in page
     assert "views 2..2 of teacher" in repr(fs.teacher(TEACHER).blocks[1])
 
 
