@@ -34,7 +34,8 @@ from eupe.store.codecs import Codec
 from eupe.store.fastread import Reader, read_components, reader_or_none
 from eupe.store.layout import (
     FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreLookupError, StoreMismatchError,
-    changed_keys, compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
+    changed_keys, compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of,
+    staging_name,
 )
 from eupe.views import VIEW_DIM, VIEW_FIELDS
 
@@ -548,7 +549,8 @@ def _create_arrays(group: zarr.Group, store: Any, identity: dict, codec: Codec,
     n, k, c = store.num_images, stop - start, store.params.images_per_chunk
     axis = dims.view_dim(parent is not None)
     group.create_array("views", shape=(n, k, VIEW_DIM), dtype="float64", chunks=(c, k, VIEW_DIM),
-                       compressors=compressors(), fill_value=np.nan, dimension_names=(dims.IMAGE, axis, dims.VIEW_FIELD))
+                       compressors=compressors(), fill_value=np.nan,
+                       dimension_names=(dims.IMAGE, axis, dims.VIEW_FIELD))
     group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(), fill_value=0,
                        dimension_names=(dims.IMAGE,))
     group.create_array("error", shape=(n,), dtype=str, chunks=(c,), dimension_names=(dims.IMAGE,))
