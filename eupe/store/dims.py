@@ -18,9 +18,11 @@ Every array a new store creates carries zarr v3 ``dimension_names``, so
 ``chunk``, ``chunk_array``, ``record_field``  the manifest's axes (coordinate: ``chunk_array``)
 =================  ==========================================================================
 
-A teacher group also holds the coordinate ``resolution`` (its resolutions). Coordinates are
+A teacher group also holds the coordinate ``resolution`` (its resolutions), and its ``views``
+array (the view parameters ``[image, view, view_field]``) is a coordinate too (the CF
+``coordinates`` attribute of the group), so ``.sel(image=KEY, view=0)`` shows them. Coordinates are
 written once, when the group is created, and fingerprinted with it: their array metadata with
-the group's identity and their values' sha256 in the group's ``coordinates`` attribute, which
+the group's identity and their values' sha256 in the group's ``coordinate_sha256`` attribute, which
 ``eupe-cache verify`` checks (:func:`coordinate_problems`).
 """
 
@@ -34,6 +36,7 @@ IMAGE, VIEW, BLOCK_VIEW, VIEW_FIELD = "image", "view", "block_view", "view_field
 TOKEN, CHANNEL, SUMMARY_CHANNEL, VIEW_ROW = "token", "channel", "summary_channel", "view_row"
 CHUNK, CHUNK_ARRAY, RECORD_FIELD, RESOLUTION = "chunk", "chunk_array", "record_field", "resolution"
 PATCH_ROW, PATCH_COL = "patch_row", "patch_col"  # the h x w token grid of a decoded patch array
+CF_COORDINATES = {"coordinates": "views"}  # CF convention: xarray shows the view parameters as a coordinate
 COORDINATES = "coordinate_sha256"  # teacher group attribute: {coordinate name: sha256 of its values}
 
 

@@ -568,7 +568,8 @@ def _create_arrays(group: zarr.Group, store: Any, identity: dict, codec: Codec,
     coordinates = dims.write_coordinates(group, dims.coordinate_values(
         keys, (start, stop), parent is not None, list(VIEW_FIELDS), list(grids), names))
     own = identity if parent is None else {"name": identity["name"], "view_start": start, "view_stop": stop}
-    group.attrs.update({**own, "chunk_arrays": names, dims.COORDINATES: coordinates, "identity_sha256": ""})
+    group.attrs.update({**own, "chunk_arrays": names, dims.COORDINATES: coordinates, **dims.CF_COORDINATES,
+                        "identity_sha256": ""})
     block = None if parent is None else {"parent": parent.fingerprint, "views": [start, stop]}
     document = identity_document(group, store.fingerprint, {**dict(group.attrs), **identity}, names, block)
     group[MANIFEST].attrs["identity"] = document  # a copy, to name what changed if attributes are edited

@@ -69,6 +69,7 @@ def test_open_datatree_selects_views_and_status_by_image_key(store):
     teacher = tree[f"teachers/{TEACHER}"].to_dataset()
     assert list(teacher["image"].values) == list(fs.keys)
     assert list(teacher["view"].values) == [0, 1] and list(teacher["resolution"].values) == [64]
+    assert "views" in teacher.coords and "status" in teacher.data_vars  # view parameters are a coordinate
     for row, key in enumerate(fs.keys):
         picked = teacher.sel(image=str(key), view=1)
         np.testing.assert_array_equal(picked["views"].values, group.view_params(row, 1))
