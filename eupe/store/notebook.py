@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,8 +35,7 @@ class Sample:
     pixels: np.ndarray  # [H, W, 3] float32 in [0, 1]: the view as rendered for the teacher
     summary: np.ndarray  # [Ds] float32 decoded summary token
     patch: np.ndarray  # [h, w, D] float32 decoded patch tokens
-    label: int = -1
-    extra: dict[str, Any] = field(default_factory=dict)
+    label: int = -1  # the image's class (.cls member), -1 when it has none
 
     def __repr__(self) -> str:
         h, w, d = self.patch.shape
@@ -115,11 +114,7 @@ def sample(store: Any, key: str | int, teacher: str | None = None, view: int = 0
     group = teacher_of(store, teacher)
     row = row_of(store, key)
     view, resolution = check_view(group, view), check_resolution(group, resolution)
-    status = store.image_status(group.name)[row]
-    if status != OK:
-        state = "failed: " + dict(store.failures(group.name)).get(str(store.keys[row]), "") if status == FAILED \
-            else "not extracted yet (its chunk is not done)"
-        raise StoreLookupError(f"image {str(store.keys[row])!r} has no targets for {group.name!r}: {state}")
+    _check_extracted(store, group.name, row)
     targets = group.targets(row, resolution, view)
     params = group.view_params(row, view)  # [VIEW_DIM] float64
     if store._notebook_index is None:  # read (and checked) once per opened store
@@ -134,6 +129,16 @@ def sample(store: Any, key: str | int, teacher: str | None = None, view: int = 0
                   params=dict(zip(VIEW_FIELDS, map(float, params))),
                   pixels=pixels.permute(1, 2, 0).numpy(),  # [3, H, W] -> [H, W, 3]
                   summary=targets["summary"], patch=targets["patch"], label=int(index.label[row]))
+
+
+def _check_extracted(store: Any, name: str, row: int) -> None:
+    """Refuse an image whose extraction failed (saying why) or whose chunk is not done yet."""
+    status, key = store.image_status(name)[row], str(store.keys[row])
+    if status == OK:
+        return
+    state = (f"failed: {dict(store.failures(name)).get(key, '')}" if status == FAILED
+             else "not extracted yet (its chunk is not done: re-run the extract command)")
+    raise StoreLookupError(f"image {key!r} has no targets for {name!r}: {state}")
 
 
 # -- summaries ----------------------------------------------------------------------------------
