@@ -16,6 +16,7 @@ Every array a new store creates carries zarr v3 ``dimension_names``, so
 ``channel``        patch token width; ``summary_channel`` the summary token's (they may differ)
 ``view_row``       the single row of a per-view codec component (``compact``'s ``chscale [1, D]``)
 ``chunk``, ``chunk_array``, ``record_field``  the manifest's axes (coordinate: ``chunk_array``)
+``failed_image``   the start-up record's failure reasons (``startup/<name>/error``)
 =================  ==========================================================================
 
 A teacher group also holds the coordinate ``resolution`` (its resolutions), and its ``views``
@@ -36,6 +37,7 @@ IMAGE, VIEW, BLOCK_VIEW, VIEW_FIELD = "image", "view", "block_view", "view_field
 TOKEN, CHANNEL, SUMMARY_CHANNEL, VIEW_ROW = "token", "channel", "summary_channel", "view_row"
 CHUNK, CHUNK_ARRAY, RECORD_FIELD, RESOLUTION = "chunk", "chunk_array", "record_field", "resolution"
 PATCH_ROW, PATCH_COL = "patch_row", "patch_col"  # the h x w token grid of a decoded patch array
+FAILED_IMAGE = "failed_image"  # the start-up record's failure reasons, one per failed image
 CF_COORDINATES = {"coordinates": "views"}  # CF convention: xarray shows the view parameters as a coordinate
 COORDINATES = "coordinate_sha256"  # teacher group attribute: {coordinate name: sha256 of its values}
 

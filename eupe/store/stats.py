@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from eupe.store import consolidated
+from eupe.store import consolidated, dims
 from eupe.store.layout import OK, StoreError, compressors, failpoint, sha256_of
 from eupe.store.teacher_group import TeacherGroup, resolution_group_name
 
@@ -157,7 +157,7 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
             moments[kind].update(targets[kind])
 
 
-_CHANNEL_DIMS = {"summary": "summary_channel", "patch": "channel"}  # eupe.store.dims
+_CHANNEL_DIMS = {"summary": dims.SUMMARY_CHANNEL, "patch": dims.CHANNEL}
 
 
 def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningMoments],

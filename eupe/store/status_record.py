@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
-from eupe.store import manifest
+from eupe.store import dims, manifest
 from eupe.store.consolidated import open_group, refresh as refresh_consolidated
 from eupe.store.layout import FAILED, compressors
 
@@ -67,9 +67,9 @@ def save_record(store, name: str, digest: str, status: np.ndarray, errors: list[
         record = root.require_group(STARTUP).require_group(name)
         record.attrs.put({})  # an older record must not vouch for the arrays being replaced
         record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
-                            overwrite=True, dimension_names=("image",))
+                            overwrite=True, dimension_names=(dims.IMAGE,))
         error = record.create_array("error", shape=(len(errors),), dtype=str, chunks=(max(len(errors), 1),),
-                                    overwrite=True, dimension_names=("failed_image",))
+                                    overwrite=True, dimension_names=(dims.FAILED_IMAGE,))
         if errors:
             error[:] = np.asarray(errors, dtype=str)
         record.attrs.put({"covers": digest, "values_sha256": _values_sha256(status, errors)})  # last

@@ -59,7 +59,7 @@ import numpy as np
 import zarr
 
 from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
-from eupe.store import consolidated, manifest
+from eupe.store import consolidated, dims, manifest
 from eupe.store.layout import (
     DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT, STORE_VERSION, TEACHERS,
     StoreIntegrityError, StoreMismatchError, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
@@ -523,9 +523,9 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
     for name, values in (("shard", index.shard), ("offset", index.offset), ("size", index.size),
                          ("label", index.label)):
         images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors(), config=_ALL_CHUNKS,
-                            dimension_names=("image",))
+                            dimension_names=(dims.IMAGE,))
     keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk, config=_ALL_CHUNKS,
-                               dimension_names=("image",))
+                               dimension_names=(dims.IMAGE,))
     keys[:] = np.asarray(index.keys, dtype=str)
     group.create_group(TEACHERS)
     dataset = dataset_identity(index, limit)
