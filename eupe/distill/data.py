@@ -347,7 +347,7 @@ def usable_views(store: FeatureStore, teachers: Sequence[str], recorded: int | N
     (at least the store's first K, whose unfinished rows ``usable_rows`` leaves out). A resumed run
     keeps the number it started with (``recorded``), so its samples stay those of an uninterrupted run."""
     groups = [store.teacher(name) for name in teachers]
-    available = min(max(g.complete_views(store.progress(g.name).done), g.views_per_image) for g in groups)
+    available = min(max(g.complete_views(store.progress(g.name).done), g.block_views) for g in groups)
     if recorded is not None:
         if recorded > available:
             raise StoreMismatchError(f"this run started with {recorded} views per image but {store.where} now has "

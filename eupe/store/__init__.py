@@ -11,7 +11,8 @@ from typing import Any
 
 _EXPORTS = {
     "FAILED": "layout", "OK": "layout", "PENDING": "layout", "StoreError": "layout",
-    "StoreIntegrityError": "layout", "StoreMismatchError": "layout", "StoreWriteError": "layout",
+    "StoreIntegrityError": "layout", "StoreLookupError": "layout", "StoreMismatchError": "layout",
+    "StoreWriteError": "layout", "Sample": "notebook",
     "FeatureStore": "store", "StoreParams": "store",
     "TeacherGroup": "teacher_group", "TeacherIdentity": "teacher_group",
     "RunningMoments": "stats", "compute_stats": "stats", "load_stats": "stats", "save_stats": "stats",

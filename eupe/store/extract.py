@@ -255,7 +255,7 @@ class ChunkBuilder:
     the codecs encode zeros to). No float32 chunk buffer exists: one batch of features at a time."""
 
     def __init__(self, group: TeacherGroup, chunk: int, resolutions: list[int]) -> None:
-        c, k, codec = len(group.store.chunk_rows(chunk)), group.views_per_image, group.codec
+        c, k, codec = len(group.store.chunk_rows(chunk)), group.block_views, group.codec
         self.group, self.chunk, self.filled = group, chunk, 0
         self.views = np.full((c, k, VIEW_DIM), np.nan)
         self.status = np.zeros(c, dtype=np.uint8)
@@ -270,7 +270,7 @@ class ChunkBuilder:
 
     def add(self, piece: ChunkPixels, teacher: Encoder, batch_size: int, device: torch.device) -> None:
         """Run the teacher on a piece's views and put their components at the piece's rows."""
-        k, n = self.group.views_per_image, len(piece.status)
+        k, n = self.group.block_views, len(piece.status)
         span = slice(piece.first, piece.first + n)
         self.views[span], self.status[span], self.errors[span] = piece.views, piece.status, piece.errors
         ok = piece.first + np.flatnonzero(piece.status == OK)
@@ -465,7 +465,7 @@ def _drain(futures: list[Future], keep: int, summary: ExtractSummary) -> list[Fu
 
 def _count(summary: ExtractSummary, result: ChunkResult, resolutions: list[int], group: TeacherGroup) -> None:
     ok = int((result.status == OK).sum())
-    k = group.views_per_image
+    k = group.block_views
     summary.images += ok
     summary.failed += int((result.status == FAILED).sum())
     summary.views += ok * k

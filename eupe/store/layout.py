@@ -43,6 +43,13 @@ class StoreIntegrityError(StoreError):
     """Stored data or attributes no longer match what was written (missing, moved or altered)."""
 
 
+class StoreLookupError(StoreError, KeyError):
+    """An image key, view, resolution or teacher that is not in the store; the message says what is."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class StoreWriteError(RuntimeError):
     """Writing to the store failed; the chunk being written was not marked done."""
 

@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from eupe.store import consolidated, dims
 from eupe.store.layout import OK, StoreError, compressors, failpoint, sha256_of
 from eupe.store.teacher_group import TeacherGroup, resolution_group_name
 
@@ -88,7 +89,7 @@ def sample_pairs(group: TeacherGroup, sample: int | None = DEFAULT_SAMPLE, seed:
     None or at least their number."""
     status = group.status() if status is None else status
     rows = np.flatnonzero(status == OK)
-    k = group.views_per_image
+    k = group.block_views
     total = len(rows) * k
     if sample is None or sample >= total:
         picks = np.arange(total, dtype=np.int64)
@@ -109,7 +110,7 @@ def compute_stats(group: TeacherGroup, resolution: int, progress: Progress | Non
     if not len(pairs):
         raise StoreError(f"{group.group.path}: no usable views in done chunks to compute statistics from; "
                          "extract first (or check `eupe-cache info` for failed inputs)")
-    population = int((status == OK).sum()) * group.views_per_image
+    population = int((status == OK).sum()) * group.block_views
     method = {"full": len(pairs) == population, "views": len(pairs), "population": population,
               "seed": None if len(pairs) == population else seed}
     group.fast_readers(resolution)  # built once here, not raced by the threads
@@ -145,7 +146,7 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
     store (0.7 ms/view against 1.6 ms through zarr for a whole chunk of 16 x 4 views at T=256,
     D=768), the whole chunk at once through zarr elsewhere (object stores) when it holds many."""
     rows = group.store.chunk_rows(int(pairs[0, 0]) // group.store.params.images_per_chunk)
-    dense = len(pairs) * 2 >= len(rows) * group.views_per_image
+    dense = len(pairs) * 2 >= len(rows) * group.block_views
     if dense and group.store.local_root is None:  # object storage: a chunk's objects in whole
         chunk = group.decode(group.read_parts(slice(rows.start, rows.stop), resolution), resolution)
         views = ({kind: chunk[kind][row - rows.start, view] for kind in moments} for row, view in pairs)
@@ -154,6 +155,9 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
     for targets in views:  # one update per view either way: the same values bit for bit on every path
         for kind in moments:
             moments[kind].update(targets[kind])
+
+
+_CHANNEL_DIMS = {"summary": dims.SUMMARY_CHANNEL, "patch": dims.CHANNEL}
 
 
 def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningMoments],
@@ -170,11 +174,12 @@ def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningM
         for name, data in (("mean", m.mean), ("std", m.std)):
             values[f"{kind}_{name}"] = np.asarray(data, np.float64)
             stats.create_array(f"{kind}_{name}", data=values[f"{kind}_{name}"], compressors=compressors(),
-                               overwrite=True)
+                               overwrite=True, dimension_names=(_CHANNEL_DIMS[kind],))
     failpoint("stats-arrays")
     stats.attrs.put({**{kind: {"count": m.count} for kind, m in moments.items()},
                      "complete": {"covers": covers or moments["patch"].covers or group.done_set_digest(),
                                   "values_sha256": _digest(values), "method": moments["patch"].method}})
+    consolidated.refresh(group.store.group.store)
 
 
 def _check_finite(group: TeacherGroup, resolution: int, moments: dict[str, RunningMoments]) -> None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
-from eupe.store import manifest
+from eupe.store import dims, manifest
+from eupe.store.consolidated import open_group, refresh as refresh_consolidated
 from eupe.store.layout import FAILED, compressors
 
 STARTUP = "startup"  # root group holding one record per teacher
@@ -62,16 +63,17 @@ def save_record(store, name: str, digest: str, status: np.ndarray, errors: list[
     """Write teacher ``name``'s record into the zarr ``store``. Best effort (True when written): a
     store on read-only media, or a concurrent writer, leaves the record for a later start."""
     try:
-        root = zarr.open_group(store.with_read_only(False), mode="r+")
+        root = open_group(store.with_read_only(False), mode="r+")
         record = root.require_group(STARTUP).require_group(name)
         record.attrs.put({})  # an older record must not vouch for the arrays being replaced
         record.create_array("status", data=status, chunks=(max(len(status), 1),), compressors=compressors(),
-                            overwrite=True)
+                            overwrite=True, dimension_names=(dims.IMAGE,))
         error = record.create_array("error", shape=(len(errors),), dtype=str, chunks=(max(len(errors), 1),),
-                                    overwrite=True)
+                                    overwrite=True, dimension_names=(dims.FAILED_IMAGE,))
         if errors:
             error[:] = np.asarray(errors, dtype=str)
         record.attrs.put({"covers": digest, "values_sha256": _values_sha256(status, errors)})  # last
+        refresh_consolidated(root.store)  # a consolidated copy lists the record too
     except (OSError, ValueError, KeyError, zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError):
         return False
     return True

@@ -16,6 +16,8 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
         error            [N]            str     why an image failed ("" when ok)
         manifest         [n_chunks, A, 3] uint64  per chunk and array: bytes, digest, index digest;
                                                   a chunk is done once its row is written
+        image, view, view_field, resolution, chunk_array   coordinates for xarray (eupe.store.dims;
+                                                  a view block: block_view), written at creation
         r<resolution>/summary   [N, K, Ds]        float32 summary token  } through the eupe.features zarr
         r<resolution>/patch     [N, K, h, w, D]   float32 patch tokens   } codec (eupe.store.zarr_codecs)
                                           (sharded: one file per chunk of images, one inner chunk per view
@@ -29,6 +31,10 @@ Layout (every array is readable with plain ``zarr``; nothing is pickled)::
                                         (done-set digest), values_sha256; written by extract and the trainer
         status           [N]            uint8   every image's status, consolidated in one file
         error            [n_failed]     str     failure reason of each failed image, in row order
+
+Every array has zarr ``dimension_names`` (:mod:`eupe.store.dims`), so xarray opens the store as a
+DataTree. Consolidated metadata is never read and is kept current when present
+(:mod:`eupe.store.consolidated`).
 
 Images are grouped into chunks of ``images_per_chunk`` consecutive rows; every teacher array is
 chunked along N the same way, so each chunk of images is written by exactly one process, and its
@@ -54,7 +60,7 @@ import numpy as np
 import zarr
 
 from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
-from eupe.store import manifest
+from eupe.store import consolidated, dims, manifest
 from eupe.store.layout import (
     DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT, STORE_VERSION, TEACHERS,
     StoreIntegrityError, StoreMismatchError, UPGRADABLE_VERSIONS, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
@@ -110,6 +116,8 @@ class FeatureStore:
         self._keys: np.ndarray | None = None
         self._teachers: dict[str, TeacherGroup] = {}
         self._progress: dict[str, TeacherProgress] = {}
+        self._key_rows: dict[str, int] | None = None  # key -> row, built on the first lookup by key
+        self._notebook_index: ShardIndex | None = None  # the dataset index FeatureStore.sample reads images with
         self._check_fingerprint()
         if is_url(where):
             _REMOTE_STORES[id(group.store)] = group.store
@@ -124,7 +132,7 @@ class FeatureStore:
         if not is_url(path) and not (Path(path) / "zarr.json").is_file():
             raise FileNotFoundError(f"no feature store at {where} (no zarr.json there)")
         try:
-            group = zarr.open_group(where, mode=mode, storage_options=remote_options(where))
+            group = consolidated.open_group(where, mode=mode, storage_options=remote_options(where))
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             raise FileNotFoundError(f"no feature store at {where}") from None
         except (json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
@@ -162,7 +170,7 @@ class FeatureStore:
 
     def writable(self) -> "FeatureStore":
         """The same store opened for writing (statistics), checked again like any open."""
-        return FeatureStore(zarr.open_group(self.group.store.with_read_only(False), mode="r+"), self.where)
+        return FeatureStore(consolidated.open_group(self.group.store.with_read_only(False), mode="r+"), self.where)
 
     @staticmethod
     def exists(path: str | Path) -> bool:
@@ -350,6 +358,32 @@ class FeatureStore:
             return False
         return bool(dict(self.group[f"{TEACHERS}/{name}"].attrs).get("identity_sha256"))  # "" until the end
 
+    # -- notebook use (eupe.store.notebook) ------------------------------------------------------
+
+    def row(self, key: str | int) -> int:
+        """The row of the image with webdataset key ``key`` (StoreLookupError naming keys that exist)."""
+        from eupe.store.notebook import row_of
+
+        return row_of(self, key)
+
+    def sample(self, key: str | int, teacher: str | None = None, view: int = 0, resolution: int | None = None):
+        """One stored view of image ``key`` (or row): the pixels it was computed on, its view parameters
+        and its decoded targets, as an ``eupe.store.notebook.Sample``. ``teacher``: needed when the
+        store holds several; ``resolution``: the teacher's first when None."""
+        from eupe.store.notebook import sample
+
+        return sample(self, key, teacher, view, resolution)
+
+    def __repr__(self) -> str:
+        from eupe.store.notebook import store_text
+
+        return store_text(self)
+
+    def _repr_html_(self) -> str:
+        from eupe.store.notebook import store_html
+
+        return store_html(self)
+
     @property
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)
@@ -469,7 +503,7 @@ def _remote_root_attrs(url: str) -> dict | None:
     """
     for _ in range(2):
         try:
-            return dict(zarr.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
+            return dict(consolidated.open_group(url, mode="r", storage_options=remote_options(url)).attrs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             if _remote_prefix_empty(url):
                 return None
@@ -501,8 +535,10 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
     chunk = (min(IMAGE_ROWS_PER_CHUNK, max(len(index), 1)),)
     for name, values in (("shard", index.shard), ("offset", index.offset), ("size", index.size),
                          ("label", index.label)):
-        images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors(), config=_ALL_CHUNKS)
-    keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk, config=_ALL_CHUNKS)
+        images.create_array(name, data=np.asarray(values), chunks=chunk, compressors=compressors(), config=_ALL_CHUNKS,
+                            dimension_names=(dims.IMAGE,))
+    keys = images.create_array("keys", shape=(len(index),), dtype=str, chunks=chunk, config=_ALL_CHUNKS,
+                               dimension_names=(dims.IMAGE,))
     keys[:] = np.asarray(index.keys, dtype=str)
     group.create_group(TEACHERS)
     dataset = dataset_identity(index, limit)

@@ -29,15 +29,16 @@ from typing import Any, Mapping, Union
 import numpy as np
 import zarr
 
-from eupe.store import manifest
+from eupe.store import consolidated, dims, manifest
 from eupe.store.codecs import Codec
 from eupe.store.fastread import Reader, Unsupported, read_components, reader_for, write_shard
 from eupe.store.layout import (
-    FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreMismatchError, changed_keys,
-    compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of, staging_name,
+    FAILED, MANIFEST, OK, PENDING, TARGET_ZSTD_LEVEL, StoreIntegrityError, StoreLookupError, StoreMismatchError,
+    changed_keys, compressors, differences, failpoint, fsync_paths, publish_dir, remove_stale_staging, sha256_of,
+    staging_name,
 )
 from eupe.store.zarr_codecs import FeatureCodec
-from eupe.views import VIEW_DIM
+from eupe.views import VIEW_DIM, VIEW_FIELDS
 
 CLAIMS = "claims"  # a zarr group holding rank-<r>.json claims of running extractions
 BLOCKS = "blocks"  # view blocks added when a store grows: blocks/<first view>/
@@ -158,9 +159,16 @@ class TeacherGroup:
         return self._arrays[name]
 
     @property
-    def views_per_image(self) -> int:
-        """Views this group (or view block) holds per image: global views view_start..view_stop-1."""
+    def block_views(self) -> int:
+        """Views this group (or view block) holds itself per image: global views view_start..view_stop-1."""
         return self.view_stop - self.view_start
+
+    @property
+    def views_per_image(self) -> int:
+        """Views per image the teacher holds over all its view blocks (:attr:`total_views`; a grown
+        teacher counts its grown views, a view block its own: :attr:`block_views`). How many of them
+        are complete: :meth:`complete_views`."""
+        return self.total_views if self.parent is None else self.block_views
 
     def identity_document(self) -> dict:
         """What the fingerprint covers (see :func:`identity_document`)."""
@@ -210,6 +218,7 @@ class TeacherGroup:
         if root is not None:
             publish_dir(root / "teachers" / staged_name, root / "teachers" / identity.name)
             remove_stale_staging(root / "teachers" / identity.name)
+        consolidated.refresh(store.group.store)
         return store.teacher(identity.name)
 
     # -- view blocks ------------------------------------------------------------------------
@@ -275,8 +284,8 @@ class TeacherGroup:
         for block in self.blocks:
             if block.view_start <= view < block.view_stop:
                 return block
-        raise StoreIntegrityError(f"{self.group.path} holds views 0..{self.total_views - 1}; view {view} "
-                                  "is not in the store")
+        raise StoreLookupError(f"{self.group.path} holds views 0..{self.total_views - 1} per image; view {view} "
+                               "is not in the store")
 
     def view_params(self, row: int, view: int) -> np.ndarray:
         """[VIEW_DIM] float64 parameters of global view ``view`` of image ``row``."""
@@ -446,6 +455,7 @@ class TeacherGroup:
 
         An int ``view`` is a global view index (it may lie in a view block); a slice selects among
         this group's own views."""
+        self._check_lookup(rows, resolution)
         if isinstance(view, (int, np.integer)):
             if not self.view_start <= view < self.view_stop:
                 return self.block_of(int(view)).read_parts(rows, resolution, int(view))
@@ -465,6 +475,25 @@ class TeacherGroup:
         squeeze += (len(squeeze),) if isinstance(view, int) else ()
         return {kind: {n: a.reshape([s for i, s in enumerate(a.shape) if i not in squeeze]) for n, a in parts.items()}
                 for kind, parts in out.items()}
+
+    def _check_lookup(self, rows: int | slice, resolution: int) -> None:
+        """A row or resolution the group does not hold: StoreLookupError naming those it does."""
+        if resolution not in self.grids:
+            raise StoreLookupError(f"teacher {self.name!r} holds resolutions "
+                                   f"{', '.join(map(str, self.resolutions))}, not {resolution}")
+        n = self.store.num_images
+        if isinstance(rows, (int, np.integer)) and not 0 <= rows < n:
+            raise StoreLookupError(f"row {rows} is not in the store: it holds {n} images (rows 0..{n - 1})")
+
+    def __repr__(self) -> str:
+        from eupe.store.notebook import group_text
+
+        return group_text(self)
+
+    def _repr_html_(self) -> str:
+        from eupe.store.notebook import as_html
+
+        return as_html(repr(self))
 
     def _chunks_of(self, rows: int | slice) -> range:
         per = self.store.params.images_per_chunk
@@ -510,7 +539,8 @@ def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, na
     and the metadata (shape, dtype, chunking, codecs, fill value) of every array; a view block's
     also covers its parent's fingerprint and its view range (``block``)."""
     arrays = {}
-    for name in [*names, MANIFEST]:
+    coordinates = attrs.get(dims.COORDINATES)  # absent in groups made before coordinates existed
+    for name in [*names, MANIFEST, *sorted(coordinates or {})]:
         try:
             meta = group[name].metadata.to_dict()
         except KeyError:
@@ -521,6 +551,8 @@ def identity_document(group: zarr.Group, store_fingerprint: str, attrs: dict, na
                 "chunk_arrays": list(names), "arrays": arrays}
     if block is not None:
         document["block"] = block
+    if coordinates is not None:
+        document["coordinates"] = coordinates
     return document
 
 
@@ -530,21 +562,29 @@ def _create_arrays(group: zarr.Group, store: Any, identity: dict, codec: Codec,
     ``views``), then its attributes and fingerprint, last. ``identity``: TeacherIdentity.to_attrs()."""
     start, stop = views or (0, store.params.views_per_image)
     n, k, c = store.num_images, stop - start, store.params.images_per_chunk
+    axis = dims.view_dim(parent is not None)
     group.create_array("views", shape=(n, k, VIEW_DIM), dtype="float64", chunks=(c, k, VIEW_DIM),
-                       compressors=compressors(), fill_value=np.nan)
-    group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(), fill_value=0)
-    group.create_array("error", shape=(n,), dtype=str, chunks=(c,))
+                       compressors=compressors(), fill_value=np.nan,
+                       dimension_names=(dims.IMAGE, axis, dims.VIEW_FIELD))
+    group.create_array("status", shape=(n,), dtype="uint8", chunks=(c,), compressors=compressors(), fill_value=0,
+                       dimension_names=(dims.IMAGE,))
+    group.create_array("error", shape=(n,), dtype=str, chunks=(c,), dimension_names=(dims.IMAGE,))
     if parent is None:
         group.create_group(CLAIMS)
     grids = {int(r): tuple(g) for r, g in zip(identity["resolutions"], identity["grids"])}
     for resolution, grid in grids.items():
         _create_targets(group.require_group(resolution_group_name(resolution)), codec, n, k, c, grid,
-                        identity["dim"], identity["summary_dim"])
+                        identity["dim"], identity["summary_dim"], axis)
     names = chunk_array_names(list(grids), codec, identity["dim"], identity["summary_dim"], grids)
     group.create_array(MANIFEST, shape=(store.num_chunks, len(names), manifest.ROW_FIELDS), dtype="uint64",
-                       chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0)
+                       chunks=(1, len(names), manifest.ROW_FIELDS), compressors=compressors(), fill_value=0,
+                       dimension_names=(dims.CHUNK, dims.CHUNK_ARRAY, dims.RECORD_FIELD))
+    keys = None if parent is not None else store.keys  # a view block inherits its teacher's image coordinate
+    coordinates = dims.write_coordinates(group, dims.coordinate_values(
+        keys, (start, stop), parent is not None, list(VIEW_FIELDS), list(grids), names))
     own = identity if parent is None else {"name": identity["name"], "view_start": start, "view_stop": stop}
-    group.attrs.update({**own, "chunk_arrays": names, "identity_sha256": ""})
+    group.attrs.update({**own, "chunk_arrays": names, dims.COORDINATES: coordinates, **dims.CF_COORDINATES,
+                        "identity_sha256": ""})
     block = None if parent is None else {"parent": parent.fingerprint, "views": [start, stop]}
     document = identity_document(group, store.fingerprint, {**dict(group.attrs), **identity}, names, block)
     group[MANIFEST].attrs["identity"] = document  # a copy, to name what changed if attributes are edited
@@ -566,10 +606,11 @@ def _create_block(teacher: TeacherGroup, start: int, stop: int, codec: Codec) ->
         final = root / teacher.group.path / BLOCKS / str(start)
         publish_dir(root / teacher.group.path / BLOCKS / name, final)
         remove_stale_staging(final)
+    consolidated.refresh(teacher.store.group.store)
 
 
 def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, grid: tuple[int, int], dim: int,
-                    summary_dim: int) -> None:
+                    summary_dim: int, views: str = dims.VIEW) -> None:
     h, w = grid
     group.attrs.update({"grid": [h, w], "dim": dim, "summary_dim": summary_dim, "tokens": h * w,
                         "decoding": DECODING_NOTE})
@@ -579,4 +620,5 @@ def _create_targets(group: zarr.Group, codec: Codec, n: int, k: int, c: int, gri
         # NaN: what plain zarr shows for a chunk not extracted yet
         group.create_array(kind, shape=(n, k, *view_shape), dtype="float32", shards=(c, k, *view_shape),
                            chunks=(1, 1, *view_shape), serializer=FeatureCodec(codec=codec, view_shape=view_shape),
-                           compressors=compressors(TARGET_ZSTD_LEVEL), fill_value=np.nan)
+                           compressors=compressors(TARGET_ZSTD_LEVEL), fill_value=np.nan,
+                           dimension_names=dims.target_dims(kind, views))

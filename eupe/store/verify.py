@@ -20,6 +20,7 @@ from eupe.data.shards import ShardReader
 from eupe.models import create_teacher, run_teacher
 from eupe.store import manifest
 from eupe.store.codecs import fidelity
+from eupe.store.dims import COORDINATES, coordinate_problems
 from eupe.store.layout import OK, READ_ERROR, StoreError
 from eupe.store.stats import load_stats, stats_method
 from eupe.store.store import FeatureStore
@@ -94,6 +95,8 @@ def nonfinite_targets(store: FeatureStore, block: TeacherGroup, done: np.ndarray
 def _verify_block(store: FeatureStore, block: TeacherGroup, report: TeacherReport) -> np.ndarray:
     """Check one block's done chunks in full into ``report``; returns its done flags."""
     rows = block.manifest_rows()
+    for problem in coordinate_problems(block.group, block.attrs.get(COORDINATES, {})):
+        report.corrupt.append({"array": problem.split(":")[0], "chunk": None, "keys": [], "error": problem})
     for chunk in range(block.num_chunks):
         if rows[chunk, 0, manifest.SIZE] == 0:
             report.incomplete += [_label(key, block) for key in _chunk_keys(store, chunk)]
@@ -181,7 +184,7 @@ def _normalized(group: TeacherGroup, pairs: list[tuple[int, np.ndarray, np.ndarr
 def _pick_views(group: TeacherGroup, n: int, seed: int) -> list[tuple[int, int, int]]:
     rows = np.flatnonzero(group.status() == OK)
     rng = np.random.default_rng(seed)
-    k = group.complete_views() or group.views_per_image  # views in complete blocks (else the first block's)
+    k = group.complete_views() or group.block_views  # views in complete blocks (else the first block's)
     chosen = rng.choice(len(rows), size=min(n, len(rows)), replace=False) if len(rows) else []
     return [(int(rows[i]), int(rng.integers(k)), int(rng.choice(group.resolutions))) for i in chosen]
 

@@ -10,10 +10,10 @@ from store_helpers import run_extract
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def notebook_snippet() -> str:
+def notebook_snippet(index: int = 0) -> str:
     text = README.read_text()
     section = text[text.index("### Inspecting a cache in a notebook"):]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)[index]
 
 
 def test_readme_notebook_snippet_runs(tmp_path, photo_shards, monkeypatch, capsys):
@@ -24,3 +24,6 @@ def test_readme_notebook_snippet_runs(tmp_path, photo_shards, monkeypatch, capsy
     exec(compile(notebook_snippet(), "README.md", "exec"), namespace)
     assert namespace["patch"].shape == (2, 16, 16, 64)  # [views, h, w, D] of the test-scale teacher
     assert namespace["keys"][namespace["row"]] in capsys.readouterr().out
+    exec(compile(notebook_snippet(1), "README.md", "exec"), namespace)  # the notebook API and xarray
+    assert namespace["s"].patch.shape == (16, 16, 64) and namespace["s"].key == namespace["key"]
+    assert "views per image" in repr(namespace["store"])

@@ -252,3 +252,25 @@ def test_two_ranks_grow_a_remote_store_like_a_local_one(s3, photo_shards, tmp_pa
     group = FeatureStore.open(url).teacher(TEACHER)
     assert group.complete_views() == 3 and group.blocks[1].group.path == f"teachers/{TEACHER}/blocks/2"
     assert cache_json(["verify", "--json", url])["ok"]
+
+
+@pytest.mark.slow  # three extractions against the S3 server
+def test_a_consolidated_remote_store_grows_and_its_consolidated_copy_follows(s3, photo_shards):
+    """Issue 21 item 4 on object storage: the store ignores consolidated metadata and refreshes it."""
+    import warnings
+
+    import zarr
+
+    from eupe.store.consolidated import open_group
+
+    url = f"s3://{BUCKET}/consolidated.zarr"
+    assert run_extract(*tiny_args(photo_shards, url, "--limit", "4")) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(open_group(url, mode="r+", storage_options={"use_listings_cache": False}).store)
+    grow = tiny_args(photo_shards, url, "--limit", "4")
+    grow[grow.index("--views") + 1] = "3"
+    assert run_extract(*grow) == 0 and run_extract(*grow) == 0
+    assert FeatureStore.open(url).teacher(TEACHER).views_per_image == 3
+    listed = zarr.open_group(url, mode="r").metadata.consolidated_metadata.flattened_metadata
+    assert f"teachers/{TEACHER}/blocks/2/views" in listed
