@@ -4,8 +4,9 @@ Short by design: a ``Trainer`` opens the store once, checks it, fixes the normal
 statistics and builds (model, loss, targets, data plan); then for each step run the micro-batches
 under ``accelerator.accumulate``, clip, step, set the learning rate from a pure function of the
 step, log, and checkpoint. A run directory holds the resolved config, ``losses.jsonl`` (one line
-per step), TensorBoard logs, ``checkpoints/step_*`` (``save_state`` + step), and at the end
-``student.safetensors`` (timm-loadable) and, in Stage 1, ``proxy.safetensors``.
+per step), the trackers' logs (TensorBoard by default, see ``tracking``), ``checkpoints/step_*``
+(``save_state`` + step), and at the end ``student.safetensors`` (timm-loadable) and, in Stage 1,
+``proxy.safetensors``.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm import tqdm
 
 from eupe import config as config_io
 from eupe.config import ConfigError
+from eupe.distill import tracking
 from eupe.distill.config import TrainConfig
 from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
                                usable_views)
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
+from eupe.distill.losses import upgrade_record
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
                                   online_stats, online_teachers, save_run_stats, stored_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
@@ -106,14 +109,19 @@ class Checkpoints:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
+def read_loss_log(path: Path) -> list[dict]:
+    """The records of a run's losses.jsonl, older loss-term names renamed to today's (``upgrade_record``)."""
+    return [upgrade_record(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 class LossLog:
     """One JSON line per step; on resume, lines from the resumed step on are dropped first."""
 
     def __init__(self, path: Path, start: int, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         if enabled and path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < start]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [record for record in read_loss_log(path) if record["step"] < start]
+            path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
@@ -129,6 +137,7 @@ class Trainer:
         """``decode_on_device``: cached targets decoded by the step on its device (default: when it is
         not the CPU; on CPU the DataLoader workers decode them, in parallel with the step)."""
         self.cfg, self.out = cfg, Path(cfg.out)
+        tracking.check_installed(cfg.trackers)  # a missing tracker package: refused before any work or write
         cpu = not torch.cuda.is_available()  # also makes torchrun on CPU one gloo process group, not N runs
         precision = "no" if cpu else cfg.mixed_precision
         self.store = FeatureStore.open(cfg.data.store)
@@ -136,8 +145,9 @@ class Trainer:
         check_complete(cfg, self.store, say)
         self.plan = _plan(cfg, self.store, cpu, say)
         self.init_heads = _init_heads_state(cfg)  # Stage 3: checked before anything is written
+        project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(tracking.logging_dir(self.out)))
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=self.plan.accumulation,
-                                       log_with="tensorboard", project_dir=str(self.out), cpu=cpu)
+                                       log_with=list(cfg.trackers) or None, project_config=project, cpu=cpu)
         self.main = self.accelerator.is_main_process
         self.say = say if self.main else (lambda _text: None)
         if precision != cfg.mixed_precision:
@@ -249,7 +259,8 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         batches = iter(make_loader(self.dataset, self.plan, acc.process_index, self.start, self.stop,
                                    cfg.data.num_workers, pin_memory=acc.device.type == "cuda"))
-        acc.init_trackers("tensorboard")
+        tracking.start(acc, cfg.trackers, cfg.tracking_project, cfg.mlflow_uri, self.out,
+                       tracking.flatten(config_io.to_dict(cfg)), self.say)
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
         bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
         for step in range(self.start, self.stop):
