@@ -23,7 +23,6 @@ from typing import Callable, Iterator
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from tqdm import tqdm
 
 from eupe import config as config_io
 from eupe.config import ConfigError
@@ -41,6 +40,7 @@ from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_stude
 from eupe.models.features import Features
 from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
 from eupe.models.teachers import proxy_spec
+from eupe.progress import progress
 from eupe.store import FeatureStore, StoreMismatchError
 
 LOSS_LOG = "losses.jsonl"
@@ -262,7 +262,7 @@ class Trainer:
         tracking.start(acc, cfg.trackers, cfg.tracking_project, cfg.mlflow_uri, self.out,
                        tracking.flatten(config_io.to_dict(cfg)), self.say)
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
-        bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
+        bar = progress(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
         for step in range(self.start, self.stop):
             record = self.step(step, batches)
             log.write(record)
