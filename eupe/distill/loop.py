@@ -33,7 +33,7 @@ from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.losses import upgrade_record
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
-                                  online_stats, online_teachers, save_run_stats, stored_stats)
+                                  online_stats, online_teachers, open_store, save_run_stats, stored_stats)
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
 from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_student_file, save_student
@@ -140,7 +140,7 @@ class Trainer:
         tracking.check_installed(cfg.trackers)  # a missing tracker package: refused before any work or write
         cpu = not torch.cuda.is_available()  # also makes torchrun on CPU one gloo process group, not N runs
         precision = "no" if cpu else cfg.mixed_precision
-        self.store = FeatureStore.open(cfg.data.store)
+        self.store = open_store(cfg)  # a missing store names data.store
         check_store(cfg, self.store)
         check_complete(cfg, self.store, say)
         self.plan = _plan(cfg, self.store, cpu, say)

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from eupe.config import ConfigError
 from eupe.data.shards import expand_shards
 from eupe.distill.config import TrainConfig
 from eupe.distill.data import DistillDataset, normalize
@@ -68,6 +69,21 @@ def _key_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
                 f"config has {len(shards)} ({shards[0]} ...)"]
     # the shards' sizes and head/tail hashes recorded at extraction: O(shards) small reads, no re-indexing
     return store.shard_problems()
+
+
+def open_store(cfg: TrainConfig) -> FeatureStore:
+    """The config's ``data.store``; a missing one is a ConfigError naming the key and how to make it."""
+    if not cfg.data.store.strip():
+        raise ConfigError("data.store is not set: set data.store=PATH of the feature store the teachers were "
+                          "extracted into (eupe-cache extract ... --out PATH), e.g. `eupe-train --stage "
+                          f"{cfg.stage} ... data.store=teachers.zarr`")
+    try:
+        return FeatureStore.open(cfg.data.store)
+    except FileNotFoundError as err:
+        teachers = " ".join(f"--teacher {name}" for name in cfg.teacher_names())
+        raise ConfigError(f"data.store={cfg.data.store!r}: {err}; write it first (eupe-cache extract {teachers} "
+                          f"--data SHARDS --out {cfg.data.store}) or set data.store=PATH of an existing "
+                          "feature store") from None
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
