@@ -43,7 +43,8 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def teacher_agreement(model: DistillModel, name: str, teacher: Encoder, stats: dict[int, Stats],
                       images: list[tuple[str, torch.Tensor]], views: int = 4, seed: int = 10_000,
                       student_resolution: int = 256, teacher_resolution: int | None = None,
-                      policy: ViewPolicy | None = None, progress: Callable[[int], None] | None = None) -> dict[str, float]:
+                      policy: ViewPolicy | None = None,
+                      progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """Mean summary and patch cosine over ``views`` fresh views of each (key, uint8 image);
     ``progress(1)`` after each image."""
     policy = policy or ViewPolicy()

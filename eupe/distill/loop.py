@@ -262,7 +262,8 @@ class Trainer:
         tracking.start(acc, cfg.trackers, cfg.tracking_project, cfg.mlflow_uri, self.out,
                        tracking.flatten(config_io.to_dict(cfg)), self.say)
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
-        bar = progress(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step", disable=not self.main)
+        bar = progress(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step",
+                       disable=not self.main)
         for step in range(self.start, self.stop):
             record = self.step(step, batches)
             log.write(record)

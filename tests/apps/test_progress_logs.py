@@ -1,10 +1,10 @@
 """Progress in logs: the real commands, stdout and stderr to a file, print plain periodic lines.
 
 Every long command (extract, verify, stats, train, eval, export), run through its ``main(argv)``
-with stdout and stderr redirected to a file (not a terminal), writes ``desc: done/total unit (pct%), rate, elapsed, ETA`` lines every
-``EUPE_PROGRESS_INTERVAL`` seconds (0 here: at every update) and never a carriage return;
-``--quiet`` and ``TQDM_DISABLE=1`` leave only the results. The helper itself is tested on a
-string stream.
+with stdout and stderr redirected to a file (not a terminal), writes ``desc: done/total unit
+(pct%), rate, elapsed, ETA`` lines every ``EUPE_PROGRESS_INTERVAL`` seconds (0 here: at every
+update) and never a carriage return; ``--quiet`` and ``TQDM_DISABLE=1`` leave only the results.
+The helper itself is tested on a string stream.
 """
 
 from __future__ import annotations
