@@ -89,14 +89,17 @@ class LineProgress:
         self.start_t = self.last_t = time.monotonic()
 
     def close(self) -> None:
-        if self.enabled and self.last_n != self.n:
+        """The last line, unless it would repeat the previous one or nothing was done."""
+        if self.enabled and self.last_n != self.n and self.n != self.start_n:
             self._write()
         self.enabled = False
 
     def __enter__(self) -> "LineProgress":
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is not None:  # the error is the last word, not a progress line
+            self.enabled = False
         self.close()
 
     def line(self) -> str:
