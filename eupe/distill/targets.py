@@ -80,10 +80,18 @@ def open_store(cfg: TrainConfig) -> FeatureStore:
     try:
         return FeatureStore.open(cfg.data.store)
     except FileNotFoundError as err:
-        teachers = " ".join(f"--teacher {name}" for name in cfg.teacher_names())
-        raise ConfigError(f"data.store={cfg.data.store!r}: {err}; write it first (eupe-cache extract {teachers} "
-                          f"--data SHARDS --out {cfg.data.store}) or set data.store=PATH of an existing "
-                          "feature store") from None
+        raise ConfigError(f"data.store={cfg.data.store!r}: {err}; write it first ({_extract_command(cfg)}) or "
+                          "set data.store=PATH of an existing feature store") from None
+
+
+def _extract_command(cfg: TrainConfig) -> str:
+    """The ``eupe-cache extract`` line that writes the store this config trains on."""
+    words = ["eupe-cache extract"]
+    for teacher in cfg.teachers:
+        weights = teacher.weights or ("STAGE1_RUN" if teacher.name == "proxy" else None)
+        words.append(f"--teacher {teacher.name}" + (f" --weights {weights}" if weights else ""))
+    words.append(f"--data '{cfg.data.shards}'" if cfg.data.shards else "--data SHARDS")
+    return " ".join([*words, f"--out {cfg.data.store}"])
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:

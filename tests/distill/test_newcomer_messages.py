@@ -47,8 +47,8 @@ def test_readme_stage1_command_without_its_store_names_data_store(tmp_path, monk
     assert train_main(README_STAGE1) == 2
     error = _one_error(capsys)
     assert error.startswith("Error: data.store='teachers.zarr': no feature store at teachers.zarr")
-    assert ("eupe-cache extract --teacher pecore_g --teacher pelang_g --teacher dinov3_hplus --data SHARDS "
-            "--out teachers.zarr") in error and "set data.store=PATH" in error
+    assert ("eupe-cache extract --teacher pecore_g --teacher pelang_g --teacher dinov3_hplus "
+            "--data 'shards/train-{000000..000999}.tar' --out teachers.zarr") in error and "set data.store=PATH" in error
     assert not (tmp_path / "runs").exists()
 
 
