@@ -154,3 +154,10 @@ def test_quiet_and_tqdm_disable_print_nothing(monkeypatch):
     finally:
         set_quiet(False)
     assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("app,command", [("cache", ["extract"]), ("cache", ["verify"]), ("cache", ["stats"]),
+                                         ("train", []), ("eval", ["knn"]), ("eval", ["agreement"]), ("export", [])])
+def test_every_long_command_offers_quiet(app, command, capsys):
+    assert importlib.import_module(APPS[app]).main([*command, "--help"]) == 0
+    assert "-q, --quiet" in capsys.readouterr().out
