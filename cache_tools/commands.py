@@ -6,6 +6,8 @@ import json
 
 import click
 
+from eupe.cli_support import quiet_option
+
 # Heavy libraries (torch, zarr, timm) are imported inside the commands: `--help` stays instant.
 
 
@@ -68,6 +70,7 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--retry-failed", is_flag=True,
               help="Redo chunks holding images that failed with a read error (e.g. a shard was offline).")
 @click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init teachers (tests).")
+@quiet_option
 def extract(teachers, data, out, views, resolutions, codec, weights, batch_size, num_workers, seed, limit,
             images_per_chunk, writers, rank, world_size, device, max_pixels, retry_failed, test_scale) -> int:
     """Run teachers once over a dataset and write their outputs to a feature store.
@@ -77,8 +80,7 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     command finishes only the missing chunks. Several processes (--rank/--world-size, or
     `accelerate launch`) split the chunks between them.
     """
-    from tqdm import tqdm
-
+    from eupe.progress import progress
     from eupe.store import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
 
     rank, world_size = _rank_world(rank, world_size)
@@ -88,7 +90,7 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     encoders = load_teachers(cfg)  # unknown teacher/codec, missing weights, bad sizes: fail before any work
     store = open_or_create_store(cfg, progress=rank == 0)
     for teacher in encoders:
-        with tqdm(desc=f"{teacher.spec.name} [rank {rank}/{world_size}]", unit="img", disable=None) as bar:
+        with progress(desc=f"{teacher.spec.name} [rank {rank}/{world_size}]", unit="img") as bar:
             summary = extract_teacher(cfg, store, teacher, progress=bar)
         click.echo(summary.line())
     return 0
@@ -160,13 +162,16 @@ def info(store_path: str, as_json: bool) -> int:
 @click.command()
 @click.argument("store_path", metavar="STORE")
 @click.option("--teacher-check", default=0, show_default=True, type=click.IntRange(0),
-              help="Re-run the teacher on N random stored views and compare with the cache.")
+              help="Re-run the teacher on N random stored views and compare with the cache: passes when the mean "
+                   "cosine over every summary and patch token, cached (decoded) vs re-run, is at least the "
+                   "codec's threshold (0.9999 for fp16, 0.9985 for compact).")
 @click.option("--weights", default=None, help="Teacher weights for --teacher-check (default: as for extract).")
 @click.option("--seed", default=0, show_default=True, help="Seed for choosing the views to re-check.")
 @click.option("--finite", is_flag=True,
               help="Also decode every stored target and list images holding NaN or infinite values (reads it all).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
 @click.option("--test-scale", is_flag=True, hidden=True)
+@quiet_option
 def verify(store_path, teacher_check: int, weights, seed, finite: bool, as_json, test_scale) -> int:
     """Check completeness and chunk checksums; optionally re-run the teacher on N views.
 
@@ -175,15 +180,18 @@ def verify(store_path, teacher_check: int, weights, seed, finite: bool, as_json,
     attributes fail the store's identity check. Exits 1 when anything is missing, corrupt,
     incomplete, or below the codec's cosine threshold.
     """
+    from eupe.progress import progress
     from eupe.store import FeatureStore, verify_images, verify_teacher
 
     store = FeatureStore.open(store_path)
     result = {"images": verify_images(store), "teachers": {}}
     ok = not result["images"]
     for name in store.teacher_names():
-        report = verify_teacher(store, name, finite=finite)
+        with progress(desc=f"verify {name}", unit="chunk") as bar:
+            report = verify_teacher(store, name, finite=finite, progress=bar)
         if teacher_check:
-            report.check = _teacher_check(store, name, teacher_check, seed, weights, test_scale)
+            with progress(total=teacher_check, desc=f"teacher check {name}", unit="view") as bar:
+                report.check = _teacher_check(store, name, teacher_check, seed, weights, test_scale, bar)
         result["teachers"][name] = {**report.__dict__, "ok": report.ok}
         ok &= report.ok
     result["ok"] = ok
@@ -191,10 +199,10 @@ def verify(store_path, teacher_check: int, weights, seed, finite: bool, as_json,
     return 0 if ok else 1
 
 
-def _teacher_check(store, name, n, seed, weights, test_scale) -> dict:
+def _teacher_check(store, name, n, seed, weights, test_scale, bar) -> dict:
     from eupe.store import teacher_check
 
-    return teacher_check(store.teacher(name), n, seed, weights, test_scale)
+    return teacher_check(store.teacher(name), n, seed, weights, test_scale, progress=bar)
 
 
 def _verify_text(result: dict) -> str:
@@ -224,6 +232,8 @@ def _verify_text(result: dict) -> str:
                          f"(threshold {c['threshold']}) -> {'pass' if c['passed'] else 'FAIL'}; normalized patch "
                          f"cosine {c['norm_cosine']:.5f} (min {c['norm_cosine_min']:.5f}), smooth-L1 floor "
                          f"{c['smooth_l1_floor']:.2e} ({c['normalized_with']})"))
+            if c.get("rule"):
+                lines.append(f"  pass rule: {c['rule']}")
     lines.append("store OK" if result["ok"] else "store has problems")
     return "\n".join(lines)
 
@@ -239,6 +249,7 @@ def _verify_text(result: dict) -> str:
 @click.option("--workers", default=None, type=click.IntRange(1),
               help="Threads reading and decoding chunks in parallel (default: CPU cores, at most 8).")
 @click.pass_context
+@quiet_option
 def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample: int, full: bool, seed: int, workers: int | None) -> int:
     """Compute per-coordinate float64 mean/std of each teacher's outputs and save them in the store.
 
@@ -250,19 +261,19 @@ def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample
     if full and ctx.get_parameter_source("sample") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--full reads every view; give either --full or --sample N, not both")
     import numpy as np
-    from tqdm import tqdm
 
+    from eupe.progress import progress
     from eupe.store import FeatureStore, compute_stats, describe_method, save_stats
 
     store = FeatureStore.open(store_path, mode="a")
     for name in teachers or store.teacher_names():
         group = store.teacher(name)
         for resolution in group.resolutions:
-            with tqdm(desc=f"stats {name} r{resolution}", unit="view", disable=None) as bar:
-                def progress(n: int, total: int, bar=bar) -> None:
+            with progress(desc=f"stats {name} r{resolution}", unit="view") as bar:
+                def advance(n: int, total: int, bar=bar) -> None:
                     bar.total = total
                     bar.update(n)
-                moments = compute_stats(group, resolution, progress, None if full else sample, seed, workers)
+                moments = compute_stats(group, resolution, advance, None if full else sample, seed, workers)
             save_stats(group, resolution, moments)
             click.echo(f"{name} r{resolution}: {describe_method(moments['patch'].method)}; "
                        f"{moments['patch'].count} patch tokens, {moments['summary'].count} summaries; "

@@ -9,6 +9,7 @@ import click
 import torch
 
 from eupe.distill.agreement import load_distill_model, teacher_agreement
+from eupe.distill.loop import LOSS_LOG, read_loss_log
 from eupe.distill.targets import teacher_stats
 from eupe.eval.pca import write_pca_png
 from eupe.models import Encoder, create_student, create_teacher
@@ -85,7 +86,7 @@ def loss_curves(demo) -> Path:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, stage in zip(axes, ("stage1", "stage2", "stage3")):
-        rows = [json.loads(line) for line in (demo.out / stage / "losses.jsonl").read_text().splitlines()]
+        rows = read_loss_log(demo.out / stage / LOSS_LOG)
         ax.plot([r["step"] for r in rows], [r["total"] for r in rows], lw=1.2)
         ax.set(title=f"{stage}: total distillation loss", xlabel="step", ylabel="loss")
         ax.grid(alpha=0.3)

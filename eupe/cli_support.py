@@ -36,6 +36,19 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _set_quiet(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    from eupe.progress import set_quiet  # stdlib only: --help stays fast
+
+    set_quiet(value)
+    return value
+
+
+# every long command: `--quiet` turns off its progress bar / progress lines (eupe.progress)
+quiet_option = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_set_quiet,
+                            help="No progress bar or progress lines (results and errors still print). "
+                                 "Without a terminal, progress is one line every $EUPE_PROGRESS_INTERVAL s (30).")
+
+
 class Interrupted(Exception):
     """SIGTERM (or SIGINT) arrived; work finished so far is kept."""
 
@@ -55,6 +68,9 @@ def _on_signal(signum: int, _frame) -> None:
 def run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> int:
     """Run a click command like a console script would, returning the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from eupe.progress import set_quiet
+
+    set_quiet(False)  # a previous in-process call's --quiet does not carry over
     previous = signal.signal(signal.SIGTERM, _on_signal) if _main_thread() else None
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
-from eupe.cli_support import run
+from eupe.cli_support import quiet_option, run
 from eupe.eval.protocol import DEFAULT_KS, DEFAULT_TRANSFORM, FASHION_MNIST, TEMPERATURE, TRANSFORMS
 from eupe.evaluation.task_commands import TaskGroup, invocation, set_invocation, suite_command
 
@@ -52,11 +52,10 @@ def _load(spec: str, weights: str | None, test_scale: bool, device: torch.device
 
 def _features(model: Encoder, part: LabelledImages, what: str, resolution: int | None, batch_size: int,
               transform: str = "full") -> torch.Tensor:
-    from tqdm import tqdm
-
     from eupe.eval.knn import extract_features
+    from eupe.progress import progress
 
-    with tqdm(total=len(part), desc=f"{model.spec.name} {what}", unit="img", disable=None) as bar:
+    with progress(total=len(part), desc=f"{model.spec.name} {what}", unit="img") as bar:
         return extract_features(model, part.images, resolution, batch_size, bar.update, transform)
 
 
@@ -89,6 +88,7 @@ def _knn_text(result: dict) -> str:
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
 @click.option("--test-scale", is_flag=True, hidden=True, help="Tiny random-init models (tests).")
+@quiet_option
 def knn(model_spec, weights, data, ks, limit, test_fraction, seed, resolution, transform, batch_size, device,
         as_json, test_scale) -> int:
     """kNN top-1 of a model's summary features on a labelled image set.
@@ -191,6 +191,7 @@ def pca(model_specs, image, out, resolution, panel_size, foreground, device, tes
 @click.option("--limit", default=16, show_default=True, type=click.IntRange(1), help="Images to use.")
 @click.option("--resolution", default=None, type=click.IntRange(1), help="Student input resolution (default: its own).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+@quiet_option
 def agreement(run_dir, teacher, weights, store, data, views, seed, limit, resolution, as_json) -> int:
     """Cosine between the student's head outputs and the teacher's outputs on held-out views.
 
@@ -200,14 +201,16 @@ def agreement(run_dir, teacher, weights, store, data, views, seed, limit, resolu
     from eupe.distill.agreement import load_distill_model, teacher_agreement
     from eupe.distill.targets import teacher_stats
     from eupe.models import create_teacher
+    from eupe.progress import progress
 
     model = load_distill_model(run_dir)
     if teacher not in model.teachers:
         raise click.BadParameter(f"{run_dir} has heads for {', '.join(model.teachers)}, not {teacher!r}")
     encoder = create_teacher(teacher, weights)
     images = _unlabelled(data, limit)
-    result = teacher_agreement(model, teacher, encoder, teacher_stats(store, teacher), images, views, seed,
-                               resolution or model.student.spec.resolution)
+    with progress(total=len(images), desc=f"agreement {teacher}", unit="img") as bar:
+        result = teacher_agreement(model, teacher, encoder, teacher_stats(store, teacher), images, views, seed,
+                                   resolution or model.student.spec.resolution, progress=bar.update)
     click.echo(json.dumps(result, indent=2) if as_json else
                f"{teacher}: summary cosine {result['summary_cos']:.4f}, patch cosine {result['patch_cos']:.4f} "
                f"over {result['views']} held-out views")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
-from eupe.cli_support import run
+from eupe.cli_support import quiet_option, run
 from eupe.deploy.exporters import EXPORTERS, Exporter, get_exporter, list_exporters, quantize_choices
 
 if TYPE_CHECKING:
@@ -61,14 +61,19 @@ def _report(row: dict[str, Any]) -> None:
 def _export(exporter: Exporter, src: StudentSource, out: Path, resolutions: list[int],
             quantize: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Write, run and check one artifact per resolution (one in all for a size-independent format)."""
+    from eupe.progress import progress
+
     artifacts, parity = [], []
-    for resolution in resolutions if exporter.per_resolution else resolutions[:1]:
-        path = exporter.export(src, out / exporter.filename(resolution, quantize), resolution, quantize)
-        click.echo(f"wrote {path}")
-        row = exporter.check(src.encoder, path, resolution, quantize)
-        _report(row)
-        artifacts.append(_artifact(path, exporter, resolution, quantize, exporter.how_to_load(src, path)))
-        parity.append(row)
+    todo = resolutions if exporter.per_resolution else resolutions[:1]
+    with progress(total=len(todo), desc=f"export {exporter.name}", unit="artifact") as bar:
+        for resolution in todo:
+            path = exporter.export(src, out / exporter.filename(resolution, quantize), resolution, quantize)
+            click.echo(f"wrote {path}")
+            row = exporter.check(src.encoder, path, resolution, quantize)
+            _report(row)
+            artifacts.append(_artifact(path, exporter, resolution, quantize, exporter.how_to_load(src, path)))
+            parity.append(row)
+            bar.update(1)
     return artifacts, parity
 
 
@@ -156,6 +161,7 @@ def _hub_facts(src: StudentSource, out: Path, name: str | None, datasets: tuple[
 @click.option("--bench-repeats", default=10, show_default=True, type=click.IntRange(1), help="Timed runs per measurement.")
 @click.option("--threads", default=None, type=click.IntRange(1),
               help="Threads for torch and the ExecuTorch XNNPACK threadpool (default: their defaults).")
+@quiet_option
 def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, license_, name, datasets, force, bench,
         bench_repeats, threads) -> int:
     """Export a student without its adapter heads as a timm / Hugging Face model folder, plus a program for

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
+from eupe.cli_support import quiet_option
+
 if TYPE_CHECKING:
     from eupe.distill.config import TrainConfig
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML config merged strictly over the defaults (see configs/train/).")
 @click.argument("overrides", nargs=-1)
+@quiet_option
 def cli(stage: int, config_file: str | None, overrides: tuple[str, ...]) -> int:
     """Distil cached teacher features into a student (or, in Stage 1, into the proxy).
 

@@ -272,18 +272,20 @@ def index_shards(shards: Sequence[str], progress: bool = False) -> ShardIndex:
     ``failures`` and contribute no rows; the other shards proceed. Duplicate
     keys raise ValueError naming the key and both shards.
     """
-    from tqdm.auto import tqdm
+    from eupe.progress import progress as progress_bar
 
     shards = list(shards)
     rows: list[list[_Row]] = []
     failures: list[ShardFailure] = []
     skipped: list[dict] = []
-    for shard in tqdm(shards, desc="indexing shards", unit="shard", disable=not progress):
-        try:
-            rows.append(_scan(shard, skipped))
-        except _ShardError as exc:
-            failures.append(ShardFailure(shard, str(exc)))
-            rows.append([])
+    with progress_bar(total=len(shards), desc="indexing shards", unit="shard", disable=not progress) as bar:
+        for shard in shards:
+            try:
+                rows.append(_scan(shard, skipped))
+            except _ShardError as exc:
+                failures.append(ShardFailure(shard, str(exc)))
+                rows.append([])
+            bar.update(1)
     _check_duplicates(shards, rows)
     return _columns(shards, rows, failures, skipped)
 

@@ -9,6 +9,7 @@ Views come from a seed that training did not use, so they are held out even for 
 from __future__ import annotations
 
 import json
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -45,8 +46,10 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def teacher_agreement(model: DistillModel, name: str, teacher: Encoder, stats: dict[int, Stats],
                       images: list[tuple[str, torch.Tensor]], views: int = 4, seed: int = 10_000,
                       student_resolution: int = 256, teacher_resolution: int | None = None,
-                      policy: ViewPolicy | None = None) -> dict[str, float]:
-    """Mean summary and patch cosine over ``views`` fresh views of each (key, uint8 image)."""
+                      policy: ViewPolicy | None = None,
+                      progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Mean summary and patch cosine over ``views`` fresh views of each (key, uint8 image);
+    ``progress(1)`` after each image."""
     policy = policy or ViewPolicy()
     teacher_resolution = teacher_resolution or teacher.spec.resolution
     summary, patch = [], []
@@ -58,6 +61,8 @@ def teacher_agreement(model: DistillModel, name: str, teacher: Encoder, stats: d
         p, t = match_grids(pred["patch"], target["patch"])
         summary.append(_cosine(pred["summary"], target["summary"]))
         patch.append(_cosine(p, t).flatten())
+        if progress is not None:
+            progress(1)
     return {"summary_cos": torch.cat(summary).mean().item(), "patch_cos": torch.cat(patch).mean().item(),
             "views": views * len(images)}
 

@@ -16,6 +16,7 @@ from typing import Optional
 
 from eupe.config import ConfigError
 from eupe.distill.losses import LossConfig
+from eupe.distill.tracking import tracker_problems
 from eupe.models.config import StudentConfig, TeacherConfig
 from eupe.models.proxy import ProxyConfig
 
@@ -75,6 +76,9 @@ class TrainConfig:
     checkpoint_every: int = 1000  # ours
     keep_checkpoints: int = 2  # ours
     max_steps: Optional[int] = None  # stop early after this many iterations (resumable; tests/trials)
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard | mlflow | wandb; [] none
+    tracking_project: str = "eupe"  # MLflow experiment / W&B project / TensorBoard folder RUN/tensorboard/<this>
+    mlflow_uri: Optional[str] = None  # MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else file store RUN/mlruns)
 
     def teacher_names(self) -> list[str]:
         return [t.name for t in self.teachers]
@@ -118,6 +122,9 @@ def _problems(cfg: TrainConfig, world_size: int):
     if cfg.mixed_precision not in ("bf16", "fp16", "no"):
         yield f"mixed_precision must be bf16, fp16 or no, got {cfg.mixed_precision!r}"
     yield from _resolution_problems(cfg)
+    yield from tracker_problems(cfg.trackers)
+    if not cfg.tracking_project.strip():
+        yield "tracking_project must be a non-empty name"
     for key, value in vars(cfg.loss).items():
         if not math.isfinite(value) or value < 0 or (key == "smooth_l1_beta" and value == 0):
             yield f"loss.{key} must be a finite number >= 0 (beta > 0), got {value}"

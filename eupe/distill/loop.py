@@ -5,7 +5,7 @@ statistics and builds (model, loss, targets, data plan); then for each step run 
 under ``accelerator.accumulate``, clip, step, set the learning rate from a pure function of the
 step, log, and checkpoint. A run directory holds the resolved config, the run's record ``run.json``
 and frozen statistics ``stats/`` (eupe.distill.rundir: a re-run with another config or store is
-refused), ``losses.jsonl`` (one line per step), TensorBoard logs, ``checkpoints/step_*``
+refused), ``losses.jsonl`` (one line per step), the trackers' logs (TensorBoard by default, see ``tracking``), ``checkpoints/step_*``
 (``save_state`` + a ``step.json`` naming the size and sha256 of every file; resume skips damaged
 ones), and at the end ``student.safetensors`` (timm-loadable) and, in Stage 1, ``proxy.safetensors``.
 A NaN or infinite loss term stops the run before the step is logged or checkpointed.
@@ -27,11 +27,11 @@ from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from tqdm import tqdm
+from accelerate.utils import ProjectConfiguration, set_seed
 
 from eupe import config as config_io
 from eupe.config import ConfigError
+from eupe.distill import tracking
 from eupe.distill.config import TrainConfig
 from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
                                usable_views)
@@ -40,8 +40,9 @@ from eupe.distill.rundir import (RUN_RECORD, STEP_RECORD, NonFiniteLossError, Ru
                                  checkpoint_problem, enospc_hint, file_manifest, frozen_stats_path, previous_record,
                                  read_json, record_resume, store_identity, views_record, warn_changed_stats,
                                  write_atomic, write_json)
+from eupe.distill.losses import upgrade_record
 from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
-                                  online_stats, online_teachers, save_run_stats, tensor_stats)
+                                  online_stats, online_teachers, open_store, save_run_stats, tensor_stats)
 from eupe.fileio import apply_umask
 from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
@@ -49,6 +50,7 @@ from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_stude
 from eupe.models.features import Features
 from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
 from eupe.models.teachers import proxy_spec
+from eupe.progress import progress
 from eupe.store import FeatureStore, StoreMismatchError
 from eupe.store.stats import load_stats
 
@@ -150,6 +152,20 @@ class Checkpoints:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
+def read_loss_log(path: Path) -> list[dict]:
+    """The whole records of a run's losses.jsonl (a torn line, from a run killed while writing it, is
+    dropped), older loss-term names renamed to today's (``upgrade_record``)."""
+    records = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(upgrade_record(record))
+    return records
+
+
 class LossLog:
     """One JSON line per step; on resume, lines from the resumed step on are dropped first (and a torn
     line, from a run killed while writing it), the rest rewritten atomically."""
@@ -157,22 +173,13 @@ class LossLog:
     def __init__(self, path: Path, start: int, enabled: bool) -> None:
         self.path, self.enabled = path, enabled
         if enabled and path.exists():
-            kept = [line for line in path.read_text(errors="replace").splitlines() if _step_of(line, start)]
-            write_atomic(path, "".join(line + "\n" for line in kept))
+            kept = [record for record in read_loss_log(path) if record["step"] < start]
+            write_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-
-
-def _step_of(line: str, start: int) -> bool:
-    """Whether a losses.jsonl line is a whole record of a step before ``start``."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] < start
 
 
 class Trainer:
@@ -183,15 +190,17 @@ class Trainer:
         """``decode_on_device``: cached targets decoded by the step on its device (default: when it is
         not the CPU; on CPU the DataLoader workers decode them, in parallel with the step)."""
         self.cfg, self.out = cfg, Path(cfg.out)
+        tracking.check_installed(cfg.trackers)  # a missing tracker package: refused before any work or write
         cpu = not torch.cuda.is_available()  # also makes torchrun on CPU one gloo process group, not N runs
         precision = "no" if cpu else cfg.mixed_precision
-        self.store = FeatureStore.open(cfg.data.store)
+        self.store = open_store(cfg)  # a missing store names data.store
         check_store(cfg, self.store)
         check_complete(cfg, self.store, say)
         self.plan = _plan(cfg, self.store, cpu, say)
         self.init_heads = _init_heads_state(cfg)  # Stage 3: checked before anything is written
+        project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(tracking.logging_dir(self.out)))
         self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=self.plan.accumulation,
-                                       log_with="tensorboard", project_dir=str(self.out), cpu=cpu)
+                                       log_with=list(cfg.trackers) or None, project_config=project, cpu=cpu)
         self.main = self.accelerator.is_main_process
         self.say = say if self.main else (lambda _text: None)
         if precision != cfg.mixed_precision:
@@ -343,10 +352,11 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         batches = iter(make_loader(self.dataset, self.plan, acc.process_index, self.start, self.stop,
                                    cfg.data.num_workers, pin_memory=acc.device.type == "cuda"))
-        acc.init_trackers("tensorboard")
+        tracking.start(acc, cfg.trackers, cfg.tracking_project, cfg.mlflow_uri, self.out,
+                       tracking.flatten(config_io.to_dict(cfg)), self.say)
         log = LossLog(self.out / LOSS_LOG, self.start, self.main)
-        self.bar = bar = tqdm(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step",
-                              disable=not self.main)
+        self.bar = bar = progress(total=self.stop, initial=self.start, desc=f"stage {cfg.stage}", unit="step",
+                                  disable=not self.main)
         for step in range(self.start, self.stop):
             record = self.step(step, batches)
             problem = nonfinite_message(record, step, self.checkpoints, cfg.data.store)

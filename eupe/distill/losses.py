@@ -86,18 +86,32 @@ def _patch_weights(
     return {name: float(weights.get(name, 1.0)) for name in teachers}
 
 
+# loss-term names of older runs' losses.jsonl -> today's (a "*_cos" that falls read as a similarity)
+RENAMED_TERMS = {"summary_cos": "summary_cos_loss", "patch_cos": "patch_cos_loss"}
+
+
+def upgrade_record(record: dict) -> dict:
+    """A losses.jsonl record with older term names ("teacher/summary_cos") renamed to today's."""
+    out = {}
+    for key, value in record.items():
+        teacher, _, term = key.rpartition("/")
+        out[f"{teacher}/{RENAMED_TERMS[term]}" if teacher and term in RENAMED_TERMS else key] = value
+    return out
+
+
 def teacher_losses(pred: Features, target: Features, patch_weight: float = 1.0,
                    cfg: LossConfig | None = None) -> dict[str, torch.Tensor]:
-    """One teacher's terms: summary_cos, patch_cos, patch_smooth_l1 and their weighted sum, loss."""
+    """One teacher's terms: summary_cos_loss, patch_cos_loss (1 - cosine: they fall as training improves),
+    patch_smooth_l1 and their weighted sum, loss."""
     cfg = cfg or LossConfig()
     pred_patch, target_patch = match_grids(pred["patch"].float(), target["patch"].float())
     terms = {
-        "summary_cos": cosine_loss(pred["summary"], target["summary"]),
-        "patch_cos": cosine_loss(pred_patch, target_patch),
+        "summary_cos_loss": cosine_loss(pred["summary"], target["summary"]),
+        "patch_cos_loss": cosine_loss(pred_patch, target_patch),
         "patch_smooth_l1": F.smooth_l1_loss(pred_patch, target_patch, beta=cfg.smooth_l1_beta),
     }
-    patch = cfg.patch_cos_weight * terms["patch_cos"] + cfg.patch_smooth_l1_weight * terms["patch_smooth_l1"]
-    terms["loss"] = cfg.summary_weight * terms["summary_cos"] + cfg.patch_weight * patch_weight * patch
+    patch = cfg.patch_cos_weight * terms["patch_cos_loss"] + cfg.patch_smooth_l1_weight * terms["patch_smooth_l1"]
+    terms["loss"] = cfg.summary_weight * terms["summary_cos_loss"] + cfg.patch_weight * patch_weight * patch
     return terms
 
 

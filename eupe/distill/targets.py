@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from eupe.config import ConfigError
 from eupe.data.shards import expand_shards
 from eupe.distill.config import TrainConfig
 from eupe.distill.data import DistillDataset, normalize
@@ -70,6 +71,29 @@ def _key_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
                 f"config has {len(shards)} ({shards[0]} ...)"]
     # the shards' sizes and head/tail hashes recorded at extraction: O(shards) small reads, no re-indexing
     return store.shard_problems()
+
+
+def open_store(cfg: TrainConfig) -> FeatureStore:
+    """The config's ``data.store``; a missing one is a ConfigError naming the key and how to make it."""
+    if not cfg.data.store.strip():
+        raise ConfigError("data.store is not set: set data.store=PATH of the feature store the teachers were "
+                          "extracted into (eupe-cache extract ... --out PATH), e.g. `eupe-train --stage "
+                          f"{cfg.stage} ... data.store=teachers.zarr`")
+    try:
+        return FeatureStore.open(cfg.data.store)
+    except FileNotFoundError as err:
+        raise ConfigError(f"data.store={cfg.data.store!r}: {err}; write it first ({_extract_command(cfg)}) or "
+                          "set data.store=PATH of an existing feature store") from None
+
+
+def _extract_command(cfg: TrainConfig) -> str:
+    """The ``eupe-cache extract`` line that writes the store this config trains on."""
+    words = ["eupe-cache extract"]
+    for teacher in cfg.teachers:
+        weights = teacher.weights or ("STAGE1_RUN" if teacher.name == "proxy" else None)
+        words.append(f"--teacher {teacher.name}" + (f" --weights {weights}" if weights else ""))
+    words.append(f"--data '{cfg.data.shards}'" if cfg.data.shards else "--data SHARDS")
+    return " ".join([*words, f"--out {cfg.data.store}"])
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:

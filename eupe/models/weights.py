@@ -125,7 +125,8 @@ def require(source: WeightsSource, explicit: str | Path | None, model: str) -> P
         raise MissingWeightsError(
             f"weights for {model!r}: expected model.safetensors of {source.hf_repo} in the local "
             f"Hugging Face cache ({_hf_cache_dir()}); download it on a machine with hub access "
-            f"(`huggingface-cli download {source.hf_repo}`) or pass --weights /path/to/model.safetensors"
+            f"(`hf download {source.hf_repo}`: the `hf` CLI of huggingface_hub) or pass "
+            f"--weights /path/to/model.safetensors"
         )
     raise MissingWeightsError(
         f"weights for {model!r}: pass --weights with {source.checkpoint or 'a checkpoint file'}"

@@ -52,10 +52,11 @@ def _chunk_keys(store: FeatureStore, chunk: int) -> list[str]:
     return [str(k) for k in store.keys[rows.start:rows.stop]]
 
 
-def verify_teacher(store: FeatureStore, name: str, finite: bool = False) -> TeacherReport:
+def verify_teacher(store: FeatureStore, name: str, finite: bool = False, progress=None) -> TeacherReport:
     """Every done chunk's files (of every view block) against the manifest; chunks not done are
     listed as incomplete. ``finite``: also decode every stored target and list the images holding
-    NaN or infinite values (checksums vouch for the bytes, not for what was written)."""
+    NaN or infinite values (checksums vouch for the bytes, not for what was written).
+    ``progress``: an optional tqdm-like bar, reset to the chunks and updated."""
     report = TeacherReport(name)
     try:
         group = store.teacher(name)
@@ -63,7 +64,9 @@ def verify_teacher(store: FeatureStore, name: str, finite: bool = False) -> Teac
     except StoreError as err:
         report.corrupt.append({"array": f"teachers/{name}", "chunk": None, "keys": [], "error": str(err)})
         return report
-    done = [_verify_block(store, block, report) for block in blocks]
+    if progress is not None:
+        progress.reset(total=sum(block.num_chunks for block in blocks))
+    done = [_verify_block(store, block, report, progress) for block in blocks]
     if not report.corrupt:
         for block, flags in zip(blocks, done):
             failures = block.failures(block.status(flags))
@@ -92,12 +95,14 @@ def nonfinite_targets(store: FeatureStore, block: TeacherGroup, done: np.ndarray
     return problems
 
 
-def _verify_block(store: FeatureStore, block: TeacherGroup, report: TeacherReport) -> np.ndarray:
+def _verify_block(store: FeatureStore, block: TeacherGroup, report: TeacherReport, progress=None) -> np.ndarray:
     """Check one block's done chunks in full into ``report``; returns its done flags."""
     rows = block.manifest_rows()
     for problem in coordinate_problems(block.group, block.attrs.get(COORDINATES, {})):
         report.corrupt.append({"array": problem.split(":")[0], "chunk": None, "keys": [], "error": problem})
     for chunk in range(block.num_chunks):
+        if progress is not None:
+            progress.update(1)
         if rows[chunk, 0, manifest.SIZE] == 0:
             report.incomplete += [_label(key, block) for key in _chunk_keys(store, chunk)]
             continue
@@ -140,8 +145,9 @@ def verify_images(store: FeatureStore) -> list[dict]:
 
 
 def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Path | None = None,
-                  test_scale: bool = False) -> dict:
-    """Cosine between cached targets and the teacher re-run on N random stored views."""
+                  test_scale: bool = False, progress=None) -> dict:
+    """Cosine between cached targets and the teacher re-run on N random stored views (``rule`` words the
+    pass rule). ``progress``: an optional tqdm-like bar, updated per view."""
     teacher = create_teacher(group.attrs["name"], weights, test_scale)
     if teacher.fingerprint != group.attrs["weights_sha256"]:
         return {"passed": False, "error": f"teacher weights differ from the store's "
@@ -158,8 +164,14 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
         cosines.append(np.concatenate([_token_cosine(cached["summary"][None], summary),
                                        _token_cosine(cached["patch"].reshape(-1, group.dim), patch[0])]))
         pairs.append((resolution, patch[0], cached["patch"].reshape(-1, group.dim)))
+        if progress is not None:
+            progress.update(1)
     reader.close()
-    return {**_check_summary(cosines, group.codec.min_cosine), **_normalized(group, pairs)}
+    rule = (f"pass when the mean cosine, over every summary and patch token of the {len(picks)} views, between the "
+            f"cached targets (decoded) and the teacher re-run now on the same stored views (same crop, flip and "
+            f"photometrics, raw features) is at least {group.codec.min_cosine:.5g}, the {group.codec.name} codec's "
+            f"threshold; the normalized figures are reported, not judged")
+    return {**_check_summary(cosines, group.codec.min_cosine), **_normalized(group, pairs), "rule": rule}
 
 
 def _normalized(group: TeacherGroup, pairs: list[tuple[int, np.ndarray, np.ndarray]]) -> dict:

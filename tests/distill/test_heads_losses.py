@@ -173,9 +173,9 @@ def test_distill_loss_matches_hand_computation():
     diff = pred["t"]["patch"].expand(1, 2, 2, 2) - target_patch
     assert smooth_l1(diff).item() == pytest.approx(patch_l1)
 
-    assert set(out) == {"t/summary_cos", "t/patch_cos", "t/patch_smooth_l1", "t/loss", "total"}
-    assert out["t/summary_cos"].item() == pytest.approx(summary_cos, abs=1e-6)
-    assert out["t/patch_cos"].item() == pytest.approx(patch_cos, abs=1e-6)
+    assert set(out) == {"t/summary_cos_loss", "t/patch_cos_loss", "t/patch_smooth_l1", "t/loss", "total"}
+    assert out["t/summary_cos_loss"].item() == pytest.approx(summary_cos, abs=1e-6)
+    assert out["t/patch_cos_loss"].item() == pytest.approx(patch_cos, abs=1e-6)
     assert out["t/patch_smooth_l1"].item() == pytest.approx(patch_l1, abs=1e-6)
     loss = summary_cos + 0.9 * patch_cos + 0.1 * patch_l1
     assert out["t/loss"].item() == pytest.approx(loss, abs=1e-6)
@@ -204,14 +204,14 @@ def test_patch_weight_scales_only_the_patch_term():
     target = {"a": random_feats(2, 3, 3, 6), "b": random_feats(2, 3, 3, 4)}
     base = distill_loss(pred, target)
     weighted = distill_loss(pred, target, patch_weights={"a": 0.25})
-    for term in ("summary_cos", "patch_cos", "patch_smooth_l1"):
+    for term in ("summary_cos_loss", "patch_cos_loss", "patch_smooth_l1"):
         torch.testing.assert_close(weighted[f"a/{term}"], base[f"a/{term}"])
-    patch = 0.9 * base["a/patch_cos"] + 0.1 * base["a/patch_smooth_l1"]
-    torch.testing.assert_close(weighted["a/loss"], base["a/summary_cos"] + 0.25 * patch)
+    patch = 0.9 * base["a/patch_cos_loss"] + 0.1 * base["a/patch_smooth_l1"]
+    torch.testing.assert_close(weighted["a/loss"], base["a/summary_cos_loss"] + 0.25 * patch)
     torch.testing.assert_close(weighted["b/loss"], base["b/loss"])  # default weight 1
     torch.testing.assert_close(weighted["total"], weighted["a/loss"] + weighted["b/loss"])
     zero = distill_loss(pred, target, patch_weights={"a": 0.0, "b": 0.0})
-    torch.testing.assert_close(zero["total"], base["a/summary_cos"] + base["b/summary_cos"])
+    torch.testing.assert_close(zero["total"], base["a/summary_cos_loss"] + base["b/summary_cos_loss"])
 
 
 def test_distill_loss_rejects_mismatched_teachers():

@@ -44,13 +44,13 @@ def test_each_weight_and_beta_changes_the_loss_as_configured():
     out = cfg.build()(pred, target)
     base = distill_loss(pred, target)
     for name in pred:
-        assert torch.equal(out[f"{name}/summary_cos"], base[f"{name}/summary_cos"])
+        assert torch.equal(out[f"{name}/summary_cos_loss"], base[f"{name}/summary_cos_loss"])
         p, t = match_grids(pred[name]["patch"], target[name]["patch"])
         diff = (p - t).abs()
         beta_half = torch.where(diff < 0.5, 0.5 * diff**2 / 0.5, diff - 0.25).mean()  # smooth-L1, beta 0.5
         torch.testing.assert_close(out[f"{name}/patch_smooth_l1"], beta_half)
         assert not torch.allclose(out[f"{name}/patch_smooth_l1"], base[f"{name}/patch_smooth_l1"])
-        expected = 2.0 * base[f"{name}/summary_cos"] + 3.0 * (0.25 * base[f"{name}/patch_cos"] + 0.75 * beta_half)
+        expected = 2.0 * base[f"{name}/summary_cos_loss"] + 3.0 * (0.25 * base[f"{name}/patch_cos_loss"] + 0.75 * beta_half)
         torch.testing.assert_close(out[f"{name}/loss"], expected)
     torch.testing.assert_close(out["total"], out["a/loss"] + out["b/loss"])
 

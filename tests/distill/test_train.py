@@ -69,7 +69,7 @@ def test_every_stage_trains_and_its_loss_decreases(chain):
     assert (root / "stage2" / "student.safetensors").is_file() and (root / "stage2" / "config.yaml").is_file()
     assert any((root / "stage2" / "tensorboard").rglob("events.out.tfevents.*"))
     first = _losses(root / "stage1")[0]
-    assert {"dinov3_hplus/summary_cos", "pelang_g/patch_cos", "pelang_g/patch_smooth_l1", "total", "lr",
+    assert {"dinov3_hplus/summary_cos_loss", "pelang_g/patch_cos_loss", "pelang_g/patch_smooth_l1", "total", "lr",
             "images_per_s", "data_wait_fraction"} <= set(first)
 
 
@@ -259,8 +259,8 @@ def test_the_loss_config_reaches_the_training_loop(chain, tmp_path):
     _train(2, "tiny_stage2.yaml", f"out={run}", "max_steps=2", "loss.patch_weight=0", "loss.summary_weight=2",
            *chain["proxy"])
     for record in _losses(run):
-        assert record["total"] == pytest.approx(2 * record["proxy/summary_cos"], rel=1e-6)
-        assert record["proxy/patch_cos"] > 0
+        assert record["total"] == pytest.approx(2 * record["proxy/summary_cos_loss"], rel=1e-6)
+        assert record["proxy/patch_cos_loss"] > 0
 
 
 def test_only_the_main_process_logs_under_torchrun(chain, photo_shards, tmp_path):
