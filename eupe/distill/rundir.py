@@ -30,9 +30,10 @@ from eupe.fileio import atomic_write
 
 RUN_RECORD = "run.json"
 # keys a resume may change (recorded in run.json): the schedule's length, logging and checkpoint
-# cadence, data loading, and where the store and shards are (their identity is checked by content)
+# cadence, the trackers logged to, data loading, and where the store and shards are (their identity
+# is checked by content)
 RESUMABLE_KEYS = frozenset({"iterations", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                            "out", "data.num_workers", "data.read_only", "data.allow_incomplete",
+                            "trackers", "tracking_project", "mlflow_uri", "out", "data.num_workers", "data.read_only", "data.allow_incomplete",
                             "data.check_keys", "data.store", "data.shards"})
 
 
