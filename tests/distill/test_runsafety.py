@@ -41,8 +41,9 @@ def _args(store: str, shards: str, run: Path, *overrides: str) -> list[str]:
 
 
 def _error_line(capsys) -> str:
-    """The one line of stderr besides the progress bar's (which must not share the error's line)."""
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not re.match(r"stage \d: ", line)]
+    """The one line of stderr besides progress lines (which must not share the error's line)."""
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not re.match(r"[^:]+: \d+/\d+ \S+ \(\d+%\)", line)]
     assert len(err) == 1 and err[0].startswith("Error: "), err
     return err[0]
 
@@ -87,21 +88,25 @@ def test_recomputed_store_statistics_do_not_change_a_resumed_run(base, tmp_path,
 # --- item 2: non-finite values stop everything that would spread them ----------------------------
 
 def _inject_nan(store_path: str, chunk: int) -> None:
-    """NaN in every summary of one chunk's images, the chunk's checksums recomputed (they are not signatures)."""
+    """NaN in every summary of one chunk's images, the chunk's checksums recomputed (they are not signatures).
+
+    The codec refuses to encode NaN, so the NaN goes into the stored components (fp16 values) and the
+    shard is written back as the store writes it."""
     from eupe.store import FeatureStore, manifest
+    from eupe.store.fastread import OPEN_SHARDS, write_shard
     from eupe.store.layout import MANIFEST
 
     group = FeatureStore.open(store_path, mode="a").teacher(TEACHER)
     name = group.target_names(64)["summary"][0]
-    array, rows = group.array(name), group.store.chunk_rows(chunk)
-    values = np.asarray(array[rows.start:rows.stop])
-    values[..., 0] = np.nan
-    array[rows.start:rows.stop] = values
+    rows = group.store.chunk_rows(chunk)
+    parts = group.read_parts(slice(rows.start, rows.stop), 64)["summary"]  # {component: [C, K, ...]}
+    assert all(p.dtype == np.float16 for p in parts.values())  # fp16: NaN is a stored value
+    for values in parts.values():
+        values[..., 0] = np.nan
+    write_shard(group.array(name), chunk, parts)
     signed = np.asarray(group.array(MANIFEST)[chunk])
-    signed[group.array_names.index(name)] = manifest.record(array, name, chunk, group.fingerprint)
+    signed[group.array_names.index(name)] = manifest.record(group.array(name), name, chunk, group.fingerprint)
     group.array(MANIFEST)[chunk] = signed
-    from eupe.store.fastread import OPEN_SHARDS
-
     OPEN_SHARDS.clear()  # descriptors of the replaced shard files this process still holds: as a new process
 
 
@@ -113,7 +118,7 @@ def test_nan_targets_stop_training_stats_and_are_found_by_verify(base, tmp_path,
     capsys.readouterr()
     assert train_main(_args(store, base["shards"], run)) == 2
     line = _error_line(capsys)
-    assert f"non-finite loss {TEACHER}/summary_cos = nan (teacher '{TEACHER}', summary tokens)" in line
+    assert f"non-finite loss {TEACHER}/summary_cos_loss = nan (teacher '{TEACHER}', summary tokens)" in line
     step = int(line.split("Error: step ")[1].split(":")[0])
     assert 2 <= step < 8 and f"resume point: {run / 'checkpoints'}" in line and "verify" in line and "--finite" in line
     assert [r["step"] for r in _losses(run)] == list(range(step))  # the NaN step is not logged
