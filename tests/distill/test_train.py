@@ -370,6 +370,7 @@ def test_the_trainer_draws_from_every_complete_view_block(chain, photo_shards, t
     assert "(12 usable images x 4 views))" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the ConvNeXt case trains 6 Stage-2 steps
 @pytest.mark.parametrize("student", ["vit_t", "convnext_t"])
 def test_trained_student_exports_as_a_timm_folder_with_its_summary_and_losses(chain, tmp_path, student):
     """A really trained ViT / ConvNeXt student: eupe-export's folder loads with timm's local-dir alone,
