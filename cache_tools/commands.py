@@ -250,7 +250,11 @@ def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample
 
     from eupe.store import FeatureStore, compute_stats, describe_method, save_stats
 
+    from eupe.paths import require_writable
+
     store = FeatureStore.open(store_path, mode="a")
+    require_writable(store_path, "the store", "`eupe-cache stats` saves the statistics inside the store: run it "
+                     "where the store is writable (e.g. before copying it to read-only media)")
     for name in teachers or store.teacher_names():
         group = store.teacher(name)
         for resolution in group.resolutions:

@@ -25,6 +25,7 @@ from eupe.distill.config import TrainConfig
 from eupe.distill.data import DistillDataset, normalize
 from eupe.models import Encoder, create_teacher, teacher_weights_path
 from eupe.models.weights import file_sha256
+from eupe.paths import require_writable
 from eupe.store import (FeatureStore, RunningMoments, StoreMismatchError, TeacherGroup, compute_stats, load_stats,
                         save_stats)
 from eupe.views import ViewPolicy
@@ -115,6 +116,8 @@ def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None
                 raise StoreMismatchError(
                     f"normalization statistics of {name} r{resolution} are absent or stale in {store.where} and "
                     f"data.read_only=true forbids writing them: run `eupe-cache stats {store.where}` first")
+            require_writable(store.where, f"normalization statistics of {name} r{resolution} are absent or stale, "
+                             "and the store", f"run `eupe-cache stats {store.where}` where it is writable first")
             say(f"computing normalization statistics for {name} r{resolution} (absent or stale in the store; "
                 "`eupe-cache stats` does this ahead of time)")
             writable = writable or store.writable().teacher(name)  # same store, writable

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader, expand_shards, index_shards
 from eupe.models import Encoder, create_teacher, teacher_batch
+from eupe.paths import require_writable
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
@@ -127,6 +128,8 @@ def resolve_params(cfg: ExtractConfig) -> None:
 
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
     """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
+    require_writable(cfg.out, "--out", "extract writes into the store (chunks, claims, view blocks): choose a "
+                     "writable --out, or run extract where the store is writable")
     resolve_params(cfg)
     shards = expand_shards(cfg.data)
     if is_url(cfg.out) and cfg.rank != 0:

@@ -136,6 +136,8 @@ class FeatureStore:
         Refuses, without writing anything, a path that holds something other than an eupe store.
         """
         if _state(path) != "store":
+            if not is_url(path):
+                _creation_target(Path(path))  # `--out .` is refused before the dataset is indexed
             built = index().head(limit)
             if len(built) == 0:
                 reasons = "; ".join(f"{f.shard}: {f.reason}" for f in built.failures) or "no image members"
@@ -503,7 +505,20 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
     group.attrs.put({**attrs, "identity_sha256": sha256_of(document)})
 
 
+def _creation_target(root: Path) -> Path:
+    """The directory a new local store becomes: through symbolic links (an empty directory a link
+    points to is replaced by the store, the link kept), never the working directory or a parent of
+    it (the store is built beside its final name and renamed into place)."""
+    target = Path(os.path.realpath(root))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if target == cwd or target in cwd.parents:
+        raise StoreMismatchError(f"--out {root} is the working directory{'' if target == cwd else ' or holds it'}: "
+                                 "a new store is created as a directory of its own; name one, e.g. --out features.zarr")
+    return target
+
+
 def _create_local(root: Path, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
+    root = _creation_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     staged = root.parent / staging_name(root.name)
     try:
