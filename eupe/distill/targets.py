@@ -49,8 +49,7 @@ def store_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
         wanted = ViewPolicy.from_dict(cfg.view_policy)
         if wanted.fingerprint() != store.attrs["view_policy_sha256"]:
             problems.append(f"view policy differs: store has {store.attrs['view_policy']}, config has {wanted.to_dict()}")
-    if cfg.data.check_keys and cfg.data.shards:
-        problems += _key_problems(cfg, store)
+    problems += _shard_problems(cfg, store)
     return problems
 
 
@@ -62,20 +61,30 @@ def _expected_fingerprint(teacher) -> str | None:
     return file_sha256(path) if path is not None else None
 
 
-def _key_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
+def _shard_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
+    """data.shards (where the images are now) against the store's record of their content: the sizes
+    and head/tail hashes recorded at extraction, O(shards) small reads, no re-indexing. Without
+    data.shards the recorded paths are read: only their existence is checked here."""
+    if not cfg.data.shards:
+        missing = [s for s in store.shards if "://" not in s and not Path(s).is_file()]
+        return [f"shard {missing[0]} (recorded in the store) is missing{f', and {len(missing) - 1} more' if len(missing) > 1 else ''}; "
+                "if the shards moved, set data.shards=PATTERN naming them where they are now (their content is "
+                "checked against the store's record)"] if missing else []
     shards = expand_shards(cfg.data.shards)
-    if shards != store.dataset["shards"]:
-        return [f"dataset shards differ: store has {len(store.dataset['shards'])} ({store.dataset['shards'][0]} ...), "
-                f"config has {len(shards)} ({shards[0]} ...)"]
-    # the shards' sizes and head/tail hashes recorded at extraction: O(shards) small reads, no re-indexing
-    return store.shard_problems()
+    if not cfg.data.check_keys:
+        return [] if len(shards) == len(store.shards) else store.shard_problems(shards)  # the count only
+    return store.shard_problems(shards)
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
+    """Refuse a store that does not match the config; then read the images from data.shards (a copy
+    of the shards elsewhere serves: the dataset's identity is its content)."""
     problems = store_problems(cfg, store)
     if problems:
         raise StoreMismatchError(f"feature store {cfg.data.store} does not match the training config:\n  "
                                  + "\n  ".join(problems))
+    if cfg.data.shards:
+        store.relocate(expand_shards(cfg.data.shards), check=False)  # checked above
 
 
 def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, int]:

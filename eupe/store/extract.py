@@ -136,7 +136,7 @@ def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureSt
         wait_for_rank0(f"the store {cfg.out}", lambda: FeatureStore.exists(cfg.out))
     store = FeatureStore.open_or_create(cfg.out, cfg.params(), shards, cfg.limit,
                                         index=lambda: index_shards(shards, progress=progress))
-    store.check_shards()  # a resume over shards that changed would mix two datasets
+    store.relocate(shards)  # by content: copies elsewhere serve; shards that changed would mix two datasets
     return store
 
 

@@ -105,6 +105,7 @@ class FeatureStore:
         self.params = StoreParams(attrs["views_per_image"], attrs["seed"], policy, attrs["images_per_chunk"])
         self.fingerprint: str = attrs["identity_sha256"]
         self._keys: np.ndarray | None = None
+        self._shards: list[str] | None = None  # where images are read from, when not the recorded paths (relocate)
         self._teachers: dict[str, TeacherGroup] = {}
         self._progress: dict[str, TeacherProgress] = {}
         self._check_fingerprint()
@@ -192,31 +193,52 @@ class FeatureStore:
             problems.append(f"store.views_per_image: the store holds {self.params.views_per_image} views per image "
                             f"and --views {params.views_per_image} asks for fewer; --views can only grow a store "
                             f"(pass --views {self.params.views_per_image} or more)")
-        if data_identity is not None:
-            stored = {k: self.dataset.get(k) for k in ("shards", "limit")}
-            problems += differences(stored, {k: data_identity[k] for k in stored}, "dataset")
+        if data_identity is not None:  # the shards themselves are compared by content (relocate)
+            problems += differences({"limit": self.dataset.get("limit")}, {"limit": data_identity["limit"]}, "dataset")
         if problems:
             raise StoreMismatchError(
                 "the existing store was built differently; use another --out or the same settings:\n  "
                 + "\n  ".join(problems))
 
-    def shard_problems(self) -> list[str]:
-        """Shards that are missing or changed since the store was created (size, head/tail hash)."""
+    @property
+    def shards(self) -> list[str]:
+        """Where the images are read from: the shards recorded at creation, or those :meth:`relocate` set."""
+        return list(self._shards if self._shards is not None else self.dataset["shards"])
+
+    def shard_problems(self, shards: Sequence[str] | None = None) -> list[str]:
+        """Shards (default: the recorded ones) that are missing or whose content is not what the store
+        recorded at creation (size, head/tail hash), position by position."""
+        recorded = list(self.dataset["shards"])
+        shards = recorded if shards is None else list(shards)
+        if len(shards) != len(recorded):
+            return [f"dataset shards differ: the store was built from {len(recorded)} shards ({recorded[0]} ...), "
+                    f"{len(shards)} are given ({shards[0] if shards else 'none'} ...)"]
         problems = []
-        for shard, stored in zip(self.dataset["shards"], self.dataset["shard_fingerprints"]):
+        for shard, was, stored in zip(shards, recorded, self.dataset["shard_fingerprints"]):
             now = shard_fingerprint(shard)
+            named = shard if shard == was else f"{shard} (the store's {was})"
             if now is None:
-                problems.append(f"shard {shard} is missing")
+                problems.append(f"shard {named} is missing")
             elif now != stored:
-                problems.append(f"shard {shard} changed since the store was created "
+                problems.append(f"shard {named} is not the one the store was built from "
                                 f"(size {stored['size']} -> {now['size']}, or different content)")
         return problems
 
-    def check_shards(self) -> None:
-        problems = self.shard_problems()
+    def relocate(self, shards: Sequence[str], check: bool = True) -> None:
+        """Read the images from ``shards``: the dataset's identity is its content, not its paths, so
+        a copy of the shards elsewhere (node-local disk, a symlinked directory) serves when each one
+        has the size and head/tail hash recorded at creation (``check``; refused naming the shards
+        that differ). The store itself is not changed."""
+        problems = self.shard_problems(shards) if check else []
         if problems:
             raise StoreMismatchError("the dataset's shards are not the ones this store was built from; restore "
-                                     "them (or build a new store):\n  " + "\n  ".join(problems))
+                                     "them, name their copies in the same order (or build a new store):\n  "
+                                     + "\n  ".join(problems))
+        self._shards = list(shards)
+
+    def check_shards(self) -> None:
+        """Refuse when the shards images are read from are missing or changed (see :meth:`relocate`)."""
+        self.relocate(self.shards)
 
     # -- dataset ----------------------------------------------------------------------------
 
@@ -266,7 +288,7 @@ class FeatureStore:
         worker's start, see bench/startup.py)."""
         n = self.num_images
         return ShardIndex(
-            shards=list(self.dataset["shards"]), keys=self.keys if keys else None, shard=self.image_array("shard"),
+            shards=self.shards, keys=self.keys if keys else None, shard=self.image_array("shard"),
             offset=self.image_array("offset"), size=self.image_array("size"), ext=np.zeros(n, dtype="<U1"),
             label=self.image_array("label"), failures=[],
         )
