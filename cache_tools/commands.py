@@ -103,7 +103,8 @@ def store_info(store) -> dict:
     info = {"path": store.where, "views_per_image": store.params.views_per_image,
             "seed": store.params.seed, "view_policy": store.params.policy.to_dict(),
             "images_per_chunk": store.params.images_per_chunk,
-            "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {}}
+            "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {},
+            "ignored_groups": [{"group": f"teachers/{n}", "reason": r} for n, r in store.ignored_groups()]}
     for name in store.teacher_names():
         group = store.teacher(name)
         status = store.image_status(name)  # the consolidated record when it is current (extract writes it)
@@ -143,6 +144,8 @@ def info(store_path: str, as_json: bool) -> int:
         click.echo(f"  failed shard {failure['shard']}: {failure['reason']}")
     for skipped in ds.get("skipped_samples", []):
         click.echo(f"  skipped sample {skipped['key']} in {skipped['shard']}: {skipped['reason']}")
+    for ignored in data["ignored_groups"]:
+        click.echo(f"  ignored {ignored['group']}: {ignored['reason']}, not a teacher of this store")
     for name, t in data["teachers"].items():
         click.echo(f"teacher {name}: weights sha256 {t['weights_sha256'][:16]}..., resolutions {t['resolutions']}, "
                    f"codec {t['codec']['name']}, dim {t['dim']}, {t['views_per_image']} views per image")
@@ -202,6 +205,9 @@ def _verify_text(result: dict) -> str:
     for name, r in result["teachers"].items():
         lines.append(f"{name}: {'OK' if r['ok'] else 'PROBLEMS'}; {len(r['incomplete'])} incomplete images, "
                      f"{len(r['corrupt'])} corrupt chunks, {r['failed_images']} failed inputs")
+        if r.get("no_usable_images"):
+            lines.append(f"  every image failed: {name} has no targets to train on (see the failed inputs in "
+                         "`eupe-cache info`)")
         if r.get("read_errors"):
             lines.append(f"  {len(r['read_errors'])} image(s) could not be read (transient?): re-run extract with "
                          f"--retry-failed ({', '.join(r['read_errors'][:5])})")

@@ -344,7 +344,17 @@ class FeatureStore:
     # -- teachers ---------------------------------------------------------------------------
 
     def teacher_names(self) -> list[str]:
-        return sorted(name for name, _ in self.group[TEACHERS].groups() if not name.startswith("."))
+        """Groups under ``teachers/`` that are teacher groups under their own name: a copy such as
+        ``pecore_g.bak`` (its attributes name ``pecore_g``) is not a teacher (see :meth:`ignored_groups`)."""
+        return sorted(name for name, group in self._teacher_groups() if _own_name(group) == name)
+
+    def ignored_groups(self) -> list[tuple[str, str]]:
+        """(name, why) of the groups under ``teachers/`` that are not teachers of this store."""
+        return [(name, f"a copy of teacher {_own_name(group)}'s group" if _own_name(group) else
+                 "not an eupe teacher group") for name, group in self._teacher_groups() if _own_name(group) != name]
+
+    def _teacher_groups(self) -> list[tuple[str, zarr.Group]]:
+        return sorted((n, g) for n, g in self.group[TEACHERS].groups() if not n.startswith("."))
 
     def teacher(self, name: str) -> TeacherGroup:
         """The teacher's group, opened once and kept (it caches array handles and checks)."""
@@ -374,6 +384,12 @@ class FeatureStore:
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)
         return Path(root) / self.group.path if root is not None else None
+
+
+def _own_name(group: zarr.Group) -> str | None:
+    """The teacher name a teacher group records in its attributes (None: not a teacher group)."""
+    name = dict(group.attrs).get("name")
+    return name if isinstance(name, str) else None
 
 
 # -- identity documents ------------------------------------------------------------------------
