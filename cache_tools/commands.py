@@ -35,7 +35,8 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--teacher", "teachers", multiple=True, required=True,
               help="Teacher name (repeatable); see `eupe-cache teachers`.")
 @click.option("--data", required=True, help="Webdataset tar shards: a path, brace pattern "
-              "(shards/train-{000000..000099}.tar) or fsspec URL.")
+              "(shards/train-{000000..000099}.tar) or fsspec URL. Resuming or growing a store, a copy of its "
+              "shards elsewhere serves (compared by content).")
 @click.option("--out", required=True, help="Feature store (a directory; created if absent, extended if present).")
 @click.option("--views", default=None, type=click.IntRange(1),
               help="Views per image, K [default: the existing store's, else 4]. More than an existing store "
