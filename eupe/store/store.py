@@ -217,11 +217,11 @@ class FeatureStore:
         for shard, was, stored in zip(shards, recorded, self.dataset["shard_fingerprints"]):
             now = shard_fingerprint(shard)
             named = shard if shard == was else f"{shard} (the store's {was})"
+            what = "changed since the store was created" if shard == was else "is not the one the store was built from"
             if now is None:
                 problems.append(f"shard {named} is missing")
             elif now != stored:
-                problems.append(f"shard {named} is not the one the store was built from "
-                                f"(size {stored['size']} -> {now['size']}, or different content)")
+                problems.append(f"shard {named} {what} (size {stored['size']} -> {now['size']}, or different content)")
         return problems
 
     def relocate(self, shards: Sequence[str], check: bool = True) -> None:
