@@ -67,9 +67,12 @@ def _shard_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
     data.shards the recorded paths are read: only their existence is checked here."""
     if not cfg.data.shards:
         missing = [s for s in store.shards if "://" not in s and not Path(s).is_file()]
-        return [f"shard {missing[0]} (recorded in the store) is missing{f', and {len(missing) - 1} more' if len(missing) > 1 else ''}; "
-                "if the shards moved, set data.shards=PATTERN naming them where they are now (their content is "
-                "checked against the store's record)"] if missing else []
+        if not missing:
+            return []
+        more = f", and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return [f"shard {missing[0]} (recorded in the store) is missing{more}; if the shards moved, set "
+                "data.shards=PATTERN naming them where they are now (their content is checked against the store's "
+                "record)"]
     shards = expand_shards(cfg.data.shards)
     if not cfg.data.check_keys:
         return [] if len(shards) == len(store.shards) else store.shard_problems(shards)  # the count only

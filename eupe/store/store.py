@@ -236,10 +236,6 @@ class FeatureStore:
                                      + "\n  ".join(problems))
         self._shards = list(shards)
 
-    def check_shards(self) -> None:
-        """Refuse when the shards images are read from are missing or changed (see :meth:`relocate`)."""
-        self.relocate(self.shards)
-
     # -- dataset ----------------------------------------------------------------------------
 
     @property
@@ -354,7 +350,7 @@ class FeatureStore:
                  "not an eupe teacher group") for name, group in self._teacher_groups() if _own_name(group) != name]
 
     def _teacher_groups(self) -> list[tuple[str, zarr.Group]]:
-        return sorted((n, g) for n, g in self.group[TEACHERS].groups() if not n.startswith("."))
+        return sorted(((n, g) for n, g in self.group[TEACHERS].groups() if not n.startswith(".")), key=lambda x: x[0])
 
     def teacher(self, name: str) -> TeacherGroup:
         """The teacher's group, opened once and kept (it caches array handles and checks)."""
