@@ -153,3 +153,16 @@ def test_out_dot(tmp_path: Path, photo_shards, built: Path, monkeypatch, capsys)
     shutil.copytree(built, tmp_path / "store")
     monkeypatch.chdir(tmp_path / "store")  # inside an existing store, `--out .` is that store
     assert run_extract(*tiny_args(photo_shards, ".")) == 0
+
+
+def test_resuming_an_unfinished_extraction_on_read_only_media(tmp_path: Path, photo_shards, capsys) -> None:
+    medium = tmp_path / "medium"
+    store = str(medium / "f.zarr")
+    assert run_extract(*tiny_args(photo_shards, store, "--rank", "0", "--world-size", "2")) == 0  # half the chunks
+    before = _snapshot(medium)
+    with read_only(medium):
+        assert run_extract(*tiny_args(photo_shards, store, "--rank", "1", "--world-size", "2")) == 2
+    assert f"--out {store} cannot be written: read-only file system" in _error_line(capsys)
+    assert _snapshot(medium) == before
+    assert run_extract(*tiny_args(photo_shards, store, "--rank", "1", "--world-size", "2")) == 0  # writable again
+    assert cache_main(["verify", store]) == 0
