@@ -37,7 +37,8 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
 @click.option("--teacher", "teachers", multiple=True, required=True,
               help="Teacher name (repeatable); see `eupe-cache teachers`.")
 @click.option("--data", required=True, help="Webdataset tar shards: a path, brace pattern "
-              "(shards/train-{000000..000099}.tar) or fsspec URL.")
+              "(shards/train-{000000..000099}.tar) or fsspec URL. Resuming or growing a store, a copy of its "
+              "shards elsewhere serves (compared by content).")
 @click.option("--out", required=True, help="Feature store (a directory; created if absent, extended if present).")
 @click.option("--views", default=None, type=click.IntRange(1),
               help="Views per image, K [default: the existing store's, else 4]. More than an existing store "
@@ -105,7 +106,8 @@ def store_info(store) -> dict:
     info = {"path": store.where, "views_per_image": store.params.views_per_image,
             "seed": store.params.seed, "view_policy": store.params.policy.to_dict(),
             "images_per_chunk": store.params.images_per_chunk,
-            "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {}}
+            "dataset": {k: v for k, v in store.dataset.items() if k != "shard_fingerprints"}, "teachers": {},
+            "ignored_groups": [{"group": f"teachers/{n}", "reason": r} for n, r in store.ignored_groups()]}
     for name in store.teacher_names():
         group = store.teacher(name)
         status = store.image_status(name)  # the consolidated record when it is current (extract writes it)
@@ -145,6 +147,8 @@ def info(store_path: str, as_json: bool) -> int:
         click.echo(f"  failed shard {failure['shard']}: {failure['reason']}")
     for skipped in ds.get("skipped_samples", []):
         click.echo(f"  skipped sample {skipped['key']} in {skipped['shard']}: {skipped['reason']}")
+    for ignored in data["ignored_groups"]:
+        click.echo(f"  ignored {ignored['group']}: {ignored['reason']}, not a teacher of this store")
     for name, t in data["teachers"].items():
         click.echo(f"teacher {name}: weights sha256 {t['weights_sha256'][:16]}..., resolutions {t['resolutions']}, "
                    f"codec {t['codec']['name']}, dim {t['dim']}, {t['views_per_image']} views per image")
@@ -212,6 +216,9 @@ def _verify_text(result: dict) -> str:
     for name, r in result["teachers"].items():
         lines.append(f"{name}: {'OK' if r['ok'] else 'PROBLEMS'}; {len(r['incomplete'])} incomplete images, "
                      f"{len(r['corrupt'])} corrupt chunks, {r['failed_images']} failed inputs")
+        if r.get("no_usable_images"):
+            lines.append(f"  every image failed: {name} has no targets to train on (see the failed inputs in "
+                         "`eupe-cache info`)")
         if r.get("read_errors"):
             lines.append(f"  {len(r['read_errors'])} image(s) could not be read (transient?): re-run extract with "
                          f"--retry-failed ({', '.join(r['read_errors'][:5])})")
@@ -265,7 +272,11 @@ def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample
     from eupe.progress import progress
     from eupe.store import FeatureStore, compute_stats, describe_method, save_stats
 
+    from eupe.paths import require_writable
+
     store = FeatureStore.open(store_path, mode="a")
+    require_writable(store_path, "the store", "`eupe-cache stats` saves the statistics inside the store: run it "
+                     "where the store is writable (e.g. before copying it to read-only media)")
     for name in teachers or store.teacher_names():
         group = store.teacher(name)
         for resolution in group.resolutions:

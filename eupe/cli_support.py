@@ -27,6 +27,7 @@ USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("eupe.deploy.folder", "ExportFolderError"),
     ("eupe.deploy.timm_export", "UnsupportedStudentError"),
     ("eupe.distill.rundir", "RunError"),
+    ("eupe.paths", "PathError"),
     ("builtins", "FileNotFoundError"),
     ("eupe.eval.datasets", "DatasetError"),
     ("eupe.eval.tasks.base", "TaskOptionError"),
@@ -54,11 +55,24 @@ class Interrupted(Exception):
 
 
 def is_user_error(err: BaseException) -> bool:
+    """One of USER_ERRORS, or an operating-system error on a user's path (read-only medium,
+    permission, full disk, not a regular file: ``eupe.paths.USER_ERRNOS``)."""
+    from eupe.paths import is_user_os_error  # stdlib only
+
+    if is_user_os_error(err):
+        return True
     for module, name in USER_ERRORS:
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None and isinstance(err, cls):
             return True
     return False
+
+
+def user_message(err: BaseException) -> str:
+    """The one line a user error prints after ``Error: ``."""
+    from eupe.paths import is_user_os_error, os_error_message
+
+    return os_error_message(err) if is_user_os_error(err) else str(err)
 
 
 def _on_signal(signum: int, _frame) -> None:
@@ -86,7 +100,7 @@ def run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> i
     except Exception as err:  # noqa: BLE001 - user errors become one line, the rest propagate
         if not is_user_error(err):
             raise
-        click.echo(f"Error: {err}", err=True)
+        click.echo(f"Error: {user_message(err)}", err=True)
         return 2
     finally:
         if previous is not None:

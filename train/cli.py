@@ -42,6 +42,10 @@ def cli(stage: int, config_file: str | None, overrides: tuple[str, ...]) -> int:
         raise click.BadParameter(f"--stage {stage} but {config_file} is a stage-{cfg.stage} config")
     cfg.stage = stage
     validate(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    from eupe.paths import require_writable
+
+    require_writable(cfg.out, "out=", "the run directory receives the config, checkpoints and logs: choose a "
+                     "writable out=")
     from eupe.distill.loop import train
 
     train(cfg, say=click.echo)  # prints "run directory: ..." from the main process

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator, Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "ShardFailure",
     "ShardIndex",
     "ShardReader",
+    "check_regular",
     "expand_shards",
     "index_shards",
     "read_member",
@@ -144,26 +146,61 @@ class _ShardError(Exception):
     """A shard is unreadable; the message is the recorded reason."""
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                (stat.S_ISBLK, "block device"))
+
+
+def check_regular(shard: str) -> None:
+    """Refuse a local shard that is a FIFO, socket or device: opening one would block (a FIFO waits
+    for a writer) and a shard is read by random access. Missing paths and directories are left to
+    the caller (recorded as failed shards)."""
+    if _is_url(shard):
+        return
+    try:
+        mode = os.stat(shard).st_mode
+    except OSError:
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), None)
+    if kind is not None:
+        raise DatasetError(f"shard {shard} is a {kind}, not a regular file: webdataset shards are read by random "
+                           "access, so write the stream to a .tar file first and pass that")
+
+
 def _open(shard: str) -> IO[bytes]:
     """Open a shard for binary random access (local file or fsspec URL)."""
     if _is_url(shard):
         return fsspec.open(shard, "rb").open()
+    check_regular(shard)
     return open(shard, "rb")
 
 
-def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    """Regular members of ``tar`` that webdataset would not skip, headers only."""
+def _members(tar: tarfile.TarFile, shard: str, skipped: list[dict]) -> Iterator[tarfile.TarInfo]:
+    """Regular members of ``tar`` that webdataset would not skip, headers only. Links, devices and
+    FIFOs inside the tar are skipped as webdataset skips them, and recorded in ``skipped``."""
+    from webdataset.tariterators import base_plus_ext  # imported here: webdataset imports torch
+
     while (info := tar.next()) is not None:
         tar.members.clear()  # keep memory flat on large shards
-        if info.isreg() and info.name and not _SKIP_META.match(info.name):
+        if not info.name or _SKIP_META.match(info.name):
+            continue
+        if info.isreg():
             yield info
+        elif not info.isdir():
+            kind = "symlink" if info.issym() else "hardlink" if info.islnk() else "special file"
+            target = f" -> {info.linkname}" if info.linkname else ""
+            skipped.append({"shard": shard, "key": base_plus_ext(info.name)[0] or info.name,
+                            "reason": f"member {info.name} is a {kind}{target}, which webdataset does not read; "
+                                      "store the file itself in the tar"})
 
 
-def _group(tar: tarfile.TarFile) -> Iterator[_Sample]:
-    """Group consecutive members by webdataset key (``base_plus_ext``)."""
+def _group(tar: tarfile.TarFile, shard: str, skipped: list[dict]) -> Iterator[_Sample]:
+    """Group consecutive members by webdataset key (``base_plus_ext``).
+
+    A sample holding the same member twice is refused, as webdataset refuses it (``tar`` would
+    extract the last copy): which copy is meant cannot be known."""
     from webdataset.tariterators import base_plus_ext  # imported here: webdataset imports torch
     current: _Sample | None = None
-    for info in _members(tar):
+    for info in _members(tar, shard, skipped):
         key, suffix = base_plus_ext(info.name)
         if key is None:
             continue
@@ -171,7 +208,10 @@ def _group(tar: tarfile.TarFile) -> Iterator[_Sample]:
             if current is not None:
                 yield current
             current = _Sample(key)
-        current.members.setdefault(suffix.lower(), info)
+        if suffix.lower() in current.members:
+            raise DatasetError(f"shard {shard} holds the member {info.name} twice (sample {key!r}); webdataset "
+                               "refuses such a tar and tar would keep the last copy: rewrite the shard with one copy")
+        current.members[suffix.lower()] = info
     if current is not None:
         yield current
 
@@ -226,7 +266,7 @@ def _scan(shard: str, skipped: list[dict]) -> list[_Row]:
     try:
         with _open(shard) as handle:
             with tarfile.open(fileobj=handle, mode="r:") as tar:
-                rows = [r for s in _group(tar) if (r := _row(tar, s, skipped, shard)) is not None]
+                rows = [r for s in _group(tar, shard, skipped) if (r := _row(tar, s, skipped, shard)) is not None]
                 _check_end(handle, tar)
     except FileNotFoundError as exc:
         raise _ShardError(f"missing: {exc}") from exc

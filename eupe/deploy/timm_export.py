@@ -32,7 +32,7 @@ from eupe.models.features import Encoder
 from eupe.models.spec import EncoderSpec
 from eupe.models.students import student_spec
 
-SAFETENSORS_FILENAME = "model.safetensors"
+SAFETENSORS_FILENAME = EXPORT_FILENAME
 CONFIG_FILENAME = "config.json"
 
 # The timm pooling whose pre-logits output equals each summary a student can be distilled to:

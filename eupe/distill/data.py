@@ -239,6 +239,7 @@ class DistillDataset(Dataset):
     def __init__(self, store_path: str, teachers: Sequence[str], stats: dict[str, dict[int, dict]],
                  store: FeatureStore | None = None, decode: bool = True) -> None:
         self.store_path = store_path
+        self.shards = store.shards if store is not None else None  # where images are read (FeatureStore.relocate)
         self.teachers = list(teachers)
         self.stats = stats  # teacher -> resolution -> {"summary_mean", ...} float32 tensors
         self.decode = decode
@@ -255,6 +256,8 @@ class DistillDataset(Dataset):
     def _open(self) -> FeatureStore:
         if self._store is None:  # opened lazily, once per worker process
             self._store = FeatureStore.open(self.store_path)
+            if self.shards is not None:
+                self._store.relocate(self.shards, check=False)  # the main process checked them
         if self._reader is None:
             self._reader = ShardReader(self._store.shard_index(keys=False))  # a reader needs no keys
             # kept for the worker's life: they cache array handles and shard indexes
@@ -364,7 +367,7 @@ def usable_views(store: FeatureStore, teachers: Sequence[str], recorded: int | N
 
 def mixture_parts(store: FeatureStore, patterns: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, ...]:
     """Usable rows of each shard pattern (each must name shards of the store's dataset)."""
-    shards = list(store.dataset["shards"])
+    shards = store.shards  # where the images are read from (data.shards, else the recorded paths)
     shard_of_row = np.asarray(store.group["images/shard"][:])  # [N] index into the store's shards
     parts = []
     for i, pattern in enumerate(patterns):

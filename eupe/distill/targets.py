@@ -28,6 +28,7 @@ from eupe.distill.data import DistillDataset, normalize
 from eupe.fileio import atomic_write
 from eupe.models import Encoder, create_teacher, teacher_weights_path
 from eupe.models.weights import file_sha256
+from eupe.paths import require_writable
 from eupe.store import (FeatureStore, RunningMoments, StoreMismatchError, TeacherGroup, compute_stats, load_stats,
                         save_stats)
 from eupe.views import ViewPolicy
@@ -51,8 +52,7 @@ def store_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
         wanted = ViewPolicy.from_dict(cfg.view_policy)
         if wanted.fingerprint() != store.attrs["view_policy_sha256"]:
             problems.append(f"view policy differs: store has {store.attrs['view_policy']}, config has {wanted.to_dict()}")
-    if cfg.data.check_keys and cfg.data.shards:
-        problems += _key_problems(cfg, store)
+    problems += _shard_problems(cfg, store)
     return problems
 
 
@@ -64,13 +64,22 @@ def _expected_fingerprint(teacher) -> str | None:
     return file_sha256(path) if path is not None else None
 
 
-def _key_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
+def _shard_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
+    """data.shards (where the images are now) against the store's record of their content: the sizes
+    and head/tail hashes recorded at extraction, O(shards) small reads, no re-indexing. Without
+    data.shards the recorded paths are read: only their existence is checked here."""
+    if not cfg.data.shards:
+        missing = [s for s in store.shards if "://" not in s and not Path(s).is_file()]
+        if not missing:
+            return []
+        more = f", and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return [f"shard {missing[0]} (recorded in the store) is missing{more}; if the shards moved, set "
+                "data.shards=PATTERN naming them where they are now (their content is checked against the store's "
+                "record)"]
     shards = expand_shards(cfg.data.shards)
-    if shards != store.dataset["shards"]:
-        return [f"dataset shards differ: store has {len(store.dataset['shards'])} ({store.dataset['shards'][0]} ...), "
-                f"config has {len(shards)} ({shards[0]} ...)"]
-    # the shards' sizes and head/tail hashes recorded at extraction: O(shards) small reads, no re-indexing
-    return store.shard_problems()
+    if not cfg.data.check_keys:
+        return [] if len(shards) == len(store.shards) else store.shard_problems(shards)  # the count only
+    return store.shard_problems(shards)
 
 
 def open_store(cfg: TrainConfig) -> FeatureStore:
@@ -97,10 +106,14 @@ def _extract_command(cfg: TrainConfig) -> str:
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
+    """Refuse a store that does not match the config; then read the images from data.shards (a copy
+    of the shards elsewhere serves: the dataset's identity is its content)."""
     problems = store_problems(cfg, store)
     if problems:
         raise StoreMismatchError(f"feature store {cfg.data.store} does not match the training config:\n  "
                                  + "\n  ".join(problems))
+    if cfg.data.shards:
+        store.relocate(expand_shards(cfg.data.shards), check=False)  # checked above
 
 
 def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, int]:
@@ -142,6 +155,8 @@ def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None
                 raise StoreMismatchError(
                     f"normalization statistics of {name} r{resolution} are absent or stale in {store.where} and "
                     f"data.read_only=true forbids writing them: run `eupe-cache stats {store.where}` first")
+            require_writable(store.where, f"normalization statistics of {name} r{resolution} are absent or stale, "
+                             "and the store", f"run `eupe-cache stats {store.where}` where it is writable first")
             say(f"computing normalization statistics for {name} r{resolution} (absent or stale in the store; "
                 "`eupe-cache stats` does this ahead of time)")
             writable = writable or store.writable().teacher(name)  # same store, writable

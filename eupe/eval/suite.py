@@ -81,16 +81,11 @@ def _teacher_clip(name: str, encoder) -> tuple[Callable | None, str | None]:
 
 
 def _student_file_model(spec: str) -> tuple:
-    from eupe.deploy.model_card import CARD_JSON
     from eupe.eval.runs import has_heads, is_run_dir
-    from eupe.models.checkpoint import STUDENT_FILENAME, load_student
+    from eupe.models.checkpoint import load_student
 
     path = Path(spec)
-    if path.is_dir() and not (path / STUDENT_FILENAME).is_file():
-        what = "export folder" if (path / CARD_JSON).is_file() else "folder"
-        raise ModelSpecError(f"{what} {spec} has no {STUDENT_FILENAME}: export with --format safetensors, "
-                             f"or pass the training run directory")
-    encoder = load_student(path)
+    encoder = load_student(path)  # a student file, a run directory or an export folder
     if is_run_dir(path) and has_heads(path):
         clip, reason = _clip_from_heads(encoder, path)
     else:

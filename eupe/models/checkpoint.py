@@ -23,6 +23,7 @@ from eupe.models.students import student_spec
 from eupe.models.weights import WeightsFileError, file_sha256
 
 STUDENT_FILENAME = "student.safetensors"
+EXPORT_FILENAME = "model.safetensors"  # the same self-describing file in an eupe-export model folder
 STUDENT_FORMAT = "eupe-student-v1"
 
 
@@ -84,12 +85,14 @@ def read_student_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_student_file(path: str | Path) -> Path:
-    """A student file from a file path or a training run directory."""
+    """A student file from a file path, a training run directory or an export folder."""
     path = Path(path)
     if path.is_dir():
-        path = path / STUDENT_FILENAME
+        found = [path / name for name in (STUDENT_FILENAME, EXPORT_FILENAME) if (path / name).is_file()]
+        path = found[0] if found else path / STUDENT_FILENAME
     if not path.is_file():
-        raise FileNotFoundError(f"student weights {path} not found; pass a run directory or its {STUDENT_FILENAME}")
+        raise FileNotFoundError(f"student weights {path} not found; pass a run directory, its {STUDENT_FILENAME}, "
+                                f"or an eupe-export folder (its {EXPORT_FILENAME})")
     return path
 
 

@@ -25,13 +25,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader, expand_shards, index_shards
 from eupe.models import Encoder, create_teacher, teacher_batch
+from eupe.paths import require_writable
 from eupe.store.claims import claim_rank
 from eupe.store.codecs import Codec, get_codec
 from eupe.store.layout import (
     DEFAULT_IMAGES_PER_CHUNK, FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError,
     is_url,
 )
-from eupe.store.store import FeatureStore, StoreParams
+from eupe.store.store import FeatureStore, StoreMismatchError, StoreParams
 from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
 from eupe.views import (
     DEFAULT_MAX_PIXELS, VIEW_DIM, ImageDecodeError, SourceImage, ViewPolicy, open_image, render_views, sample_views,
@@ -68,6 +69,7 @@ class ExtractConfig:
     retry_failed: bool = False  # redo chunks holding images that failed with a read error
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger source images are recorded as failed, never decoded
     writers: int | None = None  # writer threads (zstd + write + fsync); None: default_writers()
+    views_given: bool | None = None  # whether --views was passed (set by resolve_params before it fills views)
 
     def params(self) -> StoreParams:
         return StoreParams(self.views, self.seed, self.policy, self.images_per_chunk)
@@ -114,6 +116,8 @@ def resolve_params(cfg: ExtractConfig) -> None:
     """Fill what the command line left open from the store already at ``--out`` (its views per image,
     seed and chunk size), else the defaults of a new store (DEFAULT_VIEWS, :func:`derived_seed`,
     DEFAULT_IMAGES_PER_CHUNK)."""
+    if cfg.views_given is None:
+        cfg.views_given = cfg.views is not None
     if cfg.seed is not None and cfg.images_per_chunk is not None and cfg.views is not None:
         return
     existing = FeatureStore.existing_params(cfg.out)
@@ -127,13 +131,15 @@ def resolve_params(cfg: ExtractConfig) -> None:
 
 def open_or_create_store(cfg: ExtractConfig, progress: bool = True) -> FeatureStore:
     """Open the store at ``cfg.out`` (checking views, dataset and shards) or create it atomically."""
+    require_writable(cfg.out, "--out", "extract writes into the store (chunks, claims, view blocks): choose a "
+                     "writable --out, or run extract where the store is writable")
     resolve_params(cfg)
     shards = expand_shards(cfg.data)
     if is_url(cfg.out) and cfg.rank != 0:
         wait_for_rank0(f"the store {cfg.out}", lambda: FeatureStore.exists(cfg.out))
     store = FeatureStore.open_or_create(cfg.out, cfg.params(), shards, cfg.limit,
                                         index=lambda: index_shards(shards, progress=progress))
-    store.check_shards()  # a resume over shards that changed would mix two datasets
+    store.relocate(shards)  # by content: copies elsewhere serve; shards that changed would mix two datasets
     return store
 
 
@@ -356,6 +362,10 @@ def grow_views(cfg: ExtractConfig, group: TeacherGroup, codec: Codec, summary: E
     """The teacher's blocks, with a view block added when ``--views`` asks for more views than it
     holds (on object storage rank 0 adds it and the other ranks wait)."""
     held = group.total_views
+    if cfg.views < held and cfg.views_given:
+        raise StoreMismatchError(f"--views {cfg.views}: teacher {group.name} already holds {held} views per image in "
+                                 f"{cfg.out}; --views can only grow a store: pass --views {held} or more, or leave "
+                                 "--views out to resume with what it holds")
     if held >= cfg.views:
         return group.blocks
     if is_url(cfg.out) and cfg.rank != 0:

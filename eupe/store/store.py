@@ -114,6 +114,7 @@ class FeatureStore:
         self.params = StoreParams(attrs["views_per_image"], attrs["seed"], policy, attrs["images_per_chunk"])
         self.fingerprint: str = attrs["identity_sha256"]
         self._keys: np.ndarray | None = None
+        self._shards: list[str] | None = None  # where images are read from, when not the recorded paths (relocate)
         self._teachers: dict[str, TeacherGroup] = {}
         self._progress: dict[str, TeacherProgress] = {}
         self._key_rows: dict[str, int] | None = None  # key -> row, built on the first lookup by key
@@ -148,6 +149,8 @@ class FeatureStore:
         Refuses, without writing anything, a path that holds something other than an eupe store.
         """
         if _state(path) != "store":
+            if not is_url(path):
+                _creation_target(Path(path))  # `--out .` is refused before the dataset is indexed
             built = index().head(limit)
             if len(built) == 0:
                 reasons = "; ".join(f"{f.shard}: {f.reason}" for f in built.failures) or "no image members"
@@ -202,31 +205,48 @@ class FeatureStore:
             problems.append(f"store.views_per_image: the store holds {self.params.views_per_image} views per image "
                             f"and --views {params.views_per_image} asks for fewer; --views can only grow a store "
                             f"(pass --views {self.params.views_per_image} or more)")
-        if data_identity is not None:
-            stored = {k: self.dataset.get(k) for k in ("shards", "limit")}
-            problems += differences(stored, {k: data_identity[k] for k in stored}, "dataset")
+        if data_identity is not None:  # the shards themselves are compared by content (relocate)
+            problems += differences({"limit": self.dataset.get("limit")}, {"limit": data_identity["limit"]}, "dataset")
         if problems:
             raise StoreMismatchError(
                 "the existing store was built differently; use another --out or the same settings:\n  "
                 + "\n  ".join(problems))
 
-    def shard_problems(self) -> list[str]:
-        """Shards that are missing or changed since the store was created (size, head/tail hash)."""
+    @property
+    def shards(self) -> list[str]:
+        """Where the images are read from: the shards recorded at creation, or those :meth:`relocate` set."""
+        return list(self._shards if self._shards is not None else self.dataset["shards"])
+
+    def shard_problems(self, shards: Sequence[str] | None = None) -> list[str]:
+        """Shards (default: the recorded ones) that are missing or whose content is not what the store
+        recorded at creation (size, head/tail hash), position by position."""
+        recorded = list(self.dataset["shards"])
+        shards = recorded if shards is None else list(shards)
+        if len(shards) != len(recorded):
+            return [f"dataset shards differ: the store was built from {len(recorded)} shards ({recorded[0]} ...), "
+                    f"{len(shards)} are given ({shards[0] if shards else 'none'} ...)"]
         problems = []
-        for shard, stored in zip(self.dataset["shards"], self.dataset["shard_fingerprints"]):
+        for shard, was, stored in zip(shards, recorded, self.dataset["shard_fingerprints"]):
             now = shard_fingerprint(shard)
+            named = shard if shard == was else f"{shard} (the store's {was})"
+            what = "changed since the store was created" if shard == was else "is not the one the store was built from"
             if now is None:
-                problems.append(f"shard {shard} is missing")
+                problems.append(f"shard {named} is missing")
             elif now != stored:
-                problems.append(f"shard {shard} changed since the store was created "
-                                f"(size {stored['size']} -> {now['size']}, or different content)")
+                problems.append(f"shard {named} {what} (size {stored['size']} -> {now['size']}, or different content)")
         return problems
 
-    def check_shards(self) -> None:
-        problems = self.shard_problems()
+    def relocate(self, shards: Sequence[str], check: bool = True) -> None:
+        """Read the images from ``shards``: the dataset's identity is its content, not its paths, so
+        a copy of the shards elsewhere (node-local disk, a symlinked directory) serves when each one
+        has the size and head/tail hash recorded at creation (``check``; refused naming the shards
+        that differ). The store itself is not changed."""
+        problems = self.shard_problems(shards) if check else []
         if problems:
             raise StoreMismatchError("the dataset's shards are not the ones this store was built from; restore "
-                                     "them (or build a new store):\n  " + "\n  ".join(problems))
+                                     "them, name their copies in the same order (or build a new store):\n  "
+                                     + "\n  ".join(problems))
+        self._shards = list(shards)
 
     # -- dataset ----------------------------------------------------------------------------
 
@@ -276,7 +296,7 @@ class FeatureStore:
         worker's start, see bench/startup.py)."""
         n = self.num_images
         return ShardIndex(
-            shards=list(self.dataset["shards"]), keys=self.keys if keys else None, shard=self.image_array("shard"),
+            shards=self.shards, keys=self.keys if keys else None, shard=self.image_array("shard"),
             offset=self.image_array("offset"), size=self.image_array("size"), ext=np.zeros(n, dtype="<U1"),
             label=self.image_array("label"), failures=[],
         )
@@ -332,7 +352,17 @@ class FeatureStore:
     # -- teachers ---------------------------------------------------------------------------
 
     def teacher_names(self) -> list[str]:
-        return sorted(name for name, _ in self.group[TEACHERS].groups() if not name.startswith("."))
+        """Groups under ``teachers/`` that are teacher groups under their own name: a copy such as
+        ``pecore_g.bak`` (its attributes name ``pecore_g``) is not a teacher (see :meth:`ignored_groups`)."""
+        return sorted(name for name, group in self._teacher_groups() if _own_name(group) == name)
+
+    def ignored_groups(self) -> list[tuple[str, str]]:
+        """(name, why) of the groups under ``teachers/`` that are not teachers of this store."""
+        return [(name, f"a copy of teacher {_own_name(group)}'s group" if _own_name(group) else
+                 "not an eupe teacher group") for name, group in self._teacher_groups() if _own_name(group) != name]
+
+    def _teacher_groups(self) -> list[tuple[str, zarr.Group]]:
+        return sorted(((n, g) for n, g in self.group[TEACHERS].groups() if not n.startswith(".")), key=lambda x: x[0])
 
     def teacher(self, name: str) -> TeacherGroup:
         """The teacher's group, opened once and kept (it caches array handles and checks)."""
@@ -388,6 +418,12 @@ class FeatureStore:
     def local_root(self) -> Path | None:
         root = getattr(self.group.store, "root", None)
         return Path(root) / self.group.path if root is not None else None
+
+
+def _own_name(group: zarr.Group) -> str | None:
+    """The teacher name a teacher group records in its attributes (None: not a teacher group)."""
+    name = dict(group.attrs).get("name")
+    return name if isinstance(name, str) else None
 
 
 # -- identity documents ------------------------------------------------------------------------
@@ -552,7 +588,20 @@ def _write_images(group: zarr.Group, index: ShardIndex, params: StoreParams, lim
     group.attrs.put({**attrs, "identity_sha256": sha256_of(document)})
 
 
+def _creation_target(root: Path) -> Path:
+    """The directory a new local store becomes: through symbolic links (an empty directory a link
+    points to is replaced by the store, the link kept), never the working directory or a parent of
+    it (the store is built beside its final name and renamed into place)."""
+    target = Path(os.path.realpath(root))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if target == cwd or target in cwd.parents:
+        raise StoreMismatchError(f"--out {root} is the working directory{'' if target == cwd else ' or holds it'}: "
+                                 "a new store is created as a directory of its own; name one, e.g. --out features.zarr")
+    return target
+
+
 def _create_local(root: Path, index: ShardIndex, params: StoreParams, limit: int | None) -> None:
+    root = _creation_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     staged = root.parent / staging_name(root.name)
     try:

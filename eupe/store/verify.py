@@ -39,12 +39,14 @@ class TeacherReport:
     stats_method: dict = field(default_factory=dict)  # resolution -> how they were computed (stats_method)
     check: dict | None = None
     nonfinite: list[dict] = field(default_factory=list)  # {"resolution", "chunk", "keys", "kinds"} (finite=True)
+    no_usable_images: bool = False  # every image failed: the teacher has no target to train on
 
     @property
     def ok(self) -> bool:
         damaged = any(v == "partial or altered" for v in self.stats.values())
         return (not self.incomplete and not self.corrupt and not damaged and not self.read_errors
-                and not self.nonfinite and (self.check is None or self.check["passed"]))
+                and not self.nonfinite and not self.no_usable_images
+                and (self.check is None or self.check["passed"]))
 
 
 def _chunk_keys(store: FeatureStore, chunk: int) -> list[str]:
@@ -72,6 +74,7 @@ def verify_teacher(store: FeatureStore, name: str, finite: bool = False, progres
             failures = block.failures(block.status(flags))
             report.failed_images += len(failures) if block is group else 0  # an image fails in every block alike
             report.read_errors += [_label(key, block) for key, reason in failures if reason.startswith(READ_ERROR)]
+        report.no_usable_images = bool(store.num_images) and report.failed_images == store.num_images
         report.stats = {str(resolution): stats_state(group, resolution) for resolution in group.resolutions}
         report.stats_method = {str(resolution): stats_method(group, resolution) for resolution in group.resolutions}
         if finite:

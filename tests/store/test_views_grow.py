@@ -60,7 +60,10 @@ def test_growing_leaves_every_old_file_untouched(stores):
 def test_fewer_views_than_the_store_holds_is_refused(stores, photo_shards, capsys):
     assert run_extract(*_args(photo_shards, stores["grown"], 1)) == 2
     assert "--views can only grow a store" in capsys.readouterr().err
-    assert run_extract(*_args(photo_shards, stores["grown"], 3)) == 0  # within what it holds: nothing to do
+    # below what the teacher holds (4) but not below the store's creation count (2): refused too (issue 21)
+    assert run_extract(*_args(photo_shards, stores["grown"], 3)) == 2
+    assert "already holds 4 views per image" in capsys.readouterr().err
+    assert run_extract(*_args(photo_shards, stores["grown"], 4)) == 0  # what it holds: nothing to do
     plain = _args(photo_shards, stores["grown"], 2)
     i = plain.index("--views")
     assert run_extract(*(plain[:i] + plain[i + 2:])) == 0  # no --views: the store's K, never a growth
