@@ -3,9 +3,9 @@
 Real photos from installed packages -> webdataset shards -> two real pretrained teachers
 (effnet_lite0, dinov2s_imgfocus) cached in one store -> Stage 1 (a small proxy) -> the proxy
 cached -> Stage 2 (an EUPE ViT-T) -> a short Stage 3 whose extra resolutions run the proxy online ->
-ExecuTorch export with a parity check -> the evaluation suite (``eupe-eval suite --quick``: kNN on
-real labels, zero-shot, agreement, every registered task; the table with the paper's rows), a
-loss-curve PNG, a PCA PNG and a summary table. Every step calls the same commands a user runs.
+the evaluation suite (``eupe-eval suite --quick``: kNN on real labels, zero-shot, agreement, every
+registered task; the table with the paper's rows) -> the model folder + ExecuTorch export with a
+parity check, whose model card lists those figures -> a loss-curve PNG, a PCA PNG and a summary table. Every step calls the same commands a user runs.
 """
 
 from __future__ import annotations
@@ -128,9 +128,10 @@ def main_steps(demo: Demo) -> dict:
     demo.step("stage 3: multi-scale, online fallback", lambda: stage3(demo))
     from eupe.demo.report import eval_models, export_and_check, report, suite_table
 
-    parity = demo.step("export ExecuTorch + parity", lambda: export_and_check(demo))
     models = demo.step("load the models to evaluate", lambda: eval_models(demo))
     knn = demo.step("evaluation suite (--quick, offline)", lambda: suite_table(demo))
+    # after the suite: the export's model card lists the figures it appended to stage3/evaluations.jsonl
+    parity = demo.step("export ExecuTorch + parity", lambda: export_and_check(demo))
     return demo.step("agreement, figures, summary", lambda: report(demo, parity, models, knn))
 
 
