@@ -79,34 +79,46 @@ def _default_capacity() -> int:
 
 
 class OpenShards:
-    """A bounded LRU of read-only file descriptors, keyed by path (one per process)."""
+    """A bounded LRU of read-only file descriptors, keyed by path (one per process).
+
+    A shard file replaced since it was opened (a chunk re-extracted, a store re-written by another
+    process) is reopened: a cached descriptor is used only while the path still names its file."""
 
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity or _default_capacity()
-        self._fds: OrderedDict[Path, int] = OrderedDict()
+        self._fds: OrderedDict[Path, tuple[int, tuple[int, int]]] = OrderedDict()  # path -> (fd, (dev, ino))
         self.opened = 0  # files opened so far (the benchmark reports it)
 
     def get(self, path: Path) -> int:
         """An open descriptor of ``path`` (FileNotFoundError when it does not exist)."""
-        fd = self._fds.get(path)
-        if fd is not None:
-            self._fds.move_to_end(path)
-            return fd
+        held = self._fds.get(path)
+        if held is not None:
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == held[1]:
+                self._fds.move_to_end(path)
+                return held[0]
+            self.close(path)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        opened = os.fstat(fd)
         self.opened += 1
-        self._fds[path] = fd
+        self._fds[path] = (fd, (opened.st_dev, opened.st_ino))
         while len(self._fds) > self.capacity:
-            os.close(self._fds.popitem(last=False)[1])
+            os.close(self._fds.popitem(last=False)[1][0])
         return fd
 
+    def source(self, path: Path) -> tuple[int, int] | None:
+        """(device, inode) of the file held open for ``path`` (None when none is)."""
+        held = self._fds.get(path)
+        return None if held is None else held[1]
+
     def close(self, path: Path) -> None:
-        fd = self._fds.pop(path, None)
-        if fd is not None:
-            os.close(fd)
+        held = self._fds.pop(path, None)
+        if held is not None:
+            os.close(held[0])
 
     def clear(self) -> None:
         while self._fds:
-            os.close(self._fds.popitem()[1])
+            os.close(self._fds.popitem()[1][0])
 
 
 OPEN_SHARDS = OpenShards()
@@ -133,15 +145,17 @@ class _ShardLayout:
     def _chunk_key(self, shard: int) -> str:
         return self.array.metadata.encode_chunk_key((shard,) + (0,) * (len(self.shard) - 1))
 
-    def _cached_index(self, shard: int) -> np.ndarray | None:
-        table = self._index.get(shard)
-        if table is not None:
-            self._index.move_to_end(shard)
-        return table
+    def _cached_index(self, shard: int, source: object = None) -> np.ndarray | None:
+        """The parsed index of ``shard`` if it was read from ``source`` (the file it is in now)."""
+        held = self._index.get(shard)
+        if held is None or held[0] != source:
+            return None
+        self._index.move_to_end(shard)
+        return held[1]
 
-    def _keep_index(self, shard: int, blob: bytes, what: str) -> np.ndarray:
+    def _keep_index(self, shard: int, blob: bytes, what: str, source: object = None) -> np.ndarray:
         table = np.frombuffer(_checked(blob, f"shard index of {what}"), dtype="<u8").reshape(-1, 2)
-        self._index[shard] = table
+        self._index[shard] = (source, table)
         if len(self._index) > INDEX_CACHE:
             self._index.popitem(last=False)
         return table
@@ -194,10 +208,12 @@ class ShardedArrayReader(_ShardLayout):
             fd = self.files.get(path)
         except FileNotFoundError:
             raise StoreIntegrityError(f"{path} is missing (image {row}, view {view})") from None
-        table = self._cached_index(shard)
+        source = self.files.source(path)  # a replaced file has another index
+        table = self._cached_index(shard, source)
         if table is None:
             nbytes, size = self.index_bytes, os.fstat(fd).st_size
-            table = self._keep_index(shard, os.pread(fd, nbytes, size - nbytes) if size >= nbytes else b"", str(path))
+            table = self._keep_index(shard, os.pread(fd, nbytes, size - nbytes) if size >= nbytes else b"", str(path),
+                                     source)
         return fd, table, path
 
     def read_blob(self, row: int, view: int) -> memoryview:

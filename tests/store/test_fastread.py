@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
@@ -104,7 +107,8 @@ def test_forget_rereads_a_rewritten_shard(tmp_path):
     reader = ShardedArrayReader(array)
     np.testing.assert_array_equal(_values(reader, 0, 0), values[0, 0])
     array[0:2] = -values[0:2]  # zarr writes a new file and renames it over the old one
-    np.testing.assert_array_equal(_values(reader, 0, 0), values[0, 0])  # the open descriptor: old, consistent file
+    # the path's file now, not the open descriptor's: what the integrity checks look at is what is read
+    np.testing.assert_array_equal(_values(reader, 0, 0), -values[0, 0])
     reader.forget(0)
     np.testing.assert_array_equal(_values(reader, 0, 0), -values[0, 0])
 
@@ -115,3 +119,26 @@ def test_a_truncated_shard_raises(tmp_path):
     shard.write_bytes(shard.read_bytes()[:20])  # same file, cut short: its index is gone
     with pytest.raises(ValueError, match="checksum mismatch in shard index"):
         ShardedArrayReader(array).read(2, 0)
+
+
+def test_a_replaced_shard_file_is_read_anew(tmp_path):
+    """A cached descriptor and index serve only the file they were read from: a shard replaced since
+    (re-extracted, rewritten by another process) is reopened, not read stale."""
+    from eupe.store.fastread import OpenShards
+
+    array, values = _sharded(tmp_path)
+    files = OpenShards()
+    reader = ShardedArrayReader(array, files)
+    np.testing.assert_array_equal(_values(reader, 0, 0), values[0, 0])
+    other = _feature_array(tmp_path / "other.zarr", 6)
+    other[:] = values + 1000
+    shard = reader._shard_path(0)
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes((Path(other.store.root) / other.path / shard.relative_to(reader.base)).read_bytes())
+    os.replace(replacement, shard)  # a new file at the same path, as an atomic rewrite leaves it
+    np.testing.assert_array_equal(_values(reader, 0, 0), values[0, 0] + 1000)
+    assert files.opened == 2
+    shard.unlink()
+    with pytest.raises(StoreIntegrityError, match="is missing"):
+        reader.read(0, 1)
+    files.clear()
