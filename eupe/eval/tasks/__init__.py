@@ -7,7 +7,7 @@ import importlib
 from eupe.eval.tasks.base import TASKS, EvalTask
 
 # One module per task, each registering itself on import.
-TASK_MODULES: tuple[str, ...] = ("seg", "depth")
+TASK_MODULES: tuple[str, ...] = ("seg", "depth", "corr")
 
 
 def load_tasks() -> list[str]:
