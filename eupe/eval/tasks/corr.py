@@ -14,6 +14,7 @@ bundled photos under known random affine warps (PCK@0.1 of the side). A dataset 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Sequence
 
 import torch
 
@@ -42,20 +43,21 @@ QUICK = CorrConfig(warp_pairs=6)
 
 @dataclass
 class Pair:
-    source: torch.Tensor  # float [3, H, W] in [0, 1]
-    target: torch.Tensor
+    source: torch.Tensor | None  # float [3, H, W] in [0, 1]; None once matched
+    target: torch.Tensor | None
     source_xy: torch.Tensor  # [N, 2] continuous pixel coordinates in ``source``
     target_xy: torch.Tensor  # [N, 2] in ``target``
     scale: torch.Tensor | float  # PCK threshold = alpha * scale (pixels of ``target``)
     group: str = ""  # SPair category
 
 
-def pair_predictions(model: EvalModel, pairs: list[Pair], size: tuple[int, int] | None, ctx: EvalContext
-                     ) -> list[torch.Tensor]:
-    """Predicted target keypoints [N, 2] for each pair (features of all images in batches).
+def pair_predictions(model: EvalModel, pairs: Sequence[Pair], size: tuple[int, int] | None, ctx: EvalContext
+                     ) -> tuple[list[torch.Tensor], list[Pair]]:
+    """Predicted target keypoints [N, 2] for each pair (features of all images in batches), and the
+    pairs without their pixels (``pairs`` may decode lazily: each chunk is decoded once).
 
     ``size``: the model input size for every image (None: fitted per pair to its own size)."""
-    out = []
+    out, light = [], []
     step = max(1, ctx.batch_size // 2)
     for start in range(0, len(pairs), step):
         chunk = pairs[start:start + step]
@@ -65,7 +67,8 @@ def pair_predictions(model: EvalModel, pairs: list[Pair], size: tuple[int, int] 
         for i, p in enumerate(chunk):
             out.append(match_keypoints(feats[2 * i], feats[2 * i + 1], p.source_xy,
                                        tuple(p.source.shape[-2:]), tuple(p.target.shape[-2:])))
-    return out
+            light.append(replace(p, source=None, target=None))
+    return out, light
 
 
 def score(pairs: list[Pair], preds: list[torch.Tensor], alpha: float) -> float:
@@ -113,10 +116,10 @@ class CorrTask(EvalTask):
         stereo, (height, width) = stereo_pair(config, ctx.seed)
         short = config.resolution
         stereo_size = model_size(model.encoder, short, round(width * short / height))
-        stereo_pck = score([stereo], pair_predictions(model, [stereo], stereo_size, ctx), config.stereo_alpha)
+        stereo_pck = score([stereo], pair_predictions(model, [stereo], stereo_size, ctx)[0], config.stereo_alpha)
         warps = warp_pairs(config, ctx.seed)
         side = model_size(model.encoder, config.resolution, config.resolution)
-        warp_pck = score(warps, pair_predictions(model, warps, side, ctx), config.warp_alpha)
+        warp_pck = score(warps, pair_predictions(model, warps, side, ctx)[0], config.warp_alpha)
         base = {**asdict(config), "seed": ctx.seed, "matching": "argmax over target patch grid (Probe3D)"}
         stereo_settings = {**base, "input_size": list(stereo_size), "matches": len(stereo.source_xy),
                            "threshold": f"{config.stereo_alpha} x longer image side",
@@ -134,7 +137,7 @@ class CorrTask(EvalTask):
 
         pairs = spair_pairs(ctx.data, config, ctx.seed)
         side = model_size(model.encoder, config.resolution, config.resolution)
-        preds = pair_predictions(model, pairs, side, ctx)
+        preds, pairs = pair_predictions(model, pairs, side, ctx)
         groups = sorted({p.group for p in pairs})
         per_class = {g: score([p for p in pairs if p.group == g], [q for p, q in zip(pairs, preds) if p.group == g],
                               config.spair_alpha) for g in groups}

@@ -116,7 +116,7 @@ def fit(model: EvalModel, data: SegData, config: SegConfig, ctx: EvalContext):
     size = model_size(encoder, config.resolution, config.resolution)
     feats = extract(encoder, data.train_images, size, ctx.batch_size, ctx.device)  # [N, D, h, w]
     grid = loss_grid(tuple(feats.shape[-2:]), config.loss_factor)
-    targets = nearest(data.train_labels, grid).to(ctx.device)  # [N, 4h, 4w]
+    targets = nearest(data.train_labels, grid).long().to(ctx.device)  # [N, 4h, 4w]
 
     def loss_fn(logits: torch.Tensor, index: torch.Tensor, _step: int) -> torch.Tensor:
         return F.cross_entropy(upsample(logits, grid), targets[index.to(ctx.device)], ignore_index=IGNORE)
