@@ -122,7 +122,8 @@ class DepthTask(EvalTask):
         if self.config is not None:
             return self.config
         if ctx.data != OFFLINE:
-            return replace(self.full, train=64, test=32) if ctx.quick else self.full
+            return (replace(self.full, train=64, test=32, train_config=QUICK.train_config,
+                            warmup_var_off=QUICK.warmup_var_off) if ctx.quick else self.full)
         return self.quick if ctx.quick else DepthConfig()
 
     def load(self, config: DepthConfig, ctx: EvalContext) -> DepthData:

@@ -142,7 +142,7 @@ class SegTask(EvalTask):
         if self.config is not None:
             return self.config
         if ctx.data != OFFLINE:
-            return replace(self.full, val=QUICK.val, train=QUICK.train) if ctx.quick else self.full
+            return replace(self.full, val=QUICK.val, train=QUICK.train, train_config=QUICK.train_config) if ctx.quick else self.full
         return self.quick if ctx.quick else SegConfig()
 
     def load(self, config: SegConfig, ctx: EvalContext) -> SegData:
