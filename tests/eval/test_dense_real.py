@@ -12,9 +12,9 @@ from eupe.eval.tasks.corr import CorrConfig, CorrTask
 from eupe.eval.tasks.depth import DepthConfig, DepthTask
 from eupe.eval.tasks.seg import SegConfig, SegTask
 
-SEG = SegConfig(train=24, val=12, train_config=TrainConfig(steps=60, batch_size=8, warmup=6))
+SEG = SegConfig(train=24, val=12, train_config=TrainConfig(steps=60, batch_size=8, lr=1e-2, warmup=6))
 DEPTH = DepthConfig(train=16, warmup_var_off=10, train_config=TrainConfig(
-    steps=80, batch_size=8, lr=3e-4, betas=(0.9, 0.99), warmup=10, grad_clip=35.0))
+    steps=80, batch_size=8, lr=3e-3, betas=(0.9, 0.99), warmup=10, grad_clip=35.0))
 CORR = CorrConfig(resolution=336, warp_pairs=4)
 
 

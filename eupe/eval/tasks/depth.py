@@ -37,12 +37,14 @@ class DepthConfig:
     flip_tta: bool = True
     eigen_crop: bool = False  # True on NYUv2
     warmup_var_off: int = 30  # steps with the SigLoss variance term off (reference: 100)
+    # offline: a short schedule, so lr 3e-3 instead of NYU's 3e-4 over 38.4k steps (measured at 80 steps:
+    # DINOv2-S RMSE 0.39 at 3e-3 vs 0.72 at 3e-4)
     train_config: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=300, batch_size=16, lr=3e-4, weight_decay=1e-3, betas=(0.9, 0.99), warmup=60, grad_clip=35.0))
+        steps=300, batch_size=16, lr=3e-3, weight_decay=1e-3, betas=(0.9, 0.99), warmup=60, grad_clip=35.0))
 
 
 QUICK = DepthConfig(train=24, warmup_var_off=15, train_config=TrainConfig(
-    steps=120, batch_size=8, lr=3e-4, weight_decay=1e-3, betas=(0.9, 0.99), warmup=20, grad_clip=35.0))
+    steps=120, batch_size=8, lr=3e-3, weight_decay=1e-3, betas=(0.9, 0.99), warmup=20, grad_clip=35.0))
 NYU = DepthConfig(train=None, test=None, resolution=480, eigen_crop=True, warmup_var_off=100, train_config=TrainConfig(
     steps=38400, batch_size=16, lr=3e-4, weight_decay=1e-3, betas=(0.9, 0.99), warmup=12800, grad_clip=35.0))
 

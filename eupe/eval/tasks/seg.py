@@ -36,7 +36,9 @@ class SegConfig:
     resolution: int = 224  # offline canvas / ADE20K short side and crop (paper: 512)
     stride: int | None = None  # sliding-window stride (None: 2/3 of the crop, as 341 of 512)
     loss_factor: int = 4  # CE at loss_factor x the patch grid
-    train_config: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=16, lr=1e-3,
+    # offline: short schedules, so a higher lr than ADE20K's 1e-3 over 40k steps (measured: at 60 steps
+    # lr 1e-2 gives DINOv2-S 26.6 mIoU vs 22.9 at 3e-3; the random-init floor stays ~13)
+    train_config: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=16, lr=1e-2,
                                                                           weight_decay=1e-3, warmup=30))
 
     @property
@@ -44,7 +46,7 @@ class SegConfig:
         return self.stride or (self.resolution * 2) // 3
 
 
-QUICK = SegConfig(train=32, val=16, train_config=TrainConfig(steps=100, batch_size=8, lr=1e-3,
+QUICK = SegConfig(train=32, val=16, train_config=TrainConfig(steps=100, batch_size=8, lr=1e-2,
                                                               weight_decay=1e-3, warmup=10))
 ADE20K = SegConfig(train=None, val=None, resolution=512, stride=341,
                    train_config=TrainConfig(steps=40000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup=1500))
