@@ -9,12 +9,12 @@ import pytest
 from eupe.eval.dense.heads import TrainConfig
 from eupe.eval.tasks.base import EvalContext, EvalModel
 from eupe.eval.tasks.corr import CorrConfig, CorrTask
+from eupe.eval.tasks.depth import QUICK as depth_quick
 from eupe.eval.tasks.depth import DepthConfig, DepthTask
-from eupe.eval.tasks.seg import SegConfig, SegTask
+from eupe.eval.tasks.seg import QUICK as seg_quick
+from eupe.eval.tasks.seg import SegTask
 
-SEG = SegConfig(train=24, val=12, train_config=TrainConfig(steps=60, batch_size=8, lr=1e-2, warmup=6))
-DEPTH = DepthConfig(train=16, warmup_var_off=10, train_config=TrainConfig(
-    steps=80, batch_size=8, lr=3e-3, betas=(0.9, 0.99), warmup=10, grad_clip=35.0))
+SEG, DEPTH = seg_quick, depth_quick  # the --quick settings (24/12 mosaics, 60 steps; 16 crops, 80 steps)
 CORR = CorrConfig(resolution=336, warp_pairs=4)
 
 

@@ -38,7 +38,7 @@ class CorrConfig:
     spair_alpha: float = 0.1
 
 
-QUICK = CorrConfig(warp_pairs=6)
+QUICK = CorrConfig(warp_pairs=4)
 
 
 @dataclass

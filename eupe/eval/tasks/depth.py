@@ -43,8 +43,8 @@ class DepthConfig:
         steps=300, batch_size=16, lr=3e-3, weight_decay=1e-3, betas=(0.9, 0.99), warmup=60, grad_clip=35.0))
 
 
-QUICK = DepthConfig(train=24, warmup_var_off=15, train_config=TrainConfig(
-    steps=120, batch_size=8, lr=3e-3, weight_decay=1e-3, betas=(0.9, 0.99), warmup=20, grad_clip=35.0))
+QUICK = DepthConfig(train=16, warmup_var_off=10, train_config=TrainConfig(
+    steps=80, batch_size=8, lr=3e-3, weight_decay=1e-3, betas=(0.9, 0.99), warmup=10, grad_clip=35.0))
 NYU = DepthConfig(train=None, test=None, resolution=480, eigen_crop=True, warmup_var_off=100, train_config=TrainConfig(
     steps=38400, batch_size=16, lr=3e-4, weight_decay=1e-3, betas=(0.9, 0.99), warmup=12800, grad_clip=35.0))
 

@@ -46,8 +46,8 @@ class SegConfig:
         return self.stride or (self.resolution * 2) // 3
 
 
-QUICK = SegConfig(train=32, val=16, train_config=TrainConfig(steps=100, batch_size=8, lr=1e-2,
-                                                              weight_decay=1e-3, warmup=10))
+QUICK = SegConfig(train=24, val=12, train_config=TrainConfig(steps=60, batch_size=8, lr=1e-2,
+                                                              weight_decay=1e-3, warmup=6))
 ADE20K = SegConfig(train=None, val=None, resolution=512, stride=341,
                    train_config=TrainConfig(steps=40000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup=1500))
 
