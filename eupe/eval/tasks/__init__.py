@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from eupe.eval.tasks.base import EvalTask
 
-# One module per task, each registering itself on import (the task's name is the module's name).
-TASK_MODULES: tuple[str, ...] = ("knn", "zeroshot", "agreement", "pca")
+# One module per task, each registering itself on import (the task's name is the module's name);
+# the suite's columns follow this order.
+TASK_MODULES: tuple[str, ...] = ("knn", "zeroshot", "seg", "depth", "corr", "agreement", "pca")
 
 
 def load_tasks() -> list[str]:
