@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from eupe.fileio import write_text_atomic
-from eupe.models.checkpoint import read_student_metadata, save_student
+from eupe.models.checkpoint import EXPORT_FILENAME, read_student_metadata, save_student
 from eupe.models.features import Encoder
 from eupe.models.spec import EncoderSpec
 from eupe.models.students import student_spec

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 
 import pytest
 import timm
 import torch
-from deploy_helpers import tiny_student
+from deploy_helpers import photo_file, tiny_student
 from PIL import Image
 
 from eupe.deploy.timm_export import POOLING, UnsupportedStudentError, pooling_args
 from eupe.export.cli import main
 from eupe.models.checkpoint import save_student
 from eupe.models.students import student_spec
-from eupe.views import ViewSpec, decode_image, render
 
 RESOLUTION = {"vit_t": 64, "convnext_t": 64}
 LOSSES = ['{"step": 0, "total": 3.0, "proxy/summary_cos": 0.9, "proxy/loss": 3.0}',
@@ -53,14 +51,6 @@ def _export(run, out, *args):
     return main(["--checkpoint", str(run), "--resolution", "64", "--out", str(out), *args])
 
 
-def _photo(photos, folder):
-    """A real JPEG photo as ``folder/photo.jpg`` and the project's own rendering of it [1, 3, 64, 64] in [0, 1]."""
-    photo = next(p for p in photos if p.path.suffix == ".jpg")
-    shutil.copy(photo.path, folder / "photo.jpg")
-    image = decode_image(photo.read_bytes())
-    return render(image, ViewSpec.full(image.shape[1], image.shape[2], 64, 64))[None]
-
-
 @pytest.mark.parametrize("name", ["vit_t", "convnext_t"])
 def test_local_dir_loads_with_the_distilled_summary_and_training_preprocessing(in_tmp, photos, name):
     run = _run(in_tmp, name)
@@ -68,7 +58,7 @@ def test_local_dir_loads_with_the_distilled_summary_and_training_preprocessing(i
     model = timm.create_model("local-dir:export", pretrained=True).eval()  # no other argument
     config = timm.data.resolve_model_data_config(model)
     assert config["input_size"] == (3, 64, 64) and config["crop_pct"] == 1.0 and config["crop_mode"] == "squash"
-    pixels01 = _photo(photos, in_tmp)
+    pixels01 = photo_file(photos, in_tmp)
     student = tiny_student(name, seed=3).eval()
     expected = (pixels01 - student.mean) / student.std  # the project's preprocessing: render + the model's mean/std
     got = timm.data.create_transform(**config)(Image.open("photo.jpg").convert("RGB"))[None]
@@ -88,7 +78,7 @@ def test_transformers_automodel_gives_the_same_features(in_tmp, photos, name):
     assert _export(_run(in_tmp, name), "export") == 0
     model = transformers.AutoModel.from_pretrained("export").eval()
     processor = transformers.AutoImageProcessor.from_pretrained("export")
-    pixels01 = _photo(photos, in_tmp)
+    pixels01 = photo_file(photos, in_tmp)
     inputs = processor(Image.open("photo.jpg").convert("RGB"), return_tensors="pt")
     student = tiny_student(name, seed=3).eval()
     torch.testing.assert_close(inputs["pixel_values"], (pixels01 - student.mean) / student.std, atol=1e-6, rtol=0)

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from deploy_helpers import tiny_student
+from deploy_helpers import photo_file, tiny_student
 
 from eupe.export.cli import main
 from eupe.models.checkpoint import save_student
-from eupe.views import ViewSpec, decode_image, render
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
@@ -41,10 +39,7 @@ def export_section() -> str:
 def photo(tmp_path, monkeypatch, photos):
     """cwd = tmp_path with a real ``photo.jpg``; returns the project's rendering of it at 64 px."""
     monkeypatch.chdir(tmp_path)
-    source = next(p for p in photos if p.path.suffix == ".jpg")
-    shutil.copy(source.path, tmp_path / "photo.jpg")
-    image = decode_image(source.read_bytes())
-    return render(image, ViewSpec.full(image.shape[1], image.shape[2], 64, 64))[None]
+    return photo_file(photos, tmp_path)
 
 
 @pytest.mark.parametrize("name", ["vit_t", "convnext_t"])

@@ -4,7 +4,6 @@ resumable after kill -9, and the trainer uses every complete view."""
 
 from __future__ import annotations
 
-import os
 import signal
 
 import numpy as np
