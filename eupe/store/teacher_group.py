@@ -467,7 +467,7 @@ class TeacherGroup:
         if isinstance(rows, (int, np.integer)) and isinstance(view, int):
             return read_components(readers, int(rows), view)
         row_list = [int(rows)] if isinstance(rows, (int, np.integer)) else range(*rows.indices(self.store.num_images))
-        view_list = [view] if isinstance(view, int) else range(*view.indices(self.views_per_image))
+        view_list = [view] if isinstance(view, int) else range(*view.indices(self.block_views))
         grid = [[read_components(readers, r, v) for v in view_list] for r in row_list]
         out = {kind: {n: np.stack([np.stack([cell[kind][n] for cell in line]) for line in grid])
                       for n in grid[0][0][kind]} if grid and grid[0] else {} for kind in readers}

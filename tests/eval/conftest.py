@@ -1,4 +1,5 @@
-"""Fixtures: a small labelled image folder of real ImageNet photos, two different crops of each."""
+"""Fixtures: a small labelled image folder of real ImageNet photos (two different crops of each), the
+real EfficientNet-Lite0 and the Debian Fashion-MNIST folder (skipped, with the reason, when absent)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,15 @@ def effnet():
     try:
         return load_model("effnet_lite0")
     except MissingWeightsError as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def fashion() -> Path:
+    """The installed Fashion-MNIST folder (`make fashion-mnist`); the test is skipped without it."""
+    from eupe.eval.datasets import fashion_mnist_dir
+
+    try:
+        return fashion_mnist_dir()
+    except FileNotFoundError as err:
         pytest.skip(str(err))

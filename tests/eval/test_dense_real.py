@@ -42,7 +42,7 @@ def _values(figures):
 
 
 @pytest.mark.slow
-def test_segmentation_real_teacher_beats_random_and_background(dino_pair):
+def test_segmentation_real_teacher_beats_random_and_background(dino_pair, fashion):
     figures, random_figures = (SegTask(SEG).run(m, EvalContext()) for m in dino_pair)
     real, random = _values(figures), _values(random_figures)
     baseline = figures[0].settings["baseline_all_background_mIoU"]

@@ -9,15 +9,6 @@ from eupe.eval.tasks import get_task
 from eupe.eval.tasks.base import EvalContext, EvalModel
 
 
-@pytest.fixture(scope="module")
-def fashion():
-    from eupe.eval.datasets import fashion_mnist_dir
-
-    try:
-        return fashion_mnist_dir()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
-
 
 def test_centre_crop_keeps_the_middle_224_of_256():
     from eupe.eval.knn import render_centre_crop, render_eval

@@ -108,15 +108,10 @@ def test_zeroshot_task_without_text_weights_or_clip_space(tiny_config):
 
 
 @pytest.mark.slow
-def test_zeroshot_task_on_fashion_mnist_with_the_tiny_tower(tiny_config, tmp_path):
-    from eupe.eval.datasets import fashion_mnist_dir
+def test_zeroshot_task_on_fashion_mnist_with_the_tiny_tower(tiny_config, tmp_path, fashion):
     from eupe.eval.tasks import get_task
     from eupe.models import create_student
 
-    try:
-        fashion_mnist_dir()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
     encoder = create_student("vit_t", test_scale=True)
     proj = torch.randn(encoder.dim, 32, generator=torch.Generator().manual_seed(0))
     model = EvalModel("s", encoder, lambda p: encoder(p)["summary"] @ proj)

@@ -11,7 +11,7 @@ add the module's name to ``TASK_MODULES`` in ``eupe/eval/tasks/__init__.py``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -96,8 +96,13 @@ class EvalTask(ABC):
     Config: ClassVar[type | None] = None
     in_table: ClassVar[bool] = True  # False: the task makes pictures, not table cells (pca)
 
+    def defaults(self, ctx: EvalContext) -> Any:
+        """The settings ``ctx`` asks for before any ``--set`` override (a task may differ with
+        ``ctx.quick`` or the data): ``Config()`` unless the task says otherwise."""
+        return self.Config()
+
     def config(self, ctx: EvalContext) -> Any:
-        """This task's settings for ``ctx``: ``Config()`` with ``ctx.options[name]`` applied."""
+        """This task's settings for ``ctx``: :meth:`defaults` with ``ctx.options[name]`` applied."""
         overrides = ctx.options.get(self.name, {})
         if self.Config is None:
             if overrides:
@@ -107,7 +112,7 @@ class EvalTask(ABC):
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise TaskOptionError(f"task {self.name!r} has no setting {', '.join(unknown)} (settings: {', '.join(sorted(known))})")
-        return self.Config(**overrides)
+        return replace(self.defaults(ctx), **overrides)
 
     @abstractmethod
     def run(self, model: EvalModel, ctx: EvalContext) -> list[Figure]:

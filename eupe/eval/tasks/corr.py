@@ -100,14 +100,15 @@ def identity_pck(pairs: list[Pair], alpha: float) -> float:
 
 class CorrTask(EvalTask):
     name = "corr"
+    Config = CorrConfig
     column = "Corr PCK"
 
-    def __init__(self, config: CorrConfig | None = None, quick: CorrConfig = QUICK, full: CorrConfig = CorrConfig()) -> None:
-        self.config, self.quick, self.full = config, quick, full
+    def __init__(self, fixed: CorrConfig | None = None, quick: CorrConfig = QUICK, full: CorrConfig = CorrConfig()) -> None:
+        self.fixed, self.quick, self.full = fixed, quick, full  # fixed: these settings whatever ctx says
 
-    def choose(self, ctx: EvalContext) -> CorrConfig:
-        if self.config is not None:
-            return self.config
+    def defaults(self, ctx: EvalContext) -> CorrConfig:
+        if self.fixed is not None:
+            return self.fixed
         if ctx.data != OFFLINE:
             return replace(self.full, pairs_per_class=10) if ctx.quick else self.full
         return self.quick if ctx.quick else self.full
@@ -150,7 +151,7 @@ class CorrTask(EvalTask):
                        False, settings)]
 
     def run(self, model: EvalModel, ctx: EvalContext) -> list[Figure]:
-        config = self.choose(ctx)
+        config = self.config(ctx)
         return self.offline(model, config, ctx) if ctx.data == OFFLINE else self.spair(model, config, ctx)
 
 

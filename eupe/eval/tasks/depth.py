@@ -115,14 +115,15 @@ def mean_depth_baseline(data: DepthData, config: DepthConfig) -> dict[str, float
 
 class DepthTask(EvalTask):
     name = "depth"
+    Config = DepthConfig
     column = "Depth RMSE"
 
-    def __init__(self, config: DepthConfig | None = None, quick: DepthConfig = QUICK, full: DepthConfig = NYU) -> None:
-        self.config, self.quick, self.full = config, quick, full
+    def __init__(self, fixed: DepthConfig | None = None, quick: DepthConfig = QUICK, full: DepthConfig = NYU) -> None:
+        self.fixed, self.quick, self.full = fixed, quick, full  # fixed: these settings whatever ctx says
 
-    def choose(self, ctx: EvalContext) -> DepthConfig:
-        if self.config is not None:
-            return self.config
+    def defaults(self, ctx: EvalContext) -> DepthConfig:
+        if self.fixed is not None:
+            return self.fixed
         if ctx.data != OFFLINE:
             return (replace(self.full, train=64, test=32, train_config=QUICK.train_config,
                             warmup_var_off=QUICK.warmup_var_off) if ctx.quick else self.full)
@@ -136,7 +137,7 @@ class DepthTask(EvalTask):
         return nyu_data(ctx.data, config, ctx.seed)
 
     def run(self, model: EvalModel, ctx: EvalContext) -> list[Figure]:
-        config = self.choose(ctx)
+        config = self.config(ctx)
         data = self.load(config, ctx)
         head, grid = fit(model, data, config, ctx)
         errors = mean_depth_errors([

@@ -135,14 +135,15 @@ def background_baseline(data: SegData) -> float:
 
 class SegTask(EvalTask):
     name = "seg"
+    Config = SegConfig
     column = "Seg mIoU"
 
-    def __init__(self, config: SegConfig | None = None, quick: SegConfig = QUICK, full: SegConfig = ADE20K) -> None:
-        self.config, self.quick, self.full = config, quick, full
+    def __init__(self, fixed: SegConfig | None = None, quick: SegConfig = QUICK, full: SegConfig = ADE20K) -> None:
+        self.fixed, self.quick, self.full = fixed, quick, full  # fixed: these settings whatever ctx says
 
-    def choose(self, ctx: EvalContext) -> SegConfig:
-        if self.config is not None:
-            return self.config
+    def defaults(self, ctx: EvalContext) -> SegConfig:
+        if self.fixed is not None:
+            return self.fixed
         if ctx.data != OFFLINE:
             return replace(self.full, val=QUICK.val, train=QUICK.train, train_config=QUICK.train_config) if ctx.quick else self.full
         return self.quick if ctx.quick else SegConfig()
@@ -155,7 +156,7 @@ class SegTask(EvalTask):
         return ade20k_data(ctx.data, config, ctx.seed)
 
     def run(self, model: EvalModel, ctx: EvalContext) -> list[Figure]:
-        config = self.choose(ctx)
+        config = self.config(ctx)
         data = self.load(config, ctx)
         head, grid = fit(model, data, config, ctx)
         conf = evaluate(model.encoder, head, data, config, ctx)
