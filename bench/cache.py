@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ from eupe.store.codecs import CODECS, fidelity, get_codec, stored_nbytes, token_
 from eupe.store.layout import TARGET_ZSTD_LEVEL  # noqa: E402
 from eupe.models import run_teacher  # noqa: E402
 from eupe.views import ViewPolicy, ViewSpec, open_image, render, render_views, sample_views  # noqa: E402
+
+if TYPE_CHECKING:
+    from eupe.store.extract import ExtractConfig
+    from eupe.store.store import FeatureStore
 
 TEACHER = "dinov2s_imgfocus"
 REAL_TEACHERS = ("dinov2s_imgfocus", "effnet_lite0")

@@ -106,9 +106,10 @@ def column_title(fig: Figure) -> str:
 
 
 def _cell(fig: Figure | None) -> str:
+    """A table cell: 4 significant digits (results.json keeps the full value)."""
     if fig is None:
         return ""
-    return "n/a" if fig.value is None else f"{fig.value:g}"
+    return "n/a" if fig.value is None else f"{fig.value:.4g}"
 
 
 def measured_table(figures: Sequence[Figure]) -> tuple[list[str], list[str], dict[tuple[str, str], Figure]]:

@@ -61,7 +61,7 @@ def test_suite_writes_the_table_with_paper_rows_and_run_evaluations(two_crop_fol
     assert by_model["EUPE-ViT-B"]["SPair-71k PCK@0.1 [paper, full dataset]"] == "51.3"
     knn_col = next(h for h in header if h.startswith("kNN top-1"))
     assert by_model["EUPE-ViT-B"][knn_col] == ""  # paper figures never under a measured column
-    assert by_model["vit_t=random"][knn_col] == f"{next(f['value'] for f in knn if f['metric'] == 'top1@20'):g}"
+    assert by_model["vit_t=random"][knn_col] == f"{next(f['value'] for f in knn if f['metric'] == 'top1@20'):.4g}"
     md = (out / "results.md").read_text()
     assert "| EUPE-ViT-B | 84.1 | 79.7 | 52.4 |" in md and "n/a" in md and "Not available:" in md
     lines = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]

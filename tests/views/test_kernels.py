@@ -21,7 +21,6 @@ from eupe.views import kernels
 from eupe.views.photometric import (
     adjust_hue_,
     brightness_,
-    contrast_,
     gaussian_blur,
     gaussian_kernel1d,
     grayscale,

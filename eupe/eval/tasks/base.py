@@ -4,8 +4,9 @@ A task evaluates one model on one kind of data and returns :class:`Figure` s: on
 everything that produced it (task, metric, dataset or offline fixture, protocol settings, the
 model's fingerprint). ``eupe-eval suite`` runs every registered task over every model and writes the
 table; single tasks stay available as subcommands. To add a task, write a module under
-``eupe/eval/tasks/`` with an :class:`EvalTask` subclass, call :func:`register_task` at its end, and
-add the module's name to ``TASK_MODULES`` in ``eupe/eval/tasks/__init__.py``.
+``eupe/eval/tasks/`` with an :class:`EvalTask` subclass (:class:`PresetTask` when it has quick and
+full presets), call :func:`register_task` at its end, and add the module's name to
+``TASK_MODULES`` in ``eupe/eval/tasks/__init__.py``.
 """
 
 from __future__ import annotations
@@ -117,6 +118,29 @@ class EvalTask(ABC):
     @abstractmethod
     def run(self, model: EvalModel, ctx: EvalContext) -> list[Figure]:
         """Evaluate ``model``; a cell that cannot be computed is a Figure with value None and a reason."""
+
+
+class PresetTask(EvalTask):
+    """A task with preset settings: ``QUICK`` (``--quick``) or ``Config()`` on the offline fixtures;
+    ``FULL`` (the paper protocol) or :meth:`quick_on_dataset` on a dataset root. ``fixed`` pins one
+    settings object whatever the context asks (tests, benches); ``--set`` overrides apply on top."""
+
+    QUICK: ClassVar[Any]
+    FULL: ClassVar[Any]
+
+    def __init__(self, fixed: Any = None) -> None:
+        self.fixed = fixed
+
+    def quick_on_dataset(self) -> Any:
+        """``--quick`` on a dataset root: the paper protocol, smaller."""
+        return self.QUICK
+
+    def defaults(self, ctx: EvalContext) -> Any:
+        if self.fixed is not None:
+            return self.fixed
+        if ctx.data == OFFLINE:
+            return self.QUICK if ctx.quick else self.Config()
+        return self.quick_on_dataset() if ctx.quick else self.FULL
 
 
 TASKS: Registry[EvalTask] = Registry("evaluation task")

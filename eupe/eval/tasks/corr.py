@@ -23,7 +23,7 @@ from eupe.eval.dense.features import extract, model_size
 from eupe.eval.dense.inference import match_keypoints
 from eupe.eval.dense.metrics import pck
 from eupe.eval.dense.probe import figure
-from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, EvalTask, Figure, register_task
+from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, Figure, PresetTask, register_task
 
 
 @dataclass(frozen=True)
@@ -98,20 +98,14 @@ def identity_pck(pairs: list[Pair], alpha: float) -> float:
     return score(pairs, [p.source_xy for p in pairs], alpha)
 
 
-class CorrTask(EvalTask):
+class CorrTask(PresetTask):
     name = "corr"
     Config = CorrConfig
+    QUICK, FULL = QUICK, CorrConfig()  # this module's presets: --quick, the paper protocol
     column = "Corr PCK"
 
-    def __init__(self, fixed: CorrConfig | None = None, quick: CorrConfig = QUICK, full: CorrConfig = CorrConfig()) -> None:
-        self.fixed, self.quick, self.full = fixed, quick, full  # fixed: these settings whatever ctx says
-
-    def defaults(self, ctx: EvalContext) -> CorrConfig:
-        if self.fixed is not None:
-            return self.fixed
-        if ctx.data != OFFLINE:
-            return replace(self.full, pairs_per_class=10) if ctx.quick else self.full
-        return self.quick if ctx.quick else self.full
+    def quick_on_dataset(self) -> CorrConfig:
+        return replace(CorrConfig(), pairs_per_class=10)
 
     def offline(self, model: EvalModel, config: CorrConfig, ctx: EvalContext) -> list[Figure]:
         stereo, (height, width) = stereo_pair(config, ctx.seed)

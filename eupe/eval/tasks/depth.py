@@ -23,7 +23,7 @@ from eupe.eval.dense.features import encode_patches, extract, model_size, resize
 from eupe.eval.dense.heads import TrainConfig, bins_to_depth, depth_bins, seeded_head, train_head
 from eupe.eval.dense.metrics import depth_errors, eigen_mask, mean_depth_errors, sig_loss
 from eupe.eval.dense.probe import figure, loss_grid, nearest, upsample
-from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, EvalTask, Figure, register_task
+from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, Figure, PresetTask, register_task
 
 MIN_DEPTH, MAX_DEPTH, NUM_BINS = 1e-3, 10.0, 256
 
@@ -113,21 +113,14 @@ def mean_depth_baseline(data: DepthData, config: DepthConfig) -> dict[str, float
                               for gt in data.test_depth])
 
 
-class DepthTask(EvalTask):
+class DepthTask(PresetTask):
     name = "depth"
     Config = DepthConfig
+    QUICK, FULL = QUICK, NYU  # this module's presets: --quick, the paper protocol
     column = "Depth RMSE"
 
-    def __init__(self, fixed: DepthConfig | None = None, quick: DepthConfig = QUICK, full: DepthConfig = NYU) -> None:
-        self.fixed, self.quick, self.full = fixed, quick, full  # fixed: these settings whatever ctx says
-
-    def defaults(self, ctx: EvalContext) -> DepthConfig:
-        if self.fixed is not None:
-            return self.fixed
-        if ctx.data != OFFLINE:
-            return (replace(self.full, train=64, test=32, train_config=QUICK.train_config,
-                            warmup_var_off=QUICK.warmup_var_off) if ctx.quick else self.full)
-        return self.quick if ctx.quick else DepthConfig()
+    def quick_on_dataset(self) -> DepthConfig:
+        return replace(NYU, train=64, test=32, train_config=QUICK.train_config, warmup_var_off=QUICK.warmup_var_off)
 
     def load(self, config: DepthConfig, ctx: EvalContext) -> DepthData:
         if ctx.data == OFFLINE:

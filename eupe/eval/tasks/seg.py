@@ -24,7 +24,7 @@ from eupe.eval.dense.heads import TrainConfig, seeded_head, train_head
 from eupe.eval.dense.inference import slide_inference
 from eupe.eval.dense.metrics import confusion, mean_iou
 from eupe.eval.dense.probe import figure, loss_grid, nearest, upsample
-from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, EvalTask, Figure, register_task
+from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, Figure, PresetTask, register_task
 
 IGNORE = 255
 
@@ -133,20 +133,14 @@ def background_baseline(data: SegData) -> float:
     return mean_iou(total)
 
 
-class SegTask(EvalTask):
+class SegTask(PresetTask):
     name = "seg"
     Config = SegConfig
+    QUICK, FULL = QUICK, ADE20K  # this module's presets: --quick, the paper protocol
     column = "Seg mIoU"
 
-    def __init__(self, fixed: SegConfig | None = None, quick: SegConfig = QUICK, full: SegConfig = ADE20K) -> None:
-        self.fixed, self.quick, self.full = fixed, quick, full  # fixed: these settings whatever ctx says
-
-    def defaults(self, ctx: EvalContext) -> SegConfig:
-        if self.fixed is not None:
-            return self.fixed
-        if ctx.data != OFFLINE:
-            return replace(self.full, val=QUICK.val, train=QUICK.train, train_config=QUICK.train_config) if ctx.quick else self.full
-        return self.quick if ctx.quick else SegConfig()
+    def quick_on_dataset(self) -> SegConfig:
+        return replace(ADE20K, val=QUICK.val, train=QUICK.train, train_config=QUICK.train_config)
 
     def load(self, config: SegConfig, ctx: EvalContext) -> SegData:
         if ctx.data == OFFLINE:
