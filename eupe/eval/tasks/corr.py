@@ -105,7 +105,7 @@ class CorrTask(PresetTask):
     column = "Corr PCK"
 
     def quick_on_dataset(self) -> CorrConfig:
-        return replace(CorrConfig(), pairs_per_class=10)
+        return replace(self.FULL, pairs_per_class=10)
 
     def offline(self, model: EvalModel, config: CorrConfig, ctx: EvalContext) -> list[Figure]:
         stereo, (height, width) = stereo_pair(config, ctx.seed)

@@ -120,7 +120,7 @@ class DepthTask(PresetTask):
     column = "Depth RMSE"
 
     def quick_on_dataset(self) -> DepthConfig:
-        return replace(NYU, train=64, test=32, train_config=QUICK.train_config, warmup_var_off=QUICK.warmup_var_off)
+        return replace(self.FULL, train=64, test=32, train_config=QUICK.train_config, warmup_var_off=QUICK.warmup_var_off)
 
     def load(self, config: DepthConfig, ctx: EvalContext) -> DepthData:
         if ctx.data == OFFLINE:

@@ -140,7 +140,7 @@ class SegTask(PresetTask):
     column = "Seg mIoU"
 
     def quick_on_dataset(self) -> SegConfig:
-        return replace(ADE20K, val=QUICK.val, train=QUICK.train, train_config=QUICK.train_config)
+        return replace(self.FULL, val=QUICK.val, train=QUICK.train, train_config=QUICK.train_config)
 
     def load(self, config: SegConfig, ctx: EvalContext) -> SegData:
         if ctx.data == OFFLINE:
