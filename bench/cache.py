@@ -336,9 +336,9 @@ def store_part(args: argparse.Namespace) -> None:
         rows = []
         forward_rate = raw = None
         for codec in args.codecs.split(","):
-            cfg = ExtractConfig([TEACHER], data, str(Path(tmp) / f"{codec}.zarr"), views=args.views, codec=codec,
-                                batch_size=args.batch_size, num_workers=args.workers, writers=args.writers,
-                                images_per_chunk=args.images_per_chunk)
+            cfg = ExtractConfig(teachers=[TEACHER], data=data, out=str(Path(tmp) / f"{codec}.zarr"),
+                                views=args.views, codec=codec, batch_size=args.batch_size, num_workers=args.workers,
+                                writers=args.writers, images_per_chunk=args.images_per_chunk)
             if raw is None:
                 store = open_or_create_store(cfg, progress=False)
                 raw, forward_rate = raw_outputs(store, teacher, teacher.spec.resolution, args.batch_size)

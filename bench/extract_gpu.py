@@ -64,7 +64,7 @@ def extraction_views_per_s(teacher: Encoder, args: argparse.Namespace, root: Pat
     (root / "shards").mkdir()
     shards = write_shards(samples, str(root / "shards" / "photos-%06d.tar"), 64)  # unique keys, photos repeat
     data = str(root / "shards" / f"photos-{{000000..{len(shards) - 1:06d}}}.tar")
-    cfg = ExtractConfig([args.teacher], data, str(root / "store.zarr"), views=args.views,
+    cfg = ExtractConfig(teachers=[args.teacher], data=data, out=str(root / "store.zarr"), views=args.views,
                         resolutions=[args.resolution], codec=args.codec, batch_size=args.batch_size,
                         num_workers=args.workers, images_per_chunk=args.images_per_chunk, device=args.device,
                         writers=args.writers)
@@ -92,7 +92,7 @@ def main() -> int:
     print(f"machine: {describe()}")
     teacher = create_teacher(args.teacher, test_scale=True) if args.test_scale else full_size_random(args.teacher)
     params = sum(p.numel() for p in teacher.parameters()) / 1e6
-    device = default_device(ExtractConfig([args.teacher], "", "", device=args.device))
+    device = default_device(ExtractConfig(teachers=[args.teacher], data="", out="", device=args.device))
     teacher.to(device)
     print(f"teacher {args.teacher}{' (test scale)' if args.test_scale else ' (full size, random weights)'}: "
           f"{params:.0f}M parameters on {device}, {args.resolution} px, batches of {args.batch_size} views, "

@@ -40,7 +40,7 @@ def build_store(tmp: Path, views: int) -> tuple[str, str]:
     data = str(tmp / "shards" / "photos-{000000..000003}.tar")
     store_path = str(tmp / "features.zarr")
     for name in TEACHERS:
-        cfg = ExtractConfig([name], data, store_path, views=views, num_workers=1)
+        cfg = ExtractConfig(teachers=[name], data=data, out=store_path, views=views, num_workers=1)
         extract_teacher(cfg, open_or_create_store(cfg, progress=False), create_teacher(name))
     return data, store_path
 

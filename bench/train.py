@@ -57,8 +57,8 @@ def photos(n: int) -> list[Photo]:
 
 
 def build_store(args, data: str, out: str, resolution: int, teacher) -> dict:
-    cfg = ExtractConfig([TEACHER], data, out, views=args.views, resolutions=[resolution], codec=args.codec,
-                        batch_size=args.extract_batch, num_workers=args.workers,
+    cfg = ExtractConfig(teachers=[TEACHER], data=data, out=out, views=args.views, resolutions=[resolution],
+                        codec=args.codec, batch_size=args.extract_batch, num_workers=args.workers,
                         images_per_chunk=args.images_per_chunk)
     store = open_or_create_store(cfg, progress=False)
     summary = extract_teacher(cfg, store, teacher)

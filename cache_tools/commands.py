@@ -85,9 +85,11 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     from eupe.store import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
 
     rank, world_size = _rank_world(rank, world_size)
-    cfg = ExtractConfig(list(teachers), data, out, views, resolutions, codec, weights, batch_size,
-                        num_workers, seed, limit, images_per_chunk, rank, world_size, device, test_scale,
-                        retry_failed=retry_failed, max_pixels=max_pixels, writers=writers)
+    cfg = ExtractConfig(teachers=list(teachers), data=data, out=out, views=views, resolutions=resolutions,
+                        codec=codec, weights=weights, batch_size=batch_size, num_workers=num_workers, seed=seed,
+                        limit=limit, images_per_chunk=images_per_chunk, rank=rank, world_size=world_size,
+                        device=device, test_scale=test_scale, retry_failed=retry_failed, max_pixels=max_pixels,
+                        writers=writers)
     encoders = load_teachers(cfg)  # unknown teacher/codec, missing weights, bad sizes: fail before any work
     store = open_or_create_store(cfg, progress=rank == 0)
     for teacher in encoders:

@@ -45,9 +45,9 @@ REMOTE_WAIT_S = 600.0
 DEFAULT_VIEWS = 4  # views per image of a new store
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExtractConfig:
-    """Settings of one ``eupe-cache extract`` run (one or several teachers, one store)."""
+    """Settings of one ``eupe-cache extract`` run (one or several teachers, one store); built by keyword."""
 
     teachers: list[str]
     data: str

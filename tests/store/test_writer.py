@@ -29,7 +29,7 @@ TEACHER = "dinov3_hplus"
 
 def _empty_group(data: str, out: str, codec: str) -> tuple[TeacherGroup, object]:
     """A new store and teacher group with nothing extracted, as ``tiny_args`` would create them."""
-    cfg = ExtractConfig([TEACHER], data, out, views=2, resolutions=[64], codec=codec, num_workers=0,
+    cfg = ExtractConfig(teachers=[TEACHER], data=data, out=out, views=2, resolutions=[64], codec=codec, num_workers=0,
                         images_per_chunk=2, test_scale=True)
     teacher = load_teachers(cfg)[0]
     store = open_or_create_store(cfg, progress=False)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from eupe.eval.datasets import MissingDatasetError
+from eupe.eval.dense.samples import DepthData, Pair, SegData
 
 ADE_DIR, NYU_SPLITS, SPAIR_DIR = "ADEChallengeData2016", ("nyu_train.txt", "nyu_test.txt"), "SPair-71k"
 NYU_TRAIN_CROP = (43, 45, 608, 472)  # left, top, right, bottom (DINOv3 depth/transforms.py)
@@ -117,7 +118,6 @@ def ade20k_files(root: str | Path, split: str) -> list[tuple[Path, Path]]:
 
 def ade20k_data(root: str | Path, config, seed: int):
     """``SegData`` of ADE20K: one centre view per training image, validation at short side = resolution."""
-    from eupe.eval.tasks.seg import SegData
 
     side = config.resolution
     train = _subset(ade20k_files(root, "training"), config.train, seed)
@@ -163,7 +163,6 @@ def read_depth_mm(path: Path) -> torch.Tensor:
 
 def nyu_data(root: str | Path, config, seed: int):
     """``DepthData`` of NYUv2: NYU crop + centre 416x544 view per training image, full 480x640 test."""
-    from eupe.eval.tasks.depth import DepthData
 
     _, train = nyu_files(root, NYU_SPLITS[0])
     _, test = nyu_files(root, NYU_SPLITS[1])
@@ -210,7 +209,6 @@ def pad_square(image: torch.Tensor, side: int) -> tuple[torch.Tensor, float]:
 
 def spair_pair(base: Path, ann: dict, side: int):
     """One SPair test pair as a ``corr.Pair`` at ``side`` x ``side`` (threshold scale: max bbox side)."""
-    from eupe.eval.tasks.corr import Pair
 
     folder = base / "JPEGImages" / ann["category"]
     src, s_scale = pad_square(read_rgb(_need(folder / ann["src_imname"], SPAIR_LAYOUT)), side)

@@ -23,6 +23,7 @@ from eupe.eval.dense.features import extract, model_size
 from eupe.eval.dense.inference import match_keypoints
 from eupe.eval.dense.metrics import pck
 from eupe.eval.dense.probe import figure
+from eupe.eval.dense.samples import Pair
 from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, Figure, PresetTask, register_task
 
 
@@ -41,14 +42,6 @@ class CorrConfig:
 QUICK = CorrConfig(warp_pairs=4)
 
 
-@dataclass
-class Pair:
-    source: torch.Tensor | None  # float [3, H, W] in [0, 1]; None once matched
-    target: torch.Tensor | None
-    source_xy: torch.Tensor  # [N, 2] continuous pixel coordinates in ``source``
-    target_xy: torch.Tensor  # [N, 2] in ``target``
-    scale: torch.Tensor | float  # PCK threshold = alpha * scale (pixels of ``target``)
-    group: str = ""  # SPair category
 
 
 def pair_predictions(model: EvalModel, pairs: Sequence[Pair], size: tuple[int, int] | None, ctx: EvalContext

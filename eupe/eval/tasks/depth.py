@@ -23,6 +23,7 @@ from eupe.eval.dense.features import encode_patches, extract, model_size, resize
 from eupe.eval.dense.heads import TrainConfig, bins_to_depth, depth_bins, seeded_head, train_head
 from eupe.eval.dense.metrics import depth_errors, eigen_mask, mean_depth_errors, sig_loss
 from eupe.eval.dense.probe import figure, loss_grid, nearest, upsample
+from eupe.eval.dense.samples import DepthData
 from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, Figure, PresetTask, register_task
 
 MIN_DEPTH, MAX_DEPTH, NUM_BINS = 1e-3, 10.0, 256
@@ -49,14 +50,6 @@ NYU = DepthConfig(train=None, test=None, resolution=480, eigen_crop=True, warmup
     steps=38400, batch_size=16, lr=3e-4, weight_decay=1e-3, betas=(0.9, 0.99), warmup=12800, grad_clip=35.0))
 
 
-@dataclass
-class DepthData:
-    train_images: list[torch.Tensor]  # float [3, s, s] (or [3, H, W]) in [0, 1]
-    train_depth: torch.Tensor  # float [N, s, s] metres, NaN where unknown
-    test_images: list[torch.Tensor]  # float [3, H, W]
-    test_depth: list[torch.Tensor]  # float [H, W] metres, NaN where unknown
-    name: str
-    offline: bool
 
 
 def offline_data(config: DepthConfig, seed: int) -> DepthData:

@@ -24,6 +24,7 @@ from eupe.eval.dense.heads import TrainConfig, seeded_head, train_head
 from eupe.eval.dense.inference import slide_inference
 from eupe.eval.dense.metrics import confusion, mean_iou
 from eupe.eval.dense.probe import figure, loss_grid, nearest, upsample
+from eupe.eval.dense.samples import SegData
 from eupe.eval.tasks.base import OFFLINE, EvalContext, EvalModel, Figure, PresetTask, register_task
 
 IGNORE = 255
@@ -52,16 +53,6 @@ ADE20K = SegConfig(train=None, val=None, resolution=512, stride=341,
                    train_config=TrainConfig(steps=40000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup=1500))
 
 
-@dataclass
-class SegData:
-    train_images: list[torch.Tensor]  # float [3, s, s] in [0, 1], one fixed training view each
-    train_labels: torch.Tensor  # long [N, s, s]
-    val_images: list[torch.Tensor]  # float [3, H, W] at evaluation scale
-    val_labels: list[torch.Tensor]  # long [H, W] at ground-truth resolution
-    num_classes: int
-    name: str
-    offline: bool
-    garments: slice | None = None  # the classes reported in the second mIoU (offline: 1..10)
 
 
 def offline_data(config: SegConfig, seed: int) -> SegData:
