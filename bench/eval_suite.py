@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
 from eupe.eval.suite import run_suite  # noqa: E402
-from eupe.eval.tasks import load_tasks  # noqa: E402
+from eupe.eval.tasks.catalog import load_tasks  # noqa: E402
 from eupe.eval.tasks.base import OFFLINE, EvalContext  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """``eupe-eval suite`` and the generated single-task commands (one per registered task module).
 
-No torch at import: the group lists ``eupe.eval.tasks.TASK_MODULES`` by name and builds a task's
+No torch at import: the group lists ``eupe.eval.tasks.catalog.TASK_MODULES`` by name and builds a task's
 command (generic options; task settings through ``--set KEY=VALUE``) only when it is invoked.
 """
 
@@ -30,7 +30,7 @@ def invocation() -> str:
 
 
 def _task_modules() -> tuple[str, ...]:
-    from eupe.eval.tasks import TASK_MODULES
+    from eupe.eval.tasks.catalog import TASK_MODULES
 
     return TASK_MODULES
 
@@ -163,7 +163,7 @@ def execute(models, data, quick, settings, text_weights, text_model, seed, batch
             test_scale, out: str | None, tasks: Sequence[str] | None, default_task: str | None = None):
     """Run ``tasks`` (None: all) over ``models``; returns the SuiteResult."""
     from eupe.eval.suite import parse_data, run_suite
-    from eupe.eval.tasks import get_task, load_tasks
+    from eupe.eval.tasks.catalog import get_task, load_tasks
 
     names = list(tasks or load_tasks())
     options = _with_text(parse_settings(settings, default_task), text_weights, text_model)

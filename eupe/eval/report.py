@@ -76,7 +76,7 @@ def append_evaluations(run_dir: str | Path, figures: Iterable[Figure], command: 
 # -- the table ----------------------------------------------------------------------------------
 
 def _task_info() -> dict[str, Any]:
-    from eupe.eval.tasks import load_tasks
+    from eupe.eval.tasks.catalog import load_tasks
     from eupe.eval.tasks.base import TASKS
 
     return {name: TASKS.get(name) for name in load_tasks()}

@@ -151,7 +151,7 @@ def parse_data(values: Sequence[str], tasks: Sequence[str]) -> dict[str, str]:
 def run_suite(specs: Sequence[str], ctx: EvalContext, data: dict[str, str], tasks: Sequence[str] | None = None,
               test_scale: bool = False, say: Callable[[str], None] = print) -> SuiteResult:
     """Every task over every model; models are built first so a bad ``--model`` fails before any work."""
-    from eupe.eval.tasks import load_tasks
+    from eupe.eval.tasks.catalog import load_tasks
     from eupe.eval.tasks.base import TASKS
 
     names = list(tasks or load_tasks())

@@ -13,7 +13,7 @@ from PIL import Image
 from eupe.cli_support import is_user_error
 from eupe.eval.datasets import MissingDatasetError
 from eupe.eval.dense.layouts import ade20k_data, nyu_data, spair_pairs
-from eupe.eval.tasks import get_task
+from eupe.eval.tasks.catalog import get_task
 from eupe.eval.tasks.base import EvalContext, EvalModel
 from eupe.eval.tasks.corr import CorrConfig
 from eupe.eval.tasks.depth import DepthConfig

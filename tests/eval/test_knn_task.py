@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eupe.eval.tasks import get_task
+from eupe.eval.tasks.catalog import get_task
 from eupe.eval.tasks.base import EvalContext, EvalModel
 
 

@@ -96,7 +96,7 @@ def test_text_weights_file_round_trip(tower, tmp_path):
 
 
 def test_zeroshot_task_without_text_weights_or_clip_space(tiny_config):
-    from eupe.eval.tasks import get_task
+    from eupe.eval.tasks.catalog import get_task
     from eupe.models import create_student
 
     encoder = create_student("vit_t", test_scale=True)
@@ -109,7 +109,7 @@ def test_zeroshot_task_without_text_weights_or_clip_space(tiny_config):
 
 @pytest.mark.slow
 def test_zeroshot_task_on_fashion_mnist_with_the_tiny_tower(tiny_config, tmp_path, fashion):
-    from eupe.eval.tasks import get_task
+    from eupe.eval.tasks.catalog import get_task
     from eupe.models import create_student
 
     encoder = create_student("vit_t", test_scale=True)

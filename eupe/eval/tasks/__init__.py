@@ -1,42 +1,10 @@
-"""Evaluation tasks behind one seam (:mod:`eupe.eval.tasks.base`); ``load_tasks()`` registers them all.
+"""Evaluation tasks, one module per task behind one seam.
 
-``TASK_MODULES`` is importable without torch (``eupe-eval --help`` lists a subcommand per module,
-named like its task); the registry and the task classes load on first use.
+- :mod:`eupe.eval.tasks.base`: the seam (``EvalTask``, ``PresetTask``, ``EvalContext``, ``EvalModel``,
+  ``Figure``) and the ``TASKS`` registry that ``register_task`` fills.
+- :mod:`eupe.eval.tasks.catalog`: ``TASK_MODULES`` (torch-free), ``load_tasks``, ``get_task``.
+- :mod:`eupe.eval.tasks.common`: helpers the tasks share.
+- one module per task: ``knn``, ``zeroshot``, ``seg``, ``depth``, ``corr``, ``agreement``, ``pca``.
+
+Like every package of eupe, this one imports nothing: import a name from the module that defines it.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from eupe.eval.tasks.base import EvalTask
-
-# One module per task, each registering itself on import (the task's name is the module's name);
-# the suite's columns follow this order.
-TASK_MODULES: tuple[str, ...] = ("knn", "zeroshot", "seg", "depth", "corr", "agreement", "pca")
-
-
-def load_tasks() -> list[str]:
-    """Import every task module (each registers its task) and return the registered names."""
-    from eupe.eval.tasks.base import TASKS
-
-    for module in TASK_MODULES:
-        importlib.import_module(f"eupe.eval.tasks.{module}")
-    return TASKS.names()
-
-
-def get_task(name: str) -> EvalTask:
-    """The registered task ``name`` (``UnknownNameError`` lists the valid ones)."""
-    from eupe.eval.tasks.base import TASKS
-
-    load_tasks()
-    return TASKS.get(name)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("TASKS", "EvalTask"):
-        from eupe.eval.tasks import base
-
-        return getattr(base, name)
-    raise AttributeError(name)
