@@ -7,6 +7,7 @@ import json
 import click
 
 from eupe.cli_support import quiet_option
+from eupe.store.codecs import MEASURED, codec_names, get_codec  # numpy only: no torch or zarr
 
 # Heavy libraries (torch, zarr, timm) are imported inside the commands: `--help` stays instant.
 
@@ -18,6 +19,25 @@ def _int_list(_ctx, _param, value: str | None) -> list[int]:
         return [int(v) for v in value.split(",")]
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 256,384,512")
+
+
+def _codec_help() -> str:
+    """``extract --codec``'s help: every registered codec in order, with the figures the registry measured."""
+    items, labelled = [], False
+    for name in codec_names():
+        if name in MEASURED:
+            size, cosine = MEASURED[name]
+            items.append(f"{name} ({size}, {cosine})" if labelled else
+                         f"{name} ({size} B/value, normalized cosine {cosine})")
+            labelled = True
+        else:
+            items.append(name)
+    return f"{', '.join(items[:-1])} or {items[-1]}; see README."
+
+
+def _threshold(name: str) -> str:
+    """The registered codec's verify threshold (its minimum mean cosine), as --help quotes it."""
+    return f"{get_codec(name).min_cosine:.4f}"
 
 
 def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
@@ -45,9 +65,7 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
                    "holds adds the missing views (a view block); fewer is refused.")
 @click.option("--resolution", "resolutions", default="native", show_default=True, callback=_int_list,
               help="Teacher input resolution(s): 'native' or a list such as 256,384,512 (every view at each).")
-@click.option("--codec", default="compact", show_default=True,
-              help="fp16, int8, int6, int4, compact (0.52 B/value, normalized cosine 0.9992) or tiny "
-                   "(0.33, 0.993); see README.")
+@click.option("--codec", default="compact", show_default=True, help=_codec_help())
 @click.option("--weights", default=None, help="Local weights file (or proxy run directory) for the teacher.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="Views per teacher forward.")
 @click.option("--num-workers", default=2, show_default=True, type=click.IntRange(0), help="DataLoader workers that read and render images.")
@@ -170,7 +188,7 @@ def info(store_path: str, as_json: bool) -> int:
 @click.option("--teacher-check", default=0, show_default=True, type=click.IntRange(0),
               help="Re-run the teacher on N random stored views and compare with the cache: passes when the mean "
                    "cosine over every summary and patch token, cached (decoded) vs re-run, is at least the "
-                   "codec's threshold (0.9999 for fp16, 0.9985 for compact).")
+                   f"codec's threshold ({_threshold('fp16')} for fp16, {_threshold('compact')} for compact).")
 @click.option("--weights", default=None, help="Teacher weights for --teacher-check (default: as for extract).")
 @click.option("--seed", default=0, show_default=True, help="Seed for choosing the views to re-check.")
 @click.option("--finite", is_flag=True,
@@ -314,7 +332,7 @@ def _shapes(_ctx, _param, value: tuple[str, ...]) -> list[tuple[int, int, int]]:
 @click.option("--shape", "shapes", multiple=True, callback=_shapes,
               help="A teacher given by shape (repeatable): TOKENSxDIM[xSUMMARY_DIM] per view, e.g. 1024x1536 "
                    "(PE-G at 448 px). Default when no --teacher: 1024x1536.")
-@click.option("--codec", "codecs", default="fp16,int8,int6,int4,compact,tiny", show_default=True,
+@click.option("--codec", "codecs", default=",".join(codec_names()), show_default=True,
               help="Comma-separated codecs to measure (see `eupe-cache extract --help`).")
 @click.option("--images", default=1_281_167, show_default=True, type=click.IntRange(1), help="Images (N).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(1), help="Views per image (K).")

@@ -39,3 +39,18 @@ def test_console_script_runs_as_installed():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "effnet_lite0" in out.stdout and "missing" in out.stdout
+
+
+def test_cache_cli_codec_lists_are_the_registry(capsys):
+    from eupe.cache_tools import commands
+    from eupe.store.codecs import codec_names
+
+    names = codec_names()
+    codec_help = next(p for p in commands.extract.params if p.name == "codec").help
+    assert [n for n in codec_help.replace(",", " ").split() if n in names] == names  # every one, in order
+    assert cache_main(["extract", "--help"]) == 0
+    assert " ".join(codec_help.split()) in " ".join(capsys.readouterr().out.split())
+    plan_default = next(p for p in commands.plan.params if p.name == "codecs").default
+    assert plan_default == ",".join(names)
+    assert cache_main(["plan", "--help"]) == 0
+    assert f"[default: {plan_default}]" in " ".join(capsys.readouterr().out.split())
