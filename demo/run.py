@@ -150,7 +150,7 @@ def timing_table(demo: Demo) -> str:
 @click.option("--knn-limit", default=300, show_default=True, type=click.IntRange(20),
               help="Fashion-MNIST images per split for the kNN evaluation.")
 def cli(out: str, scale: float, knn_limit: int) -> int:
-    """Run the EUPE recipe end to end on real photos and real pretrained teachers (about 4 min on 2 CPU cores)."""
+    """Run the EUPE recipe end to end on real photos and real pretrained teachers (about 3 min on 2 CPU cores)."""
     demo = Demo(Path(out), scale, knn_limit)
     shutil.rmtree(demo.out, ignore_errors=True)
     demo.out.mkdir(parents=True)

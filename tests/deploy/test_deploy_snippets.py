@@ -1,4 +1,4 @@
-"""Every code snippet of the model card and of README.md's export section runs as written.
+"""Every code snippet of the model card and of docs/export.md runs as written.
 
 The fenced blocks are taken from the files themselves: ``python`` blocks are executed in a fresh
 namespace (with a real ``photo.jpg`` beside them) and the features they compute are compared with
@@ -20,7 +20,7 @@ from deploy_helpers import photo_file, tiny_student
 from eupe.export.cli import main
 from eupe.models.checkpoint import save_student
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+EXPORT_DOC = Path(__file__).resolve().parents[2] / "docs" / "export.md"
 FENCE = re.compile(r"```(\w+)\n(.*?)```", re.DOTALL)
 
 
@@ -30,9 +30,10 @@ def fenced(text: str, language: str) -> list[str]:
 
 
 def export_section() -> str:
-    text = README.read_text()
-    start = text.index("## Export (`eupe-export`)")
-    return text[start:text.index("\n## ", start + 1)]
+    """docs/export.md from its title to its "What is written and checked" section."""
+    text = EXPORT_DOC.read_text()
+    start = text.index("# Export (`eupe-export`)")
+    return text[start:text.index("\n## What is written and checked", start + 1)]
 
 
 @pytest.fixture
@@ -63,8 +64,8 @@ def test_card_snippets_run_and_give_the_students_features(tmp_path, photo, name)
 
 
 @pytest.mark.slow
-def test_readme_export_section_runs_as_written(tmp_path, monkeypatch):
-    """The README's eupe-export lines on a (test-scale) trained run, then its Python load lines."""
+def test_export_doc_runs_as_written(tmp_path, monkeypatch):
+    """docs/export.md's eupe-export lines on a (test-scale) trained run, then its Python load lines."""
     pytest.importorskip("transformers")
     monkeypatch.chdir(tmp_path)
     student = tiny_student("vit_t", seed=6).eval()
@@ -91,7 +92,7 @@ def test_readme_export_section_runs_as_written(tmp_path, monkeypatch):
     assert len(blocks) == 2
     for code in blocks:
         namespace: dict = {}
-        exec(compile(code, "README snippet", "exec"), namespace)
+        exec(compile(code, "docs/export.md snippet", "exec"), namespace)
         model = namespace["model"]
         with torch.no_grad():
             normalized = (x - student.mean) / student.std

@@ -1,7 +1,7 @@
 """Messages a newcomer meets first: missing weights, a Stage-1 run with no store, loss names.
 
 - the missing-weights error names today's Hugging Face CLI (`hf download REPO`);
-- the README's Stage-1 command with no store there, or none set, names the config key data.store;
+- docs/training.md's Stage-1 command with no store there, or none set, names the config key data.store;
 - loss terms are named as losses (``*_cos_loss``), and a losses.jsonl of older runs (``*_cos``)
   still reads, and is rewritten with today's names when that run is resumed.
 """
