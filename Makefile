@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine: `make test` and `make demo`.
 # Each creates (or refreshes) the virtual environment in .venv, installs the project with the
-# tested pins from constraints.txt plus the real offline assets (DESIGN §5), then runs.
+# tested pins from constraints.txt plus the real offline assets (docs/design.md, "Offline assets"), then runs.
 
 PYTHON ?= python3
 VENV := .venv

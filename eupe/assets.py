@@ -1,4 +1,4 @@
-"""Real photos that ship inside installed Python packages (DESIGN §5), for demos and tests.
+"""Real photos that ship inside installed Python packages (docs/design.md, "Offline assets"), for demos and tests.
 
 Nothing is downloaded: each entry is a file inside scikit-image, scikit-learn, matplotlib or
 foolbox, found without importing those packages. Packages that are absent are skipped.

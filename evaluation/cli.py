@@ -239,3 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     set_invocation(list(sys.argv[1:] if argv is None else argv))
     return run(cli, argv, "eupe-eval")
+
+
+if __name__ == "__main__":  # `python -m eupe.evaluation.cli`
+    raise SystemExit(main())

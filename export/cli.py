@@ -210,3 +210,7 @@ def cli(checkpoint, student, weights, fmt, resolutions, quantize, out, license_,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eupe-export``."""
     return run(cli, argv, "eupe-export")
+
+
+if __name__ == "__main__":  # `python -m eupe.export.cli`
+    raise SystemExit(main())

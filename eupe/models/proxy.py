@@ -34,7 +34,7 @@ PROXY_SOURCE = f"a Stage-1 run directory or its {PROXY_FILENAME}"
 class ProxyConfig:
     """Shape of the proxy ViT (defaults: width 1536, ~1.9B parameters, 4 registers)."""
 
-    embed_dim: int = 1536  # paper: the 1.9B "ViT-G" proxy is 1536 wide (DESIGN §2)
+    embed_dim: int = 1536  # paper: the 1.9B "ViT-G" proxy is 1536 wide (docs/design.md, "The EUPE recipe")
     depth: int = 36  # ours: the paper does not publish it; chosen so the total is ~1.9B
     num_heads: int = 24  # ours: 64-wide heads, as DINOv3's ViTs
     mlp_ratio: float = 6.0  # ours: chosen with depth to reach ~1.9B

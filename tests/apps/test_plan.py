@@ -54,7 +54,7 @@ def test_plan_values_are_consistent_with_the_measured_costs(capsys):
     assert by_codec["int8"]["teachers"]["64x96x48"]["files_per_chunk"] == 6
     fp16 = by_codec["fp16"]["teachers"]["dinov2s_imgfocus"]["bytes_per_value"]
     int8 = by_codec["int8"]["teachers"]["dinov2s_imgfocus"]["bytes_per_value"]
-    assert 1.6 < fp16 < 2.05 and 0.5 < int8 < 1.0  # real DINOv2-S features: 1.84 and 0.93 (DESIGN §3.6)
+    assert 1.6 < fp16 < 2.05 and 0.5 < int8 < 1.0  # real DINOv2-S features: 1.84 and 0.93 (docs/benchmarks.md)
     assert data["render_ms"] > 0 and "256 px" in data["render_source"]
 
 

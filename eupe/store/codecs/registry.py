@@ -7,7 +7,7 @@ integers from widest to narrowest, ``int8``, ``int6``, ``int4``; the Haar codecs
 coarsest step, ``compact``, ``tiny``.  Every store records its codec as
 :meth:`~eupe.store.codecs.base.Codec.to_dict` and reads it back through this registry
 (:meth:`~eupe.store.codecs.base.Codec.from_dict`): a registered name and its parameters never
-change.  A new codec is one more instance registered here (README, "Contributing").
+change.  A new codec is one more instance registered here (docs/contributing.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ for _codec in (FP16, TokenIntCodec("int8", bits=8), TokenIntCodec("int6", bits=6
     CODECS.register(_codec.name, _codec)
 
 # (B/value stored, normalized patch-token cosine) measured on real DINOv2-S features, rounded
-# (bench/cache.py; README's codec table): the figures `eupe-cache extract --help` quotes.
+# (bench/cache.py; docs/cache.md's codec table): the figures `eupe-cache extract --help` quotes.
 MEASURED: dict[str, tuple[float, float]] = {"compact": (0.52, 0.9992), "tiny": (0.33, 0.993)}
 
 
