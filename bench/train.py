@@ -36,7 +36,7 @@ from eupe.assets import Photo, bundled_photos, imagenet_photos, write_photo_shar
 from eupe.distill.config import DataConfig, OptimConfig, TrainConfig  # noqa: E402
 from eupe.distill.heads import DistillModel  # noqa: E402
 from eupe.distill.loop import LOSS_LOG, build_student, lr_at, param_groups, train  # noqa: E402
-from eupe.models import create_teacher, teacher_spec  # noqa: E402
+from eupe.models.teachers import create_teacher, teacher_spec  # noqa: E402
 from eupe.models.config import StudentConfig, TeacherConfig  # noqa: E402
 from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store  # noqa: E402
 

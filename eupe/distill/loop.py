@@ -20,7 +20,6 @@ import os
 import pickle
 import shutil
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -33,26 +32,25 @@ from eupe import config as config_io
 from eupe.config import ConfigError
 from eupe.distill import tracking
 from eupe.distill.config import TrainConfig
-from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
-                               usable_views)
+from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows, usable_views
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.rundir import (RUN_RECORD, STEP_RECORD, NonFiniteLossError, RunError, check_resume,
                                  checkpoint_problem, enospc_hint, file_manifest, frozen_stats_path, previous_record,
-                                 read_json, record_resume, store_identity, views_record, warn_changed_stats,
-                                 write_atomic, write_json)
+                                 read_json, record_resume, store_identity, views_record, write_atomic, write_json)
 from eupe.distill.losses import upgrade_record
-from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
-                                  online_stats, online_teachers, open_store, save_run_stats, tensor_stats)
+from eupe.distill.stats import Stats, freeze_store_stats, frozen_run_stats, read_frozen, save_run_stats
+from eupe.distill.targets import (TargetDecoder, check_complete, check_store, online_stats, online_teachers,
+                                  open_store)
 from eupe.fileio import apply_umask
-from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
 from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_student_file, save_student
-from eupe.models.features import Features
-from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
-from eupe.models.teachers import proxy_spec
+from eupe.models.features import Encoder, Features
+from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME, save_proxy
+from eupe.models.students import create_student
+from eupe.models.teachers import proxy_spec, teacher_spec
 from eupe.progress import progress
-from eupe.store import FeatureStore, StoreMismatchError
-from eupe.store.stats import load_stats
+from eupe.store.layout import StoreMismatchError
+from eupe.store.store import FeatureStore
 
 LOSS_LOG = "losses.jsonl"
 VIEWS_RECORD = "views.json"  # run directory: stored views per image the run draws from (kept on resume)
@@ -247,24 +245,9 @@ class Trainer:
         run starts (computed in the store first when absent there) and read back from there on resume."""
         if self.main:
             for name in self.teachers:
-                self._freeze_stats(name)
+                freeze_store_stats(self.store, self.out, name, self.say, read_only=self.cfg.data.read_only)
         self.accelerator.wait_for_everyone()
-        return {name: {r: _read_frozen(frozen_stats_path(self.out, name, r))
-                       for r in self.store.teacher(name).resolutions} for name in self.teachers}
-
-    def _freeze_stats(self, name: str) -> None:
-        group = self.store.teacher(name)
-        paths = {r: frozen_stats_path(self.out, name, r) for r in group.resolutions}
-        missing = [r for r, path in paths.items() if not path.is_file()]
-        if missing:
-            stats = ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
-            for resolution in missing:
-                save_run_stats(paths[resolution], {k: v.numpy() for k, v in stats[resolution].items()})
-        covers = self.store.progress(name).digest
-        for resolution in sorted(set(paths) - set(missing)):  # frozen before: the store's may have changed since
-            current = load_stats(group, resolution, covers)
-            warn_changed_stats(_read_frozen(paths[resolution]), None if current is None else tensor_stats(current),
-                               name, resolution, self.say)
+        return frozen_run_stats(self.store, self.out, self.teachers)
 
     def setup(self) -> None:
         """Model, optimizer, online teachers (with their resolutions' statistics), checkpoint state."""
@@ -298,7 +281,7 @@ class Trainer:
                     save_run_stats(path, online_stats(teacher, self.dataset, samples, resolution, self.cfg.micro_batch,
                                                       self.accelerator.device))
                 self.accelerator.wait_for_everyone()
-                teacher.stats[resolution] = _read_frozen(path)
+                teacher.stats[resolution] = read_frozen(path)
 
     def targets(self, batch: Batch, t_resolution: int) -> dict[str, Features]:
         """Cached targets where the batch has them, else the online teacher's at ``t_resolution``."""
@@ -441,16 +424,6 @@ def _check_init_heads(path: Path, state: dict[str, torch.Tensor], cfg: TrainConf
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _read_frozen(path: Path) -> Stats:
-    """Frozen statistics of a run; a damaged file is a RunError naming it."""
-    try:
-        return load_run_stats(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise RunError(f"{path} (statistics this run started with) is unreadable ({err}); delete it to freeze "
-                       "the store's current statistics in its place (the resumed run then normalizes with those)"
-                       ) from None
 
 
 def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str], None]) -> Plan:
