@@ -208,7 +208,7 @@ def _piece(name: str, built: dict):
         return run.step(0, batches)
 
     return {"open": opened, "info": lambda: store_info(opened()),
-            "check": lambda: (check_store(cfg, s := opened()), check_complete(cfg, s, print)),
+            "check": lambda: (check_store(cfg, s := opened()), check_complete(cfg.data, s, cfg.teacher_names(), print)),
             "plan": lambda: _plan(cfg, opened(), True, lambda _text: None),
             "usable": lambda: opened().usable_rows([TEACHER]),
             "stats": stats, "worker": worker, "trainer": trainer}[name]

@@ -130,7 +130,7 @@ def student_only(cfg: TrainConfig, teacher_dim: int, teacher_grid: int, warmup: 
     times = []
     for step in range(cfg.iterations):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.optim, cfg.iterations)
         t0 = time.perf_counter()
         for _ in range(accumulation):
             with accelerator.accumulate(model):

@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -31,7 +31,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from eupe import config as config_io
 from eupe.config import ConfigError
 from eupe.distill import tracking
-from eupe.distill.config import TrainConfig
+from eupe.distill.config import OptimConfig, TrainConfig
 from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows, usable_views
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.rundir import (RUN_RECORD, STEP_RECORD, NonFiniteLossError, RunError, check_resume,
@@ -70,12 +70,12 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
                           "start with fresh adapter heads") from None
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup then cosine decay to lr * min_lr_ratio (a pure function of the step)."""
-    o = cfg.optim
+def lr_at(step: int, optim: OptimConfig, iterations: int) -> float:
+    """Linear warmup then cosine decay to lr * min_lr_ratio over ``iterations`` (a pure function of the step)."""
+    o = optim
     if step < o.warmup_iters:
         return o.lr * (step + 1) / o.warmup_iters
-    progress = (step - o.warmup_iters) / max(1, cfg.iterations - o.warmup_iters)
+    progress = (step - o.warmup_iters) / max(1, iterations - o.warmup_iters)
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -193,7 +193,7 @@ class Trainer:
         precision = "no" if cpu else cfg.mixed_precision
         self.store = open_store(cfg)  # a missing store names data.store
         check_store(cfg, self.store)
-        check_complete(cfg, self.store, say)
+        check_complete(cfg.data, self.store, cfg.teacher_names(), say)
         self.plan = _plan(cfg, self.store, cpu, say)
         self.init_heads = _init_heads_state(cfg)  # Stage 3: checked before anything is written
         project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(tracking.logging_dir(self.out)))
@@ -203,7 +203,7 @@ class Trainer:
         self.say = say if self.main else (lambda _text: None)
         if precision != cfg.mixed_precision:
             self.say(f"no CUDA device: training in fp32 instead of {cfg.mixed_precision}")
-        self.say(reuse_line(cfg, self.plan))
+        self.say(reuse_line(self.plan, cfg.iterations))
         set_seed(cfg.seed)
         self.record, self.changes = self._run_record()  # refuses a mismatched re-run before anything is written
         self.teachers = cfg.teacher_names()
@@ -262,7 +262,8 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.dataset = DistillDataset(cfg.data.store, self.teachers, self.stats, store=self.store,
                                       decode=not self.decode_on_device)
-        self.online = online_teachers(cfg, self.store, self.stats, self.accelerator.device)
+        self.online = online_teachers(cfg.teachers, cfg.teacher_resolutions, self.store, self.stats,
+                                      self.accelerator.device)
         self._online_stats()
         self.checkpoints = Checkpoints(self.out / "checkpoints", cfg.keep_checkpoints)
         self.start = _resume(self.accelerator, self.checkpoints, self.say)
@@ -302,7 +303,7 @@ class Trainer:
         """One optimizer step over the plan's micro-batches; returns the step's log record."""
         acc, cfg = self.accelerator, self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.optim, cfg.iterations)
         t0, wait, sums = time.perf_counter(), 0.0, {}
         s_resolution, t_resolution = self.plan.resolutions(step)
         for _ in range(self.plan.accumulation):
@@ -319,7 +320,7 @@ class Trainer:
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.detach() / self.plan.accumulation
         elapsed = time.perf_counter() - t0
-        return {"step": step, **self._across_ranks(sums), "lr": lr_at(step, cfg),
+        return {"step": step, **self._across_ranks(sums), "lr": lr_at(step, cfg.optim, cfg.iterations),
                 "images_per_s": cfg.global_batch / elapsed, "data_wait_fraction": wait / elapsed,
                 "student_resolution": s_resolution, "teacher_resolution": t_resolution}
 
@@ -389,11 +390,11 @@ def nonfinite_message(record: dict, step: int, checkpoints: Checkpoints, store: 
             "or use mixed_precision=no; then re-run the same command")
 
 
-def reuse_line(cfg: TrainConfig, plan: Plan) -> str:
-    """How often the schedule reads each stored view, on average."""
+def reuse_line(plan: Plan, iterations: int) -> str:
+    """How often a schedule of ``iterations`` steps of the plan reads each stored view, on average."""
     stored = len(plan.rows) * plan.views_per_image
-    reuse = cfg.iterations * cfg.global_batch / stored
-    return (f"expected reuse per stored view: {reuse:.1f} reads ({cfg.iterations} iterations x {cfg.global_batch} "
+    reuse = iterations * plan.global_batch / stored
+    return (f"expected reuse per stored view: {reuse:.1f} reads ({iterations} iterations x {plan.global_batch} "
             f"images / ({len(plan.rows)} usable images x {plan.views_per_image} views))")
 
 
@@ -406,20 +407,20 @@ def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     if not heads.is_file():
         return None
     state = load_tensors(heads)
-    _check_init_heads(heads, state, cfg)
+    _check_init_heads(heads, state, cfg.teacher_names(), cfg.head_hidden)
     return state
 
 
-def _check_init_heads(path: Path, state: dict[str, torch.Tensor], cfg: TrainConfig) -> None:
+def _check_init_heads(path: Path, state: dict[str, torch.Tensor], teachers: Sequence[str], head_hidden: int) -> None:
     """The init run's heads must be this run's: the same teachers and head_hidden (ConfigError naming both)."""
-    teachers = sorted({key.split(".")[0] for key in state})
-    if teachers != sorted(cfg.teacher_names()):
-        raise ConfigError(f"{path} holds adapter heads for teachers {teachers}, this run trains against "
-                          f"{sorted(cfg.teacher_names())}; use the same teachers as the init run")
+    found = sorted({key.split(".")[0] for key in state})
+    if found != sorted(teachers):
+        raise ConfigError(f"{path} holds adapter heads for teachers {found}, this run trains against "
+                          f"{sorted(teachers)}; use the same teachers as the init run")
     hidden = {int(v.shape[0]) for k, v in state.items() if k.endswith(".0.weight") and v.ndim == 2}  # Linear(D, hidden)
-    if hidden != {cfg.head_hidden}:
+    if hidden != {head_hidden}:
         raise ConfigError(f"{path} holds adapter heads of width {sorted(hidden)}, this run has head_hidden="
-                          f"{cfg.head_hidden}; set head_hidden={min(hidden) if hidden else '?'} (the init run's)")
+                          f"{head_hidden}; set head_hidden={min(hidden) if hidden else '?'} (the init run's)")
 
 
 def _now() -> str:

@@ -28,7 +28,7 @@ import torch
 
 from eupe.config import ConfigError
 from eupe.data.shards import expand_shards
-from eupe.distill.config import TrainConfig
+from eupe.distill.config import DataConfig, TrainConfig
 from eupe.distill.stats import Stats, normalize
 from eupe.models.config import TeacherConfig
 from eupe.models.features import Encoder, Features
@@ -59,7 +59,7 @@ def store_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
         wanted = ViewPolicy.from_dict(cfg.view_policy)
         if wanted.fingerprint() != store.attrs["view_policy_sha256"]:
             problems.append(f"view policy differs: store has {store.attrs['view_policy']}, config has {wanted.to_dict()}")
-    problems += _shard_problems(cfg, store)
+    problems += _shard_problems(cfg.data, store)
     return problems
 
 
@@ -71,11 +71,11 @@ def _expected_fingerprint(teacher: TeacherConfig) -> str | None:
     return file_sha256(path) if path is not None else None
 
 
-def _shard_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
+def _shard_problems(data: DataConfig, store: FeatureStore) -> list[str]:
     """data.shards (where the images are now) against the store's record of their content: the sizes
     and head/tail hashes recorded at extraction, O(shards) small reads, no re-indexing. Without
     data.shards the recorded paths are read: only their existence is checked here."""
-    if not cfg.data.shards:
+    if not data.shards:
         missing = [s for s in store.shards if "://" not in s and not Path(s).is_file()]
         if not missing:
             return []
@@ -83,8 +83,8 @@ def _shard_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
         return [f"shard {missing[0]} (recorded in the store) is missing{more}; if the shards moved, set "
                 "data.shards=PATTERN naming them where they are now (their content is checked against the store's "
                 "record)"]
-    shards = expand_shards(cfg.data.shards)
-    if not cfg.data.check_keys:
+    shards = expand_shards(data.shards)
+    if not data.check_keys:
         return [] if len(shards) == len(store.shards) else store.shard_problems(shards)  # the count only
     return store.shard_problems(shards)
 
@@ -98,19 +98,19 @@ def open_store(cfg: TrainConfig) -> FeatureStore:
     try:
         return FeatureStore.open(cfg.data.store)
     except FileNotFoundError as err:
-        extract = _extract_command(cfg)
+        extract = _extract_command(cfg.teachers, cfg.data)
         raise ConfigError(f"data.store={cfg.data.store!r}: {err}; write it first ({extract}) or "
                           "set data.store=PATH of an existing feature store") from None
 
 
-def _extract_command(cfg: TrainConfig) -> str:
-    """The ``eupe-cache extract`` line that writes the store this config trains on."""
+def _extract_command(teachers: Sequence[TeacherConfig], data: DataConfig) -> str:
+    """The ``eupe-cache extract`` line that writes the store these teachers and data train on."""
     words = ["eupe-cache extract"]
-    for teacher in cfg.teachers:
+    for teacher in teachers:
         weights = teacher.weights or ("STAGE1_RUN" if teacher.name == "proxy" else None)
         words.append(f"--teacher {teacher.name}" + (f" --weights {weights}" if weights else ""))
-    words.append(f"--data '{cfg.data.shards}'" if cfg.data.shards else "--data SHARDS")
-    return " ".join([*words, f"--out {cfg.data.store}"])
+    words.append(f"--data '{data.shards}'" if data.shards else "--data SHARDS")
+    return " ".join([*words, f"--out {data.store}"])
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
@@ -130,14 +130,15 @@ def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, in
     return {name: store.num_images - store.teacher(name).images_done(store.progress(name).done) for name in teachers}
 
 
-def check_complete(cfg: TrainConfig, store: FeatureStore, say: Callable[[str], None]) -> None:
-    """Refuse a store whose extraction is unfinished, unless data.allow_incomplete (then warn)."""
-    missing = {name: n for name, n in missing_images(store, cfg.teacher_names()).items() if n}
+def check_complete(data: DataConfig, store: FeatureStore, teachers: Sequence[str],
+                   say: Callable[[str], None]) -> None:
+    """Refuse a store whose extraction is unfinished for ``teachers``, unless data.allow_incomplete (then warn)."""
+    missing = {name: n for name, n in missing_images(store, teachers).items() if n}
     if not missing:
         return
     text = ", ".join(f"{n} of {store.num_images} images of {name!r}" for name, n in missing.items())
-    if not cfg.data.allow_incomplete:
-        raise StoreMismatchError(f"feature store {cfg.data.store} is incomplete ({text} not extracted yet): "
+    if not data.allow_incomplete:
+        raise StoreMismatchError(f"feature store {data.store} is incomplete ({text} not extracted yet): "
                                  "finish `eupe-cache extract`, or set data.allow_incomplete=true")
     say(f"warning: training on an incomplete store: {text} not extracted yet (data.allow_incomplete=true)")
 
@@ -242,14 +243,14 @@ def online_stats(teacher: OnlineTeacher, dataset: TeacherInputs, samples: Sequen
     return {f"{kind}_{what}": getattr(m, what) for kind, m in moments.items() for what in ("mean", "std")}
 
 
-def online_teachers(cfg: TrainConfig, store: FeatureStore, stats: dict[str, dict[int, Stats]],
-                    device: torch.device) -> dict[str, OnlineTeacher]:
-    """Teachers that may be needed online: those with a configured resolution missing from the store."""
-    resolutions = set(cfg.teacher_resolutions)
+def online_teachers(teachers: Sequence[TeacherConfig], resolutions: Sequence[int], store: FeatureStore,
+                    stats: dict[str, dict[int, Stats]], device: torch.device) -> dict[str, OnlineTeacher]:
+    """Teachers that may be needed online: those with one of the teacher ``resolutions`` missing from the store."""
+    wanted = set(resolutions)
     online = {}
-    for teacher in cfg.teachers:
+    for teacher in teachers:
         group = store.teacher(teacher.name)
-        if resolutions - set(group.resolutions):
+        if wanted - set(group.resolutions):
             encoder = create_teacher(teacher.name, teacher.weights, teacher.test_scale).to(device)
             if encoder.fingerprint != group.attrs["weights_sha256"]:
                 raise StoreMismatchError(
