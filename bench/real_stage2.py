@@ -25,7 +25,7 @@ from eupe.distill.agreement import load_distill_model, teacher_agreement  # noqa
 from eupe.distill.config import DataConfig, OptimConfig, TrainConfig  # noqa: E402
 from eupe.distill.heads import DistillModel  # noqa: E402
 from eupe.distill.loop import train  # noqa: E402
-from eupe.distill.targets import teacher_stats  # noqa: E402
+from eupe.distill.stats import teacher_stats  # noqa: E402
 from eupe.models import create_student, create_teacher  # noqa: E402
 from eupe.models.config import StudentConfig, TeacherConfig  # noqa: E402
 from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store  # noqa: E402

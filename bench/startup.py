@@ -81,7 +81,7 @@ def _jpegs(max_side: int) -> list[tuple[bytes, int, int]]:
 
 def _write_tars(root: Path, n: int, per_shard: int) -> tuple[str, list[tuple[int, int]]]:
     """Real webdataset shards of n tiny JPEGs; returns the brace pattern and each image's (h, w)."""
-    from eupe.data import write_shards
+    from eupe.data.shards import write_shards
 
     jpegs = _jpegs(48)
     (root / "shards").mkdir(parents=True, exist_ok=True)
@@ -95,11 +95,13 @@ def _fill_teacher(store, sizes: list[tuple[int, int]], resolution: int) -> None:
     """Every chunk written through the real TeacherGroup.write_chunk: real views, random features."""
     import numpy as np
 
-    from eupe.models import create_teacher
-    from eupe.store import FAILED, OK, get_codec
+    from eupe.models.teachers import create_teacher
+    from eupe.store.codecs.registry import get_codec
+    from eupe.store.layout import FAILED, OK
     from eupe.store.extract import teacher_identity
     from eupe.store.teacher_group import ChunkResult
-    from eupe.views import sample_views, views_to_array
+    from eupe.views.policy import sample_views
+    from eupe.views.spec import views_to_array
 
     codec = get_codec("fp16")
     teacher = create_teacher(TEACHER, None, test_scale=True)
@@ -128,9 +130,10 @@ def build(root: Path, n: int, per_shard: int, images_per_chunk: int, views: int,
     marker = root / "built.json"
     if marker.is_file() and json.loads(marker.read_text()).get("params") == wanted:
         return json.loads(marker.read_text())
-    from eupe.data import expand_shards, index_shards
-    from eupe.store import FeatureStore, StoreParams, compute_stats, save_stats
-    from eupe.views import ViewPolicy
+    from eupe.data.shards import expand_shards, index_shards
+    from eupe.store.stats import compute_stats, save_stats
+    from eupe.store.store import FeatureStore, StoreParams
+    from eupe.views.policy import ViewPolicy
 
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
@@ -183,8 +186,9 @@ def _piece(name: str, built: dict):
     from eupe.cache_tools.commands import store_info
     from eupe.distill.data import DistillDataset, make_loader
     from eupe.distill.loop import Trainer, _plan
-    from eupe.distill.targets import check_complete, check_store, ensure_store_stats
-    from eupe.store import FeatureStore
+    from eupe.distill.stats import ensure_store_stats
+    from eupe.distill.targets import check_complete, check_store
+    from eupe.store.store import FeatureStore
 
     cfg, path = _config(built), built["store"]
     shutil.rmtree(cfg.out, ignore_errors=True)
@@ -204,7 +208,7 @@ def _piece(name: str, built: dict):
         return run.step(0, batches)
 
     return {"open": opened, "info": lambda: store_info(opened()),
-            "check": lambda: (check_store(cfg, s := opened()), check_complete(cfg, s, print)),
+            "check": lambda: (check_store(cfg, s := opened()), check_complete(cfg.data, s, cfg.teacher_names(), print)),
             "plan": lambda: _plan(cfg, opened(), True, lambda _text: None),
             "usable": lambda: opened().usable_rows([TEACHER]),
             "stats": stats, "worker": worker, "trainer": trainer}[name]
@@ -235,7 +239,7 @@ def _subprocess_s(args: list[str]) -> float:
 def report(built: dict, args: argparse.Namespace) -> None:
     from machine import describe
 
-    from eupe.store import FeatureStore
+    from eupe.store.store import FeatureStore
 
     store = FeatureStore.open(built["store"])
     print(f"machine: {describe()}")
@@ -278,7 +282,7 @@ def main() -> None:
     if args.piece:
         print(json.dumps(run_piece(args.piece, json.loads((args.root / "built.json").read_text()))))
         return
-    from eupe.store import StoreParams
+    from eupe.store.store import StoreParams
 
     per_chunk = args.images_per_chunk or StoreParams.__dataclass_fields__["images_per_chunk"].default
     report(build(args.root, args.images, args.per_shard, per_chunk, args.views, args.resolution), args)

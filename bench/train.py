@@ -36,7 +36,7 @@ from eupe.assets import Photo, bundled_photos, imagenet_photos, write_photo_shar
 from eupe.distill.config import DataConfig, OptimConfig, TrainConfig  # noqa: E402
 from eupe.distill.heads import DistillModel  # noqa: E402
 from eupe.distill.loop import LOSS_LOG, build_student, lr_at, param_groups, train  # noqa: E402
-from eupe.models import create_teacher, teacher_spec  # noqa: E402
+from eupe.models.teachers import create_teacher, teacher_spec  # noqa: E402
 from eupe.models.config import StudentConfig, TeacherConfig  # noqa: E402
 from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store  # noqa: E402
 
@@ -130,7 +130,7 @@ def student_only(cfg: TrainConfig, teacher_dim: int, teacher_grid: int, warmup: 
     times = []
     for step in range(cfg.iterations):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.optim, cfg.iterations)
         t0 = time.perf_counter()
         for _ in range(accumulation):
             with accelerator.accumulate(model):

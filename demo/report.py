@@ -10,11 +10,13 @@ import torch
 
 from eupe.distill.agreement import load_distill_model, teacher_agreement
 from eupe.distill.loop import LOSS_LOG, read_loss_log
-from eupe.distill.targets import teacher_stats
+from eupe.distill.stats import teacher_stats
 from eupe.eval.pca import write_pca_png
-from eupe.models import Encoder, create_student, create_teacher
+from eupe.models.features import Encoder
+from eupe.models.students import create_student
+from eupe.models.teachers import create_teacher
 from eupe.models.checkpoint import load_student
-from eupe.views import decode_image
+from eupe.views.source import decode_image
 
 EVAL_RES = 112  # a multiple of 14 and 16: every model sees the same pixels
 

@@ -164,7 +164,7 @@ def pca(model_specs, image, out, resolution, panel_size, foreground, device, tes
     """
     from eupe.eval.models import split_model_arg
     from eupe.eval.pca import write_pca_png
-    from eupe.views import ImageDecodeError
+    from eupe.views.source import ImageDecodeError
 
     models: dict[str, Encoder] = {}
     for arg in model_specs:
@@ -199,8 +199,8 @@ def agreement(run_dir, teacher, weights, store, data, views, seed, limit, resolu
     normalized with the store's statistics, exactly like the training targets.
     """
     from eupe.distill.agreement import load_distill_model, teacher_agreement
-    from eupe.distill.targets import teacher_stats
-    from eupe.models import create_teacher
+    from eupe.distill.stats import teacher_stats
+    from eupe.models.teachers import create_teacher
     from eupe.progress import progress
 
     model = load_distill_model(run_dir)
@@ -219,8 +219,8 @@ def agreement(run_dir, teacher, weights, store, data, views, seed, limit, resolu
 
 def _unlabelled(data: str, limit: int) -> list[tuple[str, torch.Tensor]]:
     """(key, uint8 image) of the first ``limit`` images of a folder (recursive) or webdataset."""
-    from eupe.data import ShardReader, expand_shards, index_shards
-    from eupe.views import decode_image
+    from eupe.data.shards import ShardReader, expand_shards, index_shards
+    from eupe.views.source import decode_image
 
     if Path(data).is_dir():
         files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))

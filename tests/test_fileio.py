@@ -11,9 +11,9 @@ import torch
 
 from eupe.config import save_resolved
 from eupe.distill.config import TrainConfig
-from eupe.distill.targets import save_run_stats
+from eupe.distill.stats import save_run_stats
 from eupe.fileio import apply_umask, atomic_write, current_umask, default_file_mode, write_text_atomic
-from eupe.models import create_student
+from eupe.models.students import create_student
 from eupe.models.checkpoint import save_student
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from eupe.distill.data import normalize
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.losses import match_grids
-from eupe.distill.targets import Stats, nearest_stats
-from eupe.models import Encoder
+from eupe.distill.stats import Stats, nearest_stats, normalize
+from eupe.models.features import Encoder
 from eupe.models.checkpoint import load_student
-from eupe.views import ViewPolicy, render_views, sample_views
+from eupe.views.policy import ViewPolicy, sample_views
+from eupe.views.renderer import render_views
 
 
 def load_distill_model(run_dir: str | Path, encoder: Encoder | None = None) -> DistillModel:

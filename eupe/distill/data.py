@@ -8,8 +8,8 @@ exactly the samples an uninterrupted run would have seen. Workers re-render the 
 the student, read the cached targets' stored codec components (``TeacherGroup.read_parts``: int8
 codes, float16 scales, ...), or render the teacher's input when a (view, resolution) is not in the
 store (the trainer then runs the teacher online). The components of a micro-batch are stacked into
-:class:`StoredTargets` and decoded + normalized by :class:`TargetDecoder` in one batched call
-(``Codec.decode_torch``, the same formulas as ``Codec.decode``, bit for bit): on the training
+``StoredTargets`` and decoded + normalized by ``TargetDecoder`` (both in eupe.distill.targets) in one
+batched call (``Codec.decode_torch``, the same formulas as ``Codec.decode``, bit for bit): on the training
 step's device when the trainer asks (a GPU: only the small components cross worker processes and
 the host-to-device copy), or in the worker (``DistillDataset(decode=True)``, the default; on CPU
 the workers decode in parallel with the step).
@@ -27,10 +27,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from eupe.config import ConfigError
 from eupe.data.shards import ShardReader, expand_shards
+from eupe.distill.targets import Components, StoredTargets, TargetDecoder
 from eupe.models.features import Features
-from eupe.store import FeatureStore, StoreMismatchError, TeacherGroup
-from eupe.store.codecs import Codec
-from eupe.views import ViewSpec, open_image, render, warm_up_kernels
+from eupe.store.layout import StoreMismatchError
+from eupe.store.store import FeatureStore
+from eupe.store.teacher_group import TeacherGroup
+from eupe.views.kernels import warm_up_kernels
+from eupe.views.renderer import render
+from eupe.views.source import open_image
+from eupe.views.spec import ViewSpec
 
 Sample = tuple[int, int, int, int]  # (row, view, student_resolution, teacher_resolution; 0 = each teacher's stored one)
 
@@ -149,60 +154,12 @@ class StepBatches(torch.utils.data.Sampler):
         return (self.stop - self.start) * self.plan.accumulation
 
 
-Components = dict[str, dict[str, torch.Tensor]]  # "summary"|"patch" -> component name -> [B, *suffix]
-
-
-def _tree(parts: Components, fn) -> Components:
-    return {kind: {name: fn(t) for name, t in named.items()} for kind, named in parts.items()}
-
-
-@dataclass
-class StoredTargets:
-    """One teacher's cached targets for a micro-batch as stored: codec components, not yet decoded."""
-
-    codec: Codec
-    resolution: int
-    grid: tuple[int, int]  # (h, w) patch grid of the resolution
-    parts: Components  # e.g. int8 codes [B, T, D] + float32 scale [B, T]; summary components [B, ...]
-
-    def to(self, device: torch.device) -> "StoredTargets":
-        return StoredTargets(self.codec, self.resolution, self.grid,
-                             _tree(self.parts, lambda t: t.to(device, non_blocking=True)))
-
-    def pin_memory(self) -> "StoredTargets":
-        return StoredTargets(self.codec, self.resolution, self.grid, _tree(self.parts, torch.Tensor.pin_memory))
-
-    @property
-    def device(self) -> torch.device:
-        return next(iter(self.parts["patch"].values())).device
-
-    def decode(self) -> Features:
-        """Raw float32 targets where the components lie: {"summary": [B, Ds], "patch": [B, h, w, D]}."""
-        summary = self.codec.decode_vector_torch(self.parts["summary"])  # [B, Ds]
-        patch = self.codec.decode_torch(self.parts["patch"])  # [B, T, D]
-        return {"summary": summary, "patch": patch.reshape(len(patch), *self.grid, patch.shape[-1])}  # -> [B, h, w, D]
-
-
-class TargetDecoder:
-    """Decodes and normalizes :class:`StoredTargets` on their device; frozen statistics moved there once."""
-
-    def __init__(self, stats: dict[str, dict[int, dict[str, torch.Tensor]]]) -> None:
-        self.stats = stats  # teacher -> resolution -> {"summary_mean", ...} float32 tensors
-        self._on_device: dict[tuple[str, int, torch.device], dict[str, torch.Tensor]] = {}
-
-    def __call__(self, teacher: str, stored: StoredTargets) -> Features:
-        key = (teacher, stored.resolution, stored.device)
-        if key not in self._on_device:
-            self._on_device[key] = {k: v.to(stored.device) for k, v in self.stats[teacher][stored.resolution].items()}
-        return normalize(stored.decode(), self._on_device[key])
-
-
 @dataclass
 class Batch:
     """One micro-batch: the student's pixels and, per teacher, cached targets or the teacher's input.
 
     A cached teacher is in ``targets`` (decoded and normalized in the loader) or in ``stored``
-    (components, for :class:`TargetDecoder` on the step's device); an uncached one in ``inputs``.
+    (components, for ``TargetDecoder`` on the step's device); an uncached one in ``inputs``.
     """
 
     pixels: torch.Tensor  # [B, 3, s, s] the student's view, in [0, 1]
@@ -299,11 +256,6 @@ class DistillDataset(Dataset):
             else:
                 item["inputs"][name] = render(image, view, resolution)
         return item
-
-
-def normalize(features: dict[str, torch.Tensor], stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """(x - mean) / std per coordinate, with the teacher's frozen statistics."""
-    return {kind: (features[kind] - stats[f"{kind}_mean"]) / stats[f"{kind}_std"] for kind in ("summary", "patch")}
 
 
 def _stack_stored(group: TeacherGroup, stored: list[tuple[int, Components]]) -> StoredTargets:

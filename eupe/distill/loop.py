@@ -20,10 +20,9 @@ import os
 import pickle
 import shutil
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -32,27 +31,26 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from eupe import config as config_io
 from eupe.config import ConfigError
 from eupe.distill import tracking
-from eupe.distill.config import TrainConfig
-from eupe.distill.data import (Batch, DistillDataset, Plan, TargetDecoder, make_loader, mixture_parts, usable_rows,
-                               usable_views)
+from eupe.distill.config import OptimConfig, TrainConfig
+from eupe.distill.data import Batch, DistillDataset, Plan, make_loader, mixture_parts, usable_rows, usable_views
 from eupe.distill.heads import HEADS_FILENAME, DistillModel
 from eupe.distill.rundir import (RUN_RECORD, STEP_RECORD, NonFiniteLossError, RunError, check_resume,
                                  checkpoint_problem, enospc_hint, file_manifest, frozen_stats_path, previous_record,
-                                 read_json, record_resume, store_identity, views_record, warn_changed_stats,
-                                 write_atomic, write_json)
+                                 read_json, record_resume, store_identity, views_record, write_atomic, write_json)
 from eupe.distill.losses import upgrade_record
-from eupe.distill.targets import (Stats, check_complete, check_store, ensure_store_stats, load_run_stats,
-                                  online_stats, online_teachers, open_store, save_run_stats, tensor_stats)
+from eupe.distill.stats import Stats, freeze_store_stats, frozen_run_stats, read_frozen, save_run_stats
+from eupe.distill.targets import (TargetDecoder, check_complete, check_store, online_stats, online_teachers,
+                                  open_store)
 from eupe.fileio import apply_umask
-from eupe.models import Encoder, create_student, save_proxy, teacher_spec
 from eupe.models.build import random_backbone
 from eupe.models.checkpoint import STUDENT_FILENAME, load_student, resolve_student_file, save_student
-from eupe.models.features import Features
-from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
-from eupe.models.teachers import proxy_spec
+from eupe.models.features import Encoder, Features
+from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME, save_proxy
+from eupe.models.students import create_student
+from eupe.models.teachers import proxy_spec, teacher_spec
 from eupe.progress import progress
-from eupe.store import FeatureStore, StoreMismatchError
-from eupe.store.stats import load_stats
+from eupe.store.layout import StoreMismatchError
+from eupe.store.store import FeatureStore
 
 LOSS_LOG = "losses.jsonl"
 VIEWS_RECORD = "views.json"  # run directory: stored views per image the run draws from (kept on resume)
@@ -72,12 +70,12 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
                           "start with fresh adapter heads") from None
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup then cosine decay to lr * min_lr_ratio (a pure function of the step)."""
-    o = cfg.optim
+def lr_at(step: int, optim: OptimConfig, iterations: int) -> float:
+    """Linear warmup then cosine decay to lr * min_lr_ratio over ``iterations`` (a pure function of the step)."""
+    o = optim
     if step < o.warmup_iters:
         return o.lr * (step + 1) / o.warmup_iters
-    progress = (step - o.warmup_iters) / max(1, cfg.iterations - o.warmup_iters)
+    progress = (step - o.warmup_iters) / max(1, iterations - o.warmup_iters)
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -195,7 +193,7 @@ class Trainer:
         precision = "no" if cpu else cfg.mixed_precision
         self.store = open_store(cfg)  # a missing store names data.store
         check_store(cfg, self.store)
-        check_complete(cfg, self.store, say)
+        check_complete(cfg.data, self.store, cfg.teacher_names(), say)
         self.plan = _plan(cfg, self.store, cpu, say)
         self.init_heads = _init_heads_state(cfg)  # Stage 3: checked before anything is written
         project = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(tracking.logging_dir(self.out)))
@@ -205,7 +203,7 @@ class Trainer:
         self.say = say if self.main else (lambda _text: None)
         if precision != cfg.mixed_precision:
             self.say(f"no CUDA device: training in fp32 instead of {cfg.mixed_precision}")
-        self.say(reuse_line(cfg, self.plan))
+        self.say(reuse_line(self.plan, cfg.iterations))
         set_seed(cfg.seed)
         self.record, self.changes = self._run_record()  # refuses a mismatched re-run before anything is written
         self.teachers = cfg.teacher_names()
@@ -247,24 +245,9 @@ class Trainer:
         run starts (computed in the store first when absent there) and read back from there on resume."""
         if self.main:
             for name in self.teachers:
-                self._freeze_stats(name)
+                freeze_store_stats(self.store, self.out, name, self.say, read_only=self.cfg.data.read_only)
         self.accelerator.wait_for_everyone()
-        return {name: {r: _read_frozen(frozen_stats_path(self.out, name, r))
-                       for r in self.store.teacher(name).resolutions} for name in self.teachers}
-
-    def _freeze_stats(self, name: str) -> None:
-        group = self.store.teacher(name)
-        paths = {r: frozen_stats_path(self.out, name, r) for r in group.resolutions}
-        missing = [r for r, path in paths.items() if not path.is_file()]
-        if missing:
-            stats = ensure_store_stats(self.store, name, self.say, read_only=self.cfg.data.read_only)
-            for resolution in missing:
-                save_run_stats(paths[resolution], {k: v.numpy() for k, v in stats[resolution].items()})
-        covers = self.store.progress(name).digest
-        for resolution in sorted(set(paths) - set(missing)):  # frozen before: the store's may have changed since
-            current = load_stats(group, resolution, covers)
-            warn_changed_stats(_read_frozen(paths[resolution]), None if current is None else tensor_stats(current),
-                               name, resolution, self.say)
+        return frozen_run_stats(self.store, self.out, self.teachers)
 
     def setup(self) -> None:
         """Model, optimizer, online teachers (with their resolutions' statistics), checkpoint state."""
@@ -279,7 +262,8 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.dataset = DistillDataset(cfg.data.store, self.teachers, self.stats, store=self.store,
                                       decode=not self.decode_on_device)
-        self.online = online_teachers(cfg, self.store, self.stats, self.accelerator.device)
+        self.online = online_teachers(cfg.teachers, cfg.teacher_resolutions, self.store, self.stats,
+                                      self.accelerator.device)
         self._online_stats()
         self.checkpoints = Checkpoints(self.out / "checkpoints", cfg.keep_checkpoints)
         self.start = _resume(self.accelerator, self.checkpoints, self.say)
@@ -298,7 +282,7 @@ class Trainer:
                     save_run_stats(path, online_stats(teacher, self.dataset, samples, resolution, self.cfg.micro_batch,
                                                       self.accelerator.device))
                 self.accelerator.wait_for_everyone()
-                teacher.stats[resolution] = _read_frozen(path)
+                teacher.stats[resolution] = read_frozen(path)
 
     def targets(self, batch: Batch, t_resolution: int) -> dict[str, Features]:
         """Cached targets where the batch has them, else the online teacher's at ``t_resolution``."""
@@ -319,7 +303,7 @@ class Trainer:
         """One optimizer step over the plan's micro-batches; returns the step's log record."""
         acc, cfg = self.accelerator, self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.optim, cfg.iterations)
         t0, wait, sums = time.perf_counter(), 0.0, {}
         s_resolution, t_resolution = self.plan.resolutions(step)
         for _ in range(self.plan.accumulation):
@@ -336,7 +320,7 @@ class Trainer:
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value.detach() / self.plan.accumulation
         elapsed = time.perf_counter() - t0
-        return {"step": step, **self._across_ranks(sums), "lr": lr_at(step, cfg),
+        return {"step": step, **self._across_ranks(sums), "lr": lr_at(step, cfg.optim, cfg.iterations),
                 "images_per_s": cfg.global_batch / elapsed, "data_wait_fraction": wait / elapsed,
                 "student_resolution": s_resolution, "teacher_resolution": t_resolution}
 
@@ -406,11 +390,11 @@ def nonfinite_message(record: dict, step: int, checkpoints: Checkpoints, store: 
             "or use mixed_precision=no; then re-run the same command")
 
 
-def reuse_line(cfg: TrainConfig, plan: Plan) -> str:
-    """How often the schedule reads each stored view, on average."""
+def reuse_line(plan: Plan, iterations: int) -> str:
+    """How often a schedule of ``iterations`` steps of the plan reads each stored view, on average."""
     stored = len(plan.rows) * plan.views_per_image
-    reuse = cfg.iterations * cfg.global_batch / stored
-    return (f"expected reuse per stored view: {reuse:.1f} reads ({cfg.iterations} iterations x {cfg.global_batch} "
+    reuse = iterations * plan.global_batch / stored
+    return (f"expected reuse per stored view: {reuse:.1f} reads ({iterations} iterations x {plan.global_batch} "
             f"images / ({len(plan.rows)} usable images x {plan.views_per_image} views))")
 
 
@@ -423,34 +407,24 @@ def _init_heads_state(cfg: TrainConfig) -> dict[str, torch.Tensor] | None:
     if not heads.is_file():
         return None
     state = load_tensors(heads)
-    _check_init_heads(heads, state, cfg)
+    _check_init_heads(heads, state, cfg.teacher_names(), cfg.head_hidden)
     return state
 
 
-def _check_init_heads(path: Path, state: dict[str, torch.Tensor], cfg: TrainConfig) -> None:
+def _check_init_heads(path: Path, state: dict[str, torch.Tensor], teachers: Sequence[str], head_hidden: int) -> None:
     """The init run's heads must be this run's: the same teachers and head_hidden (ConfigError naming both)."""
-    teachers = sorted({key.split(".")[0] for key in state})
-    if teachers != sorted(cfg.teacher_names()):
-        raise ConfigError(f"{path} holds adapter heads for teachers {teachers}, this run trains against "
-                          f"{sorted(cfg.teacher_names())}; use the same teachers as the init run")
+    found = sorted({key.split(".")[0] for key in state})
+    if found != sorted(teachers):
+        raise ConfigError(f"{path} holds adapter heads for teachers {found}, this run trains against "
+                          f"{sorted(teachers)}; use the same teachers as the init run")
     hidden = {int(v.shape[0]) for k, v in state.items() if k.endswith(".0.weight") and v.ndim == 2}  # Linear(D, hidden)
-    if hidden != {cfg.head_hidden}:
+    if hidden != {head_hidden}:
         raise ConfigError(f"{path} holds adapter heads of width {sorted(hidden)}, this run has head_hidden="
-                          f"{cfg.head_hidden}; set head_hidden={min(hidden) if hidden else '?'} (the init run's)")
+                          f"{head_hidden}; set head_hidden={min(hidden) if hidden else '?'} (the init run's)")
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _read_frozen(path: Path) -> Stats:
-    """Frozen statistics of a run; a damaged file is a RunError naming it."""
-    try:
-        return load_run_stats(path)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise RunError(f"{path} (statistics this run started with) is unreadable ({err}); delete it to freeze "
-                       "the store's current statistics in its place (the resumed run then normalizes with those)"
-                       ) from None
 
 
 def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str], None]) -> Plan:

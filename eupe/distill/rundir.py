@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from eupe.fileio import atomic_write
 
@@ -141,19 +141,6 @@ def record_resume(path: Path, record: dict, step: int, changes: dict[str, tuple[
 
 def frozen_stats_path(out: Path, teacher: str, resolution: int) -> Path:
     return out / "stats" / f"{teacher}_r{resolution}.npz"
-
-
-def warn_changed_stats(frozen: dict, current: dict | None, teacher: str, resolution: int,
-                       say: Callable[[str], None]) -> None:
-    """Say so when the store's statistics of (teacher, resolution) differ from the frozen ones."""
-    import torch
-
-    if current is None:
-        return
-    differ = [k for k in sorted(frozen) if k in current and not torch.equal(frozen[k], current[k])]
-    if differ:
-        say(f"warning: the store's normalization statistics of {teacher} r{resolution} differ from the ones this "
-            f"run started with ({', '.join(differ)}; recomputed since?): keeping the run's own, frozen ones")
 
 
 def store_identity(store: Any, teachers: list[str]) -> dict:

@@ -1,39 +1,46 @@
-"""Targets behind one interface: cached in the store, or computed online by the teacher.
+"""Training targets in one place: the store checks at startup, cached targets decoded, online teachers.
 
-The trainer checks that the store matches its config and dataset (teachers, weights
-fingerprints, view policy, image keys) and refuses it naming every difference, and refuses an
-incomplete store unless ``data.allow_incomplete``. Targets are normalized with frozen
-per-coordinate statistics of their own (teacher, resolution): for a stored resolution those of
-``eupe-cache stats`` (computed once by the main process when absent or stale); for a resolution the
-store lacks, statistics of the online teacher over the first micro-batches of the run. Either way
-the trainer freezes them in the run directory (``stats/{teacher}_r{resolution}.npz``) when the run
-starts and reloads them on resume (eupe.distill.rundir). When a
-(view, resolution) is not in the store, the data loader hands the rendered teacher input to
-``OnlineTeacher``, which returns targets normalized the same way.
+Targets reach the loss through one interface, cached in the store or computed online by the teacher:
+
+- Store checks (the trainer, before anything else): ``open_store`` names ``data.store`` when it is
+  missing; ``check_store`` refuses a store that does not match the config and dataset (teachers,
+  weights fingerprints, view policy, shards) naming every difference; ``check_complete`` refuses an
+  incomplete store unless ``data.allow_incomplete``.
+- Cached targets: the data loader stacks a micro-batch's stored codec components (int8 codes,
+  float16 scales, ...) into :class:`StoredTargets`; :class:`TargetDecoder` decodes and normalizes
+  them in one batched call (``Codec.decode_torch``, bit for bit ``Codec.decode``) on their device.
+- Online teachers (Stage 3's fallback): when a (view, resolution) is not in the store the loader
+  hands the rendered teacher input to :class:`OnlineTeacher`, which returns targets normalized the
+  same way; ``online_stats`` fixes the statistics of a resolution the store lacks.
+
+Targets are normalized with frozen per-coordinate statistics of their own (teacher, resolution):
+eupe.distill.stats computes, freezes and reads them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from eupe.config import ConfigError
 from eupe.data.shards import expand_shards
-from eupe.distill.config import TrainConfig
-from eupe.distill.data import DistillDataset, normalize
-from eupe.fileio import atomic_write
-from eupe.models import Encoder, create_teacher, teacher_weights_path
+from eupe.distill.config import DataConfig, TrainConfig
+from eupe.distill.stats import Stats, normalize
+from eupe.models.config import TeacherConfig
+from eupe.models.features import Encoder, Features
+from eupe.models.teachers import create_teacher, teacher_weights_path
 from eupe.models.weights import file_sha256
-from eupe.paths import require_writable
-from eupe.store import (FeatureStore, RunningMoments, StoreMismatchError, TeacherGroup, compute_stats, load_stats,
-                        save_stats)
-from eupe.views import ViewPolicy
+from eupe.store.codecs.base import Codec
+from eupe.store.layout import StoreMismatchError
+from eupe.store.stats import RunningMoments
+from eupe.store.store import FeatureStore
+from eupe.views.policy import ViewPolicy
 
-Stats = dict[str, torch.Tensor]
+# -- the store checks training does at startup --------------------------------------------------
 
 
 def store_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
@@ -52,11 +59,11 @@ def store_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
         wanted = ViewPolicy.from_dict(cfg.view_policy)
         if wanted.fingerprint() != store.attrs["view_policy_sha256"]:
             problems.append(f"view policy differs: store has {store.attrs['view_policy']}, config has {wanted.to_dict()}")
-    problems += _shard_problems(cfg, store)
+    problems += _shard_problems(cfg.data, store)
     return problems
 
 
-def _expected_fingerprint(teacher) -> str | None:
+def _expected_fingerprint(teacher: TeacherConfig) -> str | None:
     """The fingerprint the config's teacher would have, when its weights are available here."""
     if teacher.test_scale:
         return create_teacher(teacher.name, teacher.weights, test_scale=True).fingerprint
@@ -64,11 +71,11 @@ def _expected_fingerprint(teacher) -> str | None:
     return file_sha256(path) if path is not None else None
 
 
-def _shard_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
+def _shard_problems(data: DataConfig, store: FeatureStore) -> list[str]:
     """data.shards (where the images are now) against the store's record of their content: the sizes
     and head/tail hashes recorded at extraction, O(shards) small reads, no re-indexing. Without
     data.shards the recorded paths are read: only their existence is checked here."""
-    if not cfg.data.shards:
+    if not data.shards:
         missing = [s for s in store.shards if "://" not in s and not Path(s).is_file()]
         if not missing:
             return []
@@ -76,8 +83,8 @@ def _shard_problems(cfg: TrainConfig, store: FeatureStore) -> list[str]:
         return [f"shard {missing[0]} (recorded in the store) is missing{more}; if the shards moved, set "
                 "data.shards=PATTERN naming them where they are now (their content is checked against the store's "
                 "record)"]
-    shards = expand_shards(cfg.data.shards)
-    if not cfg.data.check_keys:
+    shards = expand_shards(data.shards)
+    if not data.check_keys:
         return [] if len(shards) == len(store.shards) else store.shard_problems(shards)  # the count only
     return store.shard_problems(shards)
 
@@ -91,18 +98,19 @@ def open_store(cfg: TrainConfig) -> FeatureStore:
     try:
         return FeatureStore.open(cfg.data.store)
     except FileNotFoundError as err:
-        raise ConfigError(f"data.store={cfg.data.store!r}: {err}; write it first ({_extract_command(cfg)}) or "
+        extract = _extract_command(cfg.teachers, cfg.data)
+        raise ConfigError(f"data.store={cfg.data.store!r}: {err}; write it first ({extract}) or "
                           "set data.store=PATH of an existing feature store") from None
 
 
-def _extract_command(cfg: TrainConfig) -> str:
-    """The ``eupe-cache extract`` line that writes the store this config trains on."""
+def _extract_command(teachers: Sequence[TeacherConfig], data: DataConfig) -> str:
+    """The ``eupe-cache extract`` line that writes the store these teachers and data train on."""
     words = ["eupe-cache extract"]
-    for teacher in cfg.teachers:
+    for teacher in teachers:
         weights = teacher.weights or ("STAGE1_RUN" if teacher.name == "proxy" else None)
         words.append(f"--teacher {teacher.name}" + (f" --weights {weights}" if weights else ""))
-    words.append(f"--data '{cfg.data.shards}'" if cfg.data.shards else "--data SHARDS")
-    return " ".join([*words, f"--out {cfg.data.store}"])
+    words.append(f"--data '{data.shards}'" if data.shards else "--data SHARDS")
+    return " ".join([*words, f"--out {data.store}"])
 
 
 def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
@@ -122,72 +130,76 @@ def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, in
     return {name: store.num_images - store.teacher(name).images_done(store.progress(name).done) for name in teachers}
 
 
-def check_complete(cfg: TrainConfig, store: FeatureStore, say: Callable[[str], None]) -> None:
-    """Refuse a store whose extraction is unfinished, unless data.allow_incomplete (then warn)."""
-    missing = {name: n for name, n in missing_images(store, cfg.teacher_names()).items() if n}
+def check_complete(data: DataConfig, store: FeatureStore, teachers: Sequence[str],
+                   say: Callable[[str], None]) -> None:
+    """Refuse a store whose extraction is unfinished for ``teachers``, unless data.allow_incomplete (then warn)."""
+    missing = {name: n for name, n in missing_images(store, teachers).items() if n}
     if not missing:
         return
     text = ", ".join(f"{n} of {store.num_images} images of {name!r}" for name, n in missing.items())
-    if not cfg.data.allow_incomplete:
-        raise StoreMismatchError(f"feature store {cfg.data.store} is incomplete ({text} not extracted yet): "
+    if not data.allow_incomplete:
+        raise StoreMismatchError(f"feature store {data.store} is incomplete ({text} not extracted yet): "
                                  "finish `eupe-cache extract`, or set data.allow_incomplete=true")
     say(f"warning: training on an incomplete store: {text} not extracted yet (data.allow_incomplete=true)")
 
 
-def tensor_stats(stats: dict[str, np.ndarray]) -> Stats:
-    """Float64 statistics as the float32 tensors targets are normalized with (std floored at 1e-6)."""
-    return {k: torch.from_numpy(np.maximum(v, 1e-6) if k.endswith("_std") else v).float() for k, v in stats.items()}
+# -- cached targets: stored codec components, decoded and normalized on their device ------------
+
+Components = dict[str, dict[str, torch.Tensor]]  # "summary"|"patch" -> component name -> [B, *suffix]
 
 
-def ensure_store_stats(store: FeatureStore, name: str, say: Callable[[str], None] = print,
-                       read_only: bool = False) -> dict[int, Stats]:
-    """Compute and save the statistics of every stored resolution that lacks them (or whose are stale);
-    with ``read_only`` (several trainers sharing one store) refuse instead of writing. Returns the
-    statistics per resolution (what :func:`stored_stats` would read again)."""
-    group = store.teacher(name)
-    writable: TeacherGroup | None = None
-    out = {}
-    covers = store.progress(name).digest  # the manifest, read once per opened store
-    for resolution in group.resolutions:
-        stats = load_stats(group, resolution, covers)
-        if stats is None:
-            if read_only:
-                raise StoreMismatchError(
-                    f"normalization statistics of {name} r{resolution} are absent or stale in {store.where} and "
-                    f"data.read_only=true forbids writing them: run `eupe-cache stats {store.where}` first")
-            require_writable(store.where, f"normalization statistics of {name} r{resolution} are absent or stale, "
-                             "and the store", f"run `eupe-cache stats {store.where}` where it is writable first")
-            say(f"computing normalization statistics for {name} r{resolution} (absent or stale in the store; "
-                "`eupe-cache stats` does this ahead of time)")
-            writable = writable or store.writable().teacher(name)  # same store, writable
-            moments = compute_stats(writable, resolution)
-            save_stats(writable, resolution, moments)
-            stats = {f"{kind}_{what}": np.asarray(getattr(m, what), np.float64)
-                     for kind, m in moments.items() for what in ("mean", "std")}
-        out[resolution] = tensor_stats(stats)
-    return out
+def _tree(parts: Components, fn: Callable[[torch.Tensor], torch.Tensor]) -> Components:
+    return {kind: {name: fn(t) for name, t in named.items()} for kind, named in parts.items()}
 
 
-def stored_stats(store: FeatureStore, name: str) -> dict[int, Stats]:
-    """Frozen statistics per stored resolution (``ensure_store_stats`` must have run)."""
-    group, out, covers = store.teacher(name), {}, store.progress(name).digest
-    for resolution in group.resolutions:
-        stats = load_stats(group, resolution, covers)
-        if stats is None:
-            raise StoreMismatchError(f"normalization statistics of {name} r{resolution} are missing in the store")
-        out[resolution] = tensor_stats(stats)
-    return out
+@dataclass
+class StoredTargets:
+    """One teacher's cached targets for a micro-batch as stored: codec components, not yet decoded."""
+
+    codec: Codec
+    resolution: int
+    grid: tuple[int, int]  # (h, w) patch grid of the resolution
+    parts: Components  # e.g. int8 codes [B, T, D] + float32 scale [B, T]; summary components [B, ...]
+
+    def to(self, device: torch.device) -> "StoredTargets":
+        return StoredTargets(self.codec, self.resolution, self.grid,
+                             _tree(self.parts, lambda t: t.to(device, non_blocking=True)))
+
+    def pin_memory(self) -> "StoredTargets":
+        return StoredTargets(self.codec, self.resolution, self.grid, _tree(self.parts, torch.Tensor.pin_memory))
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.parts["patch"].values())).device
+
+    def decode(self) -> Features:
+        """Raw float32 targets where the components lie: {"summary": [B, Ds], "patch": [B, h, w, D]}."""
+        summary = self.codec.decode_vector_torch(self.parts["summary"])  # [B, Ds]
+        patch = self.codec.decode_torch(self.parts["patch"])  # [B, T, D]
+        return {"summary": summary, "patch": patch.reshape(len(patch), *self.grid, patch.shape[-1])}  # -> [B, h, w, D]
 
 
-def teacher_stats(store: str | FeatureStore, name: str, say: Callable[[str], None] = print) -> dict[int, Stats]:
-    """Frozen normalization statistics per stored resolution, computed and saved when absent."""
-    store = FeatureStore.open(store) if not isinstance(store, FeatureStore) else store
-    return ensure_store_stats(store, name, say)
+class TargetDecoder:
+    """Decodes and normalizes :class:`StoredTargets` on their device; frozen statistics moved there once."""
+
+    def __init__(self, stats: dict[str, dict[int, Stats]]) -> None:
+        self.stats = stats  # teacher -> resolution -> {"summary_mean", ...} float32 tensors
+        self._on_device: dict[tuple[str, int, torch.device], Stats] = {}
+
+    def __call__(self, teacher: str, stored: StoredTargets) -> Features:
+        key = (teacher, stored.resolution, stored.device)
+        if key not in self._on_device:
+            self._on_device[key] = {k: v.to(stored.device) for k, v in self.stats[teacher][stored.resolution].items()}
+        return normalize(stored.decode(), self._on_device[key])
 
 
-def nearest_stats(stats: dict[int, Stats], resolution: int) -> Stats:
-    """Statistics of the stored resolution closest to ``resolution`` (evaluation only; training uses its own)."""
-    return stats[min(stats, key=lambda r: abs(r - resolution))]
+# -- online teachers: Stage 3's fallback where the store lacks a (view, resolution) ------------
+
+
+class TeacherInputs(Protocol):
+    """What ``online_stats`` reads the teacher's inputs from (``DistillDataset`` in training)."""
+
+    def teacher_inputs(self, samples: Sequence[tuple[int, int]], resolution: int) -> torch.Tensor: ...
 
 
 @dataclass
@@ -220,7 +232,7 @@ class OnlineTeacher:
         return normalize(self.raw(pixels), self._device_stats[key])
 
 
-def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Sequence[tuple[int, int]], resolution: int,
+def online_stats(teacher: OnlineTeacher, dataset: TeacherInputs, samples: Sequence[tuple[int, int]], resolution: int,
                  micro_batch: int, device: torch.device) -> dict[str, np.ndarray]:
     """Float64 per-coordinate mean/std of the online teacher at ``resolution`` over (row, view) samples."""
     moments = {"summary": RunningMoments(teacher.encoder.summary_dim), "patch": RunningMoments(teacher.encoder.dim)}
@@ -231,28 +243,14 @@ def online_stats(teacher: OnlineTeacher, dataset: DistillDataset, samples: Seque
     return {f"{kind}_{what}": getattr(m, what) for kind, m in moments.items() for what in ("mean", "std")}
 
 
-def save_run_stats(path: Path, stats: dict[str, np.ndarray]) -> None:
-    """Write statistics as a plain .npz (no pickles), atomically."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to a name
-            np.savez(handle, **stats)
-
-    atomic_write(path, write)
-
-
-def load_run_stats(path: Path) -> Stats:
-    with np.load(path, allow_pickle=False) as data:
-        return tensor_stats({k: np.asarray(data[k]) for k in data.files})
-
-
-def online_teachers(cfg: TrainConfig, store: FeatureStore, stats: dict[str, dict[int, Stats]],
-                    device: torch.device) -> dict[str, OnlineTeacher]:
-    """Teachers that may be needed online: those with a configured resolution missing from the store."""
-    resolutions = set(cfg.teacher_resolutions)
+def online_teachers(teachers: Sequence[TeacherConfig], resolutions: Sequence[int], store: FeatureStore,
+                    stats: dict[str, dict[int, Stats]], device: torch.device) -> dict[str, OnlineTeacher]:
+    """Teachers that may be needed online: those with one of the teacher ``resolutions`` missing from the store."""
+    wanted = set(resolutions)
     online = {}
-    for teacher in cfg.teachers:
+    for teacher in teachers:
         group = store.teacher(teacher.name)
-        if resolutions - set(group.resolutions):
+        if wanted - set(group.resolutions):
             encoder = create_teacher(teacher.name, teacher.weights, teacher.test_scale).to(device)
             if encoder.fingerprint != group.attrs["weights_sha256"]:
                 raise StoreMismatchError(

@@ -45,8 +45,8 @@ def head_stats(path: str | Path, teacher: str) -> dict:
 
     Raises FileNotFoundError naming both places when neither has any.
     """
-    from eupe.distill.targets import load_run_stats, stored_stats
-    from eupe.store import FeatureStore
+    from eupe.distill.stats import load_run_stats, stored_stats
+    from eupe.store.store import FeatureStore
 
     path = Path(path)
     store = run_config(path).get("data", {}).get("store", "")

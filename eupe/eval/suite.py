@@ -54,9 +54,9 @@ def _is_path(spec: str) -> bool:
 def _clip_from_heads(encoder, heads_dir: Path) -> tuple[Callable | None, str | None]:
     """The ``pecore_g`` head of a run, de-normalized to CLIP space (``head * std + mean``)."""
     from eupe.distill.agreement import load_distill_model
-    from eupe.distill.targets import nearest_stats
+    from eupe.distill.stats import nearest_stats
     from eupe.eval.runs import head_stats
-    from eupe.models import teacher_spec
+    from eupe.models.teachers import teacher_spec
 
     model = load_distill_model(heads_dir, encoder).requires_grad_(False)
     if CLIP_TEACHER not in model.teachers:
@@ -96,7 +96,8 @@ def _student_file_model(spec: str) -> tuple:
 def _named_model(name: str, weights: str | None, test_scale: bool) -> tuple:
     from eupe.eval.models import load_model
     from eupe.eval.runs import has_heads
-    from eupe.models import create_student, list_students, list_teachers
+    from eupe.models.students import create_student, list_students
+    from eupe.models.teachers import list_teachers
 
     if weights == RANDOM:
         if name not in list_students():
@@ -114,7 +115,8 @@ def _named_model(name: str, weights: str | None, test_scale: bool) -> tuple:
 
 def resolve_model(spec: str, test_scale: bool = False, device: torch.device | str = "cpu") -> EvalModel:
     """An ``EvalModel`` for a ``--model`` value (see the module docstring)."""
-    from eupe.models import list_students, list_teachers
+    from eupe.models.students import list_students
+    from eupe.models.teachers import list_teachers
 
     name, sep, weights = spec.partition("=")
     registered = set(list_teachers()) | set(list_students())

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from eupe.cache_tools.cli import main as cache_main
-from eupe.distill.data import DistillDataset, StoredTargets, TargetDecoder, normalize
-from eupe.distill.targets import teacher_stats
-from eupe.store import FeatureStore
+from eupe.distill.data import DistillDataset
+from eupe.distill.stats import normalize, teacher_stats
+from eupe.distill.targets import StoredTargets, TargetDecoder
+from eupe.store.store import FeatureStore
 
 CODECS = ("fp16", "int8", "compact")
 TEACHER = "dinov3_hplus"

@@ -17,10 +17,11 @@ import torch
 
 from eupe.cache_tools.cli import main as cache_main
 from eupe.distill.data import DistillDataset
-from eupe.distill.targets import OnlineTeacher, teacher_stats
-from eupe.models import create_teacher
+from eupe.distill.stats import teacher_stats
+from eupe.distill.targets import OnlineTeacher
 from eupe.models.checkpoint import load_student
-from eupe.store import FeatureStore
+from eupe.models.teachers import create_teacher
+from eupe.store.store import FeatureStore
 from eupe.train.cli import main as train_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
@@ -90,8 +91,10 @@ def test_cached_and_online_targets_agree_on_the_same_view(chain):
     missing = dataset.__getitems__([(row, k, 64, 96) for row, k in ((0, 0), (5, 1), (11, 1))])
     teacher = OnlineTeacher(create_teacher("proxy", weights=chain["root"] / "stage1"), stats["proxy"])
     assert store.teacher("proxy").resolutions == [64] and set(missing.inputs) == {"proxy"} and not missing.targets
-    from eupe.views import ViewSpec, open_image, render
-    from eupe.data import ShardReader
+    from eupe.views.renderer import render
+    from eupe.views.source import open_image
+    from eupe.views.spec import ViewSpec
+    from eupe.data.shards import ShardReader
 
     reader = ShardReader(store.shard_index())
     pixels = torch.stack([render(open_image(reader.read(row)), ViewSpec.from_array(store.teacher("proxy").views(row)[k]), 64)
@@ -143,7 +146,7 @@ def test_exported_student_loads_into_timm_by_name(chain):
     with torch.no_grad():
         torch.testing.assert_close(model.forward_features(x), student.backbone.forward_features(x))
         trained = student(pixels)["patch"]
-    from eupe.models import create_student
+    from eupe.models.students import create_student
 
     torch.manual_seed(0)
     fresh = create_student("vit_t", test_scale=True)
@@ -154,8 +157,8 @@ def test_exported_student_loads_into_timm_by_name(chain):
 def test_trained_student_agrees_with_its_teacher_better_than_at_init(chain, photos):
     from eupe.distill.agreement import load_distill_model, teacher_agreement
     from eupe.distill.heads import DistillModel
-    from eupe.models import create_student
-    from eupe.views import decode_image
+    from eupe.models.students import create_student
+    from eupe.views.source import decode_image
 
     teacher = create_teacher("proxy", weights=chain["root"] / "stage1")
     stats = teacher_stats(chain["proxy_store"], "proxy")
@@ -207,7 +210,8 @@ def test_an_incomplete_store_is_refused_unless_allowed(chain, photo_shards, tmp_
 
 def test_a_teacher_resolution_is_normalized_alike_cached_or_online(chain):
     """Statistics the trainer computes online for a resolution agree with the store's for the same views."""
-    from eupe.distill.targets import online_stats, stored_stats
+    from eupe.distill.stats import stored_stats
+    from eupe.distill.targets import online_stats
 
     store = FeatureStore.open(chain["proxy_store"])
     stats = {"proxy": stored_stats(store, "proxy")}

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import zarr
 
-from eupe.distill.targets import ensure_store_stats, missing_images, stored_stats
-from eupe.store import FAILED, OK, PENDING, FeatureStore
+from eupe.distill.stats import ensure_store_stats, stored_stats
+from eupe.distill.targets import missing_images
+from eupe.store.layout import FAILED, OK, PENDING
+from eupe.store.store import FeatureStore
 
 from store_helpers import cache_json, run_extract, tiny_args
 
@@ -169,7 +171,7 @@ def test_ensure_store_stats_returns_what_stored_stats_reads(store_path):
 
 
 def test_a_keyless_shard_index_reads_the_same_bytes(extracted):
-    from eupe.data import ShardReader
+    from eupe.data.shards import ShardReader
 
     store = FeatureStore.open(extracted)
     full, keyless = store.shard_index(), store.shard_index(keys=False)
