@@ -31,13 +31,7 @@ class TeacherGroup:
         self.store = store  # the FeatureStore it belongs to
         self.group = group
         self.parent = parent  # the teacher group a view block belongs to (None: the group itself)
-        self.attrs = dict(group.attrs)
-        if not self.attrs.get("identity_sha256"):  # "" while a remote group is being created
-            raise StoreIntegrityError(f"teacher group {group.path} has no identity fingerprint: its creation was "
-                                      "interrupted (re-run the extract command), it was not created by this "
-                                      "version of eupe, or its attributes were edited")
-        if parent is not None:  # a view block shares its teacher's identity
-            self.attrs.update({k: parent.attrs[k] for k in IDENTITY_KEYS})
+        self.attrs = _identity_attrs(group, parent)
         self.view_start = int(self.attrs.get("view_start", 0))
         self.view_stop = int(self.attrs.get("view_stop", store.params.views_per_image))
         self.codec = Codec.from_dict(self.attrs["codec"])
@@ -50,9 +44,14 @@ class TeacherGroup:
         self._arrays: dict[str, zarr.Array] = {}
         check_fingerprint(group, self._identity_document(), self.fingerprint,
                           lambda: dict(self.array(MANIFEST).attrs).get("identity", {}))
+        self._connect()
+
+    def _connect(self) -> None:
+        """The collaborators, each given what it uses (the reader reads another block's views through
+        that block's reader; progress counts images through the reader's checked status)."""
         self.checks = ChunkChecks(self)
         self.chunks = ChunkProgress(self, lambda done: self.reader.status(done))
-        self.blocks = ViewBlocks(self, lambda block: TeacherGroup(store, block, self))
+        self.blocks = ViewBlocks(self, lambda block: TeacherGroup(self.store, block, self))
         self.reader = GroupReader(self, self.checks, self.chunks, lambda view: self.blocks.block_of(view).reader)
         self.writer = GroupWriter(self, self.checks, self.reader)
 
@@ -97,3 +96,16 @@ class TeacherGroup:
         from eupe.store.notebook import as_html
 
         return as_html(repr(self))
+
+
+def _identity_attrs(group: zarr.Group, parent: TeacherGroup | None) -> dict:
+    """The group's attributes (a view block's completed with its teacher's identity); a group without
+    an identity fingerprint is refused."""
+    attrs = dict(group.attrs)
+    if not attrs.get("identity_sha256"):  # "" while a remote group is being created
+        raise StoreIntegrityError(f"teacher group {group.path} has no identity fingerprint: its creation was "
+                                  "interrupted (re-run the extract command), it was not created by this "
+                                  "version of eupe, or its attributes were edited")
+    if parent is not None:  # a view block shares its teacher's identity
+        attrs.update({k: parent.attrs[k] for k in IDENTITY_KEYS})
+    return attrs
