@@ -263,7 +263,7 @@ def codec_row(cfg: "ExtractConfig", teacher, raw: np.ndarray, forward_rate: floa
     summary = extract_teacher(cfg, store, teacher)
     group = store.teacher(TEACHER)
     resolution = group.resolutions[0]
-    decoded = [group.targets(r, resolution) for r in range(store.num_images)]
+    decoded = [group.reader.targets(r, resolution) for r in range(store.num_images)]
     approx = np.stack([np.concatenate([d["summary"][:, None], d["patch"].reshape(*d["patch"].shape[:1], -1, group.dim)], 1)
                        for d in decoded])  # [N, K, 1+T, D]
     cos = token_cosine(raw, approx)
@@ -280,7 +280,7 @@ def read_ms(group, resolution: int, repeats: int = 60) -> float:
     for _ in range(repeats):
         row, k = int(rng.integers(group.store.num_images)), int(rng.integers(group.store.params.views_per_image))
         start = time.perf_counter()
-        group.targets(row, resolution, k)
+        group.reader.targets(row, resolution, k)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
@@ -293,7 +293,7 @@ def jpeg_ms(store: "FeatureStore", resolution: int, repeats: int = 60) -> float:
     times = []
     for _ in range(repeats):
         row, k = int(rng.integers(store.num_images)), int(rng.integers(store.params.views_per_image))
-        data, view = reader.read(row), ViewSpec.from_array(group.views(row)[k])
+        data, view = reader.read(row), ViewSpec.from_array(group.reader.views(row)[k])
         start = time.perf_counter()
         render(open_image(data), view, resolution)
         times.append(time.perf_counter() - start)

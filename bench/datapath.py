@@ -2,19 +2,19 @@
 
 For each token count (T=256 and T=1024 by default; D=1536 as the proxy and PE-G produce) and each
 codec (fp16, int8, compact by default), a real feature store is written with the store's own code
-(``FeatureStore.create`` over real photo shards, ``TeacherGroup.write_chunk``: sharded zarr arrays,
+(``FeatureStore.create`` over real photo shards, ``TeacherGroup.writer.write_chunk``: sharded zarr arrays,
 zstd level 3 + crc32c, chunk manifests) holding synthetic ViT-like tokens (per-channel offsets + a
 spatially smooth field + noise, three channels x20; B/value is indicative only, ``bench/cache.py``
 has the real teachers). Then, on one CPU thread, median thread CPU ms per random (image, view):
 
-* ``targets``: ``TeacherGroup.read_parts(row, resolution, view)`` -- the fast reader's one
+* ``targets``: ``TeacherGroup.reader.read_parts(row, resolution, view)`` -- the fast reader's one
   ``pread`` per array (a view's components are packed in one inner chunk), crc32c, zstd into a
   fresh buffer, the components as views of it, for the patch tokens and the summary
   token: everything the DataLoader does for a teacher when the step decodes on its device;
 * ``pread+crc only``: the same reads without zstd (what the CPU would keep if the GPU also ran
   the zstd stage, e.g. with nvCOMP: every inner chunk is one standard zstd frame);
 * ``+ decode numpy`` / ``+ decode torch``: the same plus the CPU decode to float32
-  (``TeacherGroup.decode`` / ``Codec.decode_torch``), for reference (what a CPU-only run pays);
+  (``TeacherGroup.reader.decode`` / ``Codec.decode_torch``), for reference (what a CPU-only run pays);
 * the peer: one bf16 safetensors blob per sample (patch tokens only) in an uncompressed tar, as
   Theia stores features: ``pread`` of the member + ``safetensors`` load (``read``), and the same
   plus bf16 -> float32 (``read+f32``).
@@ -62,7 +62,8 @@ from eupe.data.shards import index_shards  # noqa: E402
 from eupe.store import FeatureStore  # noqa: E402
 from eupe.store.codecs import get_codec, grid_shape  # noqa: E402
 from eupe.store.store import StoreParams  # noqa: E402
-from eupe.store.teacher_group import ChunkResult, TeacherIdentity  # noqa: E402
+from eupe.store.teacher_group.identity import TeacherIdentity  # noqa: E402
+from eupe.store.teacher_group.writer import ChunkResult  # noqa: E402
 from eupe.views import VIEW_DIM, ViewPolicy, open_image, render, sample_views  # noqa: E402
 
 IMAGES, VIEWS, PER_CHUNK, RESOLUTION, BATCH = 8, 6, 4, 224, 16
@@ -108,13 +109,13 @@ def write_store(tmp: Path, shards: list[str], codec: str, tokens: int, dim: int,
     for chunk in range(store.num_chunks):
         n = len(store.chunk_rows(chunk))
         x = vit_like(n * VIEWS, tokens, dim, seed=chunk + 1).reshape(n, VIEWS, tokens, dim)  # [C, K, T, D]
-        group.write_chunk(ChunkResult(chunk, np.zeros((n, VIEWS, VIEW_DIM)), np.ones(n, np.uint8), [""] * n,
+        group.writer.write_chunk(ChunkResult(chunk, np.zeros((n, VIEWS, VIEW_DIM)), np.ones(n, np.uint8), [""] * n,
                                       {RESOLUTION: x.mean(axis=2)}, {RESOLUTION: x}))
         if peer is not None:
             peer.add(x.reshape(n * VIEWS, tokens, dim))
     group = FeatureStore.open(store.where).teacher("bench")
     for row in range(IMAGES):  # chunk checks and shard indexes: once per chunk and process
-        group.read_parts(row, RESOLUTION, 0)
+        group.reader.read_parts(row, RESOLUTION, 0)
     return group
 
 
@@ -191,10 +192,10 @@ def codec_row(group, batches: int, reads: int) -> dict:
     codec = group.codec
 
     def parts(row: int, view: int) -> dict:
-        return group.read_parts(row, RESOLUTION, view)
+        return group.reader.read_parts(row, RESOLUTION, view)
 
     def blobs(row: int, view: int) -> list:  # what stays on the CPU if zstd itself ran on the GPU
-        return [r.read_blob(row, view) for r in group.fast_readers(RESOLUTION).values()]  # one per array
+        return [r.read_blob(row, view) for r in group.reader.fast_readers(RESOLUTION).values()]  # one per array
 
     def flat(row: int, view: int) -> dict:
         return {f"{kind}/{n}": a for kind, named in parts(row, view).items() for n, a in named.items()}
@@ -207,7 +208,7 @@ def codec_row(group, batches: int, reads: int) -> dict:
     return {"what": codec.name, "bytes_per_value": stored_bytes_per_value(group),
             "components": sum(len(v) for v in parts(0, 0).values()),
             "targets_ms": median_ms(parts, reads), "blob_ms": median_ms(blobs, reads),
-            "numpy_ms": median_ms(lambda r, v: group.decode(parts(r, v), RESOLUTION), reads),
+            "numpy_ms": median_ms(lambda r, v: group.reader.decode(parts(r, v), RESOLUTION), reads),
             "torch_ms": median_ms(torch_decode, reads),
             "rate": [samples_per_s(flat, w, batches) for w in (1, 2)]}
 
@@ -224,7 +225,7 @@ def why_row(group) -> dict:
     fixed costs."""
     from numcodecs import Zstd
 
-    parts = [a for named in group.read_parts(0, RESOLUTION, 0).values() for a in named.values()]
+    parts = [a for named in group.reader.read_parts(0, RESOLUTION, 0).values() for a in named.values()]
     big, small = max(parts, key=lambda a: a.nbytes), min(parts, key=lambda a: a.nbytes)
     out, row = np.empty_like(big), {"what": group.codec.name, "big": big.nbytes}
     for level in (3, 1):
@@ -262,7 +263,7 @@ def print_rows(tokens: int, dim: int, rows: list[dict]) -> None:
 def image_rows(group, reads: int, max_side: int = 500) -> list[tuple[str, float]]:
     """The student's side of a sample, median CPU ms: the trainer's image path (``open_image`` +
     ``render`` of a policy view), PIL decode + resize of the same JPEG to the same size, and the
-    stored view's parameters (``view_params``, read per chunk and kept)."""
+    stored view's parameters (``blocks.view_params``, read per chunk and kept)."""
     from PIL import Image
 
     photos = [encode_jpeg(p.path, max_side) for p in bundled_photos()[:IMAGES]]
@@ -275,7 +276,7 @@ def image_rows(group, reads: int, max_side: int = 500) -> list[tuple[str, float]
     return [(f"trainer's image path (JPEG {max_side} px -> render {RESOLUTION})",
              median_ms(lambda r, v: render(open_image(photos[r]), views[r][v], RESOLUTION), reads)),
             (f"same JPEG, PIL decode + resize {RESOLUTION}", median_ms(pil, reads)),
-            ("view parameters lookup (store)", median_ms(lambda r, v: group.view_params(r, v), reads))]
+            ("view parameters lookup (store)", median_ms(lambda r, v: group.blocks.view_params(r, v), reads))]
 
 
 def main() -> None:

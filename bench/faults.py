@@ -209,7 +209,7 @@ def edit_codec_step(env: Env) -> tuple[str, bool]:
     cli(extract_args(env.shards, out, "--limit", "4", codec="compact"))
     _edit(f"teachers/{TEACHER}", "codec.alpha", 0.5)(out)
     rc, text = cli(["verify", str(out)])
-    refused = read_refused(out, lambda g: g.targets(0, 64, 0)["patch"])
+    refused = read_refused(out, lambda g: g.reader.targets(0, 64, 0)["patch"])
     return f"verify rc={rc}; reader {refused}", rc in (1, 2) and refused.startswith("refused")
 
 
@@ -293,11 +293,11 @@ def kill_view_block_creation(env: Env) -> tuple[str, bool]:
     out = env.fresh("kill-block-staged")
     first, _ = cli(extract_args(env.shards, out))
     rc = killed_at("block-staged", extract_args(env.shards, out, "--views", "3"))
-    views_after_kill = FeatureStore.open(out).teacher(TEACHER).total_views
+    views_after_kill = FeatureStore.open(out).teacher(TEACHER).blocks.total_views
     rerun, _ = cli(extract_args(env.shards, out, "--views", "3"))
     verify, _ = cli(["verify", str(out)])
     group = FeatureStore.open(out).teacher(TEACHER)
-    grown = group.total_views == group.complete_views() == 3
+    grown = group.blocks.total_views == group.blocks.complete_views() == 3
     same = same_as_reference(env, out)  # the first two views are untouched
     left = [p.name for p in (out / "teachers" / TEACHER / "blocks").glob(".*")]  # the killed run's staged copy
     outcome = (f"killed rc={rc}; views after kill={views_after_kill}; re-run rc={rerun}; verify rc={verify}; "
@@ -318,17 +318,17 @@ CASES: dict[str, Callable[[Env], tuple[str, bool]]] = {
     "kill -9 right after a chunk's completion record": kill_case("chunk-done"),
     "kill -9 while statistics are saved": kill_stats,
     "kill -9 while a view block is added (--views 2 -> 3)": kill_view_block_creation,
-    "delete a patch chunk file": damage_case("delete", _delete(PATCH, 1), lambda g: g.targets(2, 64, 0)["patch"]),
-    "swap two patch chunk files": damage_case("swap", _swap(PATCH, 1, 2), lambda g: g.targets(2, 64, 0)["patch"]),
-    "truncate a patch chunk file": damage_case("truncate", _truncate(PATCH, 3), lambda g: g.targets(6, 64, 1)["patch"]),
-    "delete a status chunk": damage_case("status", _delete("status", 2), lambda g: g.status()),
-    "delete a views chunk": damage_case("views", _delete("views", 0), lambda g: g.views(0)),
+    "delete a patch chunk file": damage_case("delete", _delete(PATCH, 1), lambda g: g.reader.targets(2, 64, 0)["patch"]),
+    "swap two patch chunk files": damage_case("swap", _swap(PATCH, 1, 2), lambda g: g.reader.targets(2, 64, 0)["patch"]),
+    "truncate a patch chunk file": damage_case("truncate", _truncate(PATCH, 3), lambda g: g.reader.targets(6, 64, 1)["patch"]),
+    "delete a status chunk": damage_case("status", _delete("status", 2), lambda g: g.reader.status()),
+    "delete a views chunk": damage_case("views", _delete("views", 0), lambda g: g.reader.views(0)),
     "delete a manifest row (completion record)": damage_case("manifest", _delete("manifest", 4),
-                                                             lambda g: g.targets(8, 64, 0)["patch"]),
+                                                             lambda g: g.reader.targets(8, 64, 0)["patch"]),
     "edit root attribute views_per_image": damage_case("views-per-image", _edit(".", "views_per_image", 1),
-                                                       lambda g: g.targets(0, 64, 0)),
+                                                       lambda g: g.reader.targets(0, 64, 0)),
     "edit teacher attribute grids": damage_case("grids", _edit(f"teachers/{TEACHER}", "grids", [[2, 8]]),
-                                                lambda g: g.targets(0, 64, 0)),
+                                                lambda g: g.reader.targets(0, 64, 0)),
     "edit the codec's step (compact alpha)": edit_codec_step,
     "--out is a folder of the user's files": out_is_a_user_folder,
     "--out is the shard folder": out_is_the_shard_folder,

@@ -113,7 +113,7 @@ def stats_part(views: int) -> None:
         full = _values(compute_stats(group, resolution, sample=None, workers=1))
         full_s = time.perf_counter() - start
         population = len(sample_pairs(group, None))
-        patch = np.concatenate([group.targets(int(r), resolution, int(k))["patch"].reshape(-1, group.dim)
+        patch = np.concatenate([group.reader.targets(int(r), resolution, int(k))["patch"].reshape(-1, group.dim)
                                 for r, k in sample_pairs(group, 64, seed=99)]).astype(np.float64)
         print(f"population N = {population} views; codec {group.codec.name}; full pass {full_s:.2f} s on 1 thread; "
               f"normalized-target effect measured on {len(patch)} patch tokens of 64 other sampled views\n")

@@ -3,7 +3,7 @@
 Extracts one small store (real photos, test-scale random-init teacher, ``--codec`` at ``--resolution``)
 twice, into a local directory and into ``s3://`` on a moto S3 server started on 127.0.0.1 (the one
 the tests use, in this process), then reads random (image, view) targets as the trainer does
-(``FeatureStore.open(url).teacher(t).targets(row, resolution, view)``) and prints ms per sample:
+(``FeatureStore.open(url).teacher(t).reader.targets(row, resolution, view)``) and prints ms per sample:
 
 - local, fast path: direct reads of the shard index and one inner chunk per array (summary, patch:
   a view's codec components are packed in one inner chunk);
@@ -54,9 +54,9 @@ def read(group, resolution: int, row: int, view: int, zarr_path: bool) -> dict:
     """One sample's targets: the trainer's call, or plain zarr indexing of the float32 target arrays
     (after the same manifest check of the chunk)."""
     if not zarr_path:
-        return group.targets(row, resolution, view)
-    group.require_chunk(row // group.store.params.images_per_chunk)
-    return {kind: array[row, view] for kind, array in group.target_arrays(resolution).items()}
+        return group.reader.targets(row, resolution, view)
+    group.checks.require_chunk(row // group.store.params.images_per_chunk)
+    return {kind: array[row, view] for kind, array in group.reader.target_arrays(resolution).items()}
 
 
 def per_sample_ms(url: str, resolution: int, picks: list[tuple[int, int]], zarr_path: bool) -> tuple[float, float]:

@@ -3,7 +3,7 @@
 Builds once (cached under ``--root``, default /tmp/eupe-startup-bench) a real store of ``--images``
 images: real webdataset tars of tiny JPEGs re-encoded from the bundled photos, the real store
 creation code (``index_shards`` + ``FeatureStore.create``), and one test-scale teacher whose chunks
-are written through the real ``TeacherGroup.write_chunk`` (real views drawn by the view policy,
+are written through the real ``TeacherGroup.writer.write_chunk`` (real views drawn by the view policy,
 small random features, one image in 1000 recorded as failed), then ``eupe-cache stats`` once.
 Then, each piece in a fresh Python process (warm page cache), it times the store work and counts
 the files it opens (an audit hook on ``open``): under the store, and tar shards. Pieces:
@@ -92,14 +92,14 @@ def _write_tars(root: Path, n: int, per_shard: int) -> tuple[str, list[tuple[int
 
 
 def _fill_teacher(store, sizes: list[tuple[int, int]], resolution: int) -> None:
-    """Every chunk written through the real TeacherGroup.write_chunk: real views, random features."""
+    """Every chunk written through the real TeacherGroup.writer.write_chunk: real views, random features."""
     import numpy as np
 
     from eupe.models.teachers import create_teacher
     from eupe.store.codecs.registry import get_codec
     from eupe.store.layout import FAILED, OK
     from eupe.store.extract import teacher_identity
-    from eupe.store.teacher_group import ChunkResult
+    from eupe.store.teacher_group.writer import ChunkResult
     from eupe.views.policy import sample_views
     from eupe.views.spec import views_to_array
 
@@ -108,13 +108,13 @@ def _fill_teacher(store, sizes: list[tuple[int, int]], resolution: int) -> None:
     group = store.open_or_create_teacher(teacher_identity(teacher, [resolution], codec), codec)
     k, params, rng = store.params.views_per_image, store.params, np.random.default_rng(0)
     h, w = group.grids[resolution]
-    for chunk in group.pending_chunks():
+    for chunk in group.chunks.pending_chunks():
         rows = store.chunk_rows(chunk)
         views = np.stack([views_to_array(sample_views(params.policy, params.seed, str(store.keys[r]), *sizes[r], k))
                           for r in rows])
         c, failed = len(rows), np.array([r % FAILED_EVERY == FAILED_EVERY - 1 for r in rows])
         views[failed] = np.nan  # as extraction leaves a failed image's views
-        group.write_chunk(ChunkResult(
+        group.writer.write_chunk(ChunkResult(
             chunk, views, np.where(failed, FAILED, OK).astype(np.uint8),
             ["bench: simulated decode failure" if f else "" for f in failed],
             {resolution: rng.normal(size=(c, k, group.summary_dim)).astype(np.float32)},

@@ -132,13 +132,13 @@ def store_info(store) -> dict:
         group = store.teacher(name)
         status = store.image_status(name)  # the consolidated record when it is current (extract writes it)
         rows = store.progress(name).rows  # the manifest, read once
-        counts = group.counts(rows, status)
+        counts = group.chunks.counts(rows, status)
         blocks = [_block_info(block, rows if block is group else None) for block in group.blocks]
         info["teachers"][name] = {
             **{k: group.attrs[k] for k in ("weights_sha256", "preprocessing", "resolutions", "grids", "dim", "codec")},
             **counts, "bytes_written": sum(b["bytes_written"] for b in blocks),
             "complete": all(b["chunks_done"] == b["chunks"] for b in blocks),
-            "views_per_image": group.total_views, "view_blocks": blocks,
+            "views_per_image": group.blocks.total_views, "view_blocks": blocks,
             "failed_inputs": [{"key": k, "reason": r} for k, r in store.failures(name)],
         }
     return info
@@ -146,7 +146,7 @@ def store_info(store) -> dict:
 
 def _block_info(block, rows=None) -> dict:
     """One view block's views, done chunks and bytes (``rows``: its manifest, read when not given)."""
-    return {"views": [block.view_start, block.view_stop], **block.chunk_counts(rows)}
+    return {"views": [block.view_start, block.view_stop], **block.chunks.chunk_counts(rows)}
 
 
 @click.command()

@@ -5,7 +5,7 @@ permutation, each image uses view ``k`` drawn from (seed, epoch, row) among its 
 and step ``s`` fixes the student's and the teacher's resolution. Rank ``r`` of ``W`` takes its
 micro-batches from each global batch by position, so a resumed run restarts at its step with
 exactly the samples an uninterrupted run would have seen. Workers re-render the stored view for
-the student, read the cached targets' stored codec components (``TeacherGroup.read_parts``: int8
+the student, read the cached targets' stored codec components (``TeacherGroup.reader.read_parts``: int8
 codes, float16 scales, ...), or render the teacher's input when a (view, resolution) is not in the
 store (the trainer then runs the teacher online). The components of a micro-batch are stacked into
 ``StoredTargets`` and decoded + normalized by ``TargetDecoder`` (both in eupe.distill.targets) in one
@@ -31,7 +31,7 @@ from eupe.distill.targets import Components, StoredTargets, TargetDecoder
 from eupe.models.features import Features
 from eupe.store.layout import StoreMismatchError
 from eupe.store.store import FeatureStore
-from eupe.store.teacher_group import TeacherGroup
+from eupe.store.teacher_group.group import TeacherGroup
 from eupe.views.kernels import warm_up_kernels
 from eupe.views.renderer import render
 from eupe.views.source import open_image
@@ -237,7 +237,7 @@ class DistillDataset(Dataset):
 
     def _view(self, row: int, k: int) -> tuple[torch.Tensor, ViewSpec]:
         first = self._groups[self.teachers[0]]
-        return open_image(self._reader.read(row), None), ViewSpec.from_array(first.view_params(row, k))
+        return open_image(self._reader.read(row), None), ViewSpec.from_array(first.blocks.view_params(row, k))
 
     def teacher_inputs(self, samples: Sequence[tuple[int, int]], resolution: int) -> torch.Tensor:
         """[B, 3, resolution, resolution] teacher inputs of (row, view) samples, rendered like the cached ones."""
@@ -250,7 +250,7 @@ class DistillDataset(Dataset):
         for name, group in self._groups.items():
             resolution = t_resolution or group.resolutions[0]
             if resolution in group.resolutions:
-                parts = group.read_parts(row, resolution, k)  # checked; fresh arrays from the fast reader
+                parts = group.reader.read_parts(row, resolution, k)  # checked; fresh arrays from the fast reader
                 item["stored"][name] = (resolution, {kind: {n: torch.from_numpy(np.require(a, requirements="C"))
                                                             for n, a in named.items()} for kind, named in parts.items()})
             else:
@@ -302,7 +302,7 @@ def usable_views(store: FeatureStore, teachers: Sequence[str], recorded: int | N
     (at least the store's first K, whose unfinished rows ``usable_rows`` leaves out). A resumed run
     keeps the number it started with (``recorded``), so its samples stay those of an uninterrupted run."""
     groups = [store.teacher(name) for name in teachers]
-    available = min(max(g.complete_views(store.progress(g.name).done), g.block_views) for g in groups)
+    available = min(max(g.blocks.complete_views(store.progress(g.name).done), g.block_views) for g in groups)
     if recorded is not None:
         if recorded > available:
             raise StoreMismatchError(f"this run started with {recorded} views per image but {store.where} now has "
@@ -311,7 +311,8 @@ def usable_views(store: FeatureStore, teachers: Sequence[str], recorded: int | N
             say(f"resuming with the {recorded} views per image this run started with; the store now holds "
                 f"{available} complete ones (a new run uses them)")
         return recorded
-    unfinished = [f"{g.name} views {available}..{g.total_views - 1}" for g in groups if g.total_views > available]
+    unfinished = [f"{g.name} views {available}..{g.blocks.total_views - 1}" for g in groups
+                  if g.blocks.total_views > available]
     if unfinished:
         say(f"not used until their extraction finishes: {', '.join(unfinished)}")
     return available

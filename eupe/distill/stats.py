@@ -24,7 +24,7 @@ from eupe.paths import require_writable
 from eupe.store.layout import StoreMismatchError
 from eupe.store.stats import compute_stats, load_stats, save_stats
 from eupe.store.store import FeatureStore
-from eupe.store.teacher_group import TeacherGroup
+from eupe.store.teacher_group.group import TeacherGroup
 
 Stats = dict[str, torch.Tensor]  # {"summary_mean", "summary_std", "patch_mean", "patch_std"} float32
 

@@ -127,7 +127,8 @@ def check_store(cfg: TrainConfig, store: FeatureStore) -> None:
 def missing_images(store: FeatureStore, teachers: Sequence[str]) -> dict[str, int]:
     """Per teacher, how many images lie in chunks whose extraction is not done yet (from the
     store's one manifest read, :meth:`FeatureStore.progress`)."""
-    return {name: store.num_images - store.teacher(name).images_done(store.progress(name).done) for name in teachers}
+    return {name: store.num_images - store.teacher(name).chunks.images_done(store.progress(name).done)
+            for name in teachers}
 
 
 def check_complete(data: DataConfig, store: FeatureStore, teachers: Sequence[str],

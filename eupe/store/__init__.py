@@ -14,7 +14,7 @@ _EXPORTS = {
     "StoreIntegrityError": "layout", "StoreLookupError": "layout", "StoreMismatchError": "layout",
     "StoreWriteError": "layout", "Sample": "notebook",
     "FeatureStore": "store", "StoreParams": "store",
-    "TeacherGroup": "teacher_group", "TeacherIdentity": "teacher_group",
+    "TeacherGroup": "teacher_group.group", "TeacherIdentity": "teacher_group.identity",
     "RunningMoments": "stats", "compute_stats": "stats", "load_stats": "stats", "save_stats": "stats",
     "describe_method": "stats", "sample_pairs": "stats", "stats_method": "stats",
     "Run": "plan", "Shape": "plan", "estimate": "plan", "measure_costs": "plan",

@@ -33,7 +33,9 @@ from eupe.store.layout import (
     is_url,
 )
 from eupe.store.store import FeatureStore, StoreMismatchError, StoreParams
-from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity
+from eupe.store.teacher_group.group import TeacherGroup
+from eupe.store.teacher_group.identity import TeacherIdentity
+from eupe.store.teacher_group.writer import ChunkResult
 from eupe.views import (
     DEFAULT_MAX_PIXELS, VIEW_DIM, ImageDecodeError, SourceImage, ViewPolicy, open_image, render_views, sample_views,
     views_to_array, warm_up_kernels,
@@ -343,13 +345,13 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
     group = store.open_or_create_teacher(teacher_identity(teacher, resolutions, codec), codec)
     summary = ExtractSummary(teacher.spec.name)
     blocks = grow_views(cfg, group, codec, summary)
-    claim = claim_rank(group.claims_dir, cfg.rank, cfg.world_size)
+    claim = claim_rank(group.chunks.claims_dir, cfg.rank, cfg.world_size)
     try:
         for block in blocks:  # the teacher's own views, then each view block
             if cfg.retry_failed:
                 summary.retried += retry_read_failures(block, cfg.rank, cfg.world_size)
             _run_chunks(cfg, block, teacher, resolutions, summary, claim, progress)
-        summary.not_done = sum(int((~block.done_flags()).sum()) for block in blocks)
+        summary.not_done = sum(int((~block.chunks.done_flags()).sum()) for block in blocks)
         if not summary.not_done:  # consolidate the image statuses once, for fast `info` and trainer starts
             FeatureStore.open(cfg.out).image_status(group.name, save=True)
         return summary
@@ -361,19 +363,19 @@ def extract_teacher(cfg: ExtractConfig, store: FeatureStore, teacher: Encoder, p
 def grow_views(cfg: ExtractConfig, group: TeacherGroup, codec: Codec, summary: ExtractSummary) -> list[TeacherGroup]:
     """The teacher's blocks, with a view block added when ``--views`` asks for more views than it
     holds (on object storage rank 0 adds it and the other ranks wait)."""
-    held = group.total_views
+    held = group.blocks.total_views
     if cfg.views < held and cfg.views_given:
         raise StoreMismatchError(f"--views {cfg.views}: teacher {group.name} already holds {held} views per image in "
                                  f"{cfg.out}; --views can only grow a store: pass --views {held} or more, or leave "
                                  "--views out to resume with what it holds")
     if held >= cfg.views:
-        return group.blocks
+        return list(group.blocks)
     if is_url(cfg.out) and cfg.rank != 0:
         wait_for_rank0(f"views {held}..{cfg.views - 1} of teacher {group.name} in {cfg.out}",
-                       lambda: group.refresh_blocks()[-1].view_stop >= cfg.views)
-        return group.blocks
+                       lambda: group.blocks.refresh()[-1].view_stop >= cfg.views)
+        return list(group.blocks)
     summary.added_views = f"{held}..{cfg.views - 1}"
-    return group.add_views(cfg.views, codec)
+    return group.blocks.add_views(cfg.views, codec)
 
 
 def default_writers() -> int:
@@ -395,7 +397,7 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
     chunk it replaces was 6.4 GB). A failed write stops the run (StoreWriteError naming the chunk;
     that chunk is not marked done; chunks already in flight finish and are marked done)."""
     store = group.store
-    pending = group.pending_chunks(cfg.rank, cfg.world_size)
+    pending = group.chunks.pending_chunks(cfg.rank, cfg.world_size)
     if progress is not None:
         progress.reset(total=sum(len(store.chunk_rows(c)) for c in pending))
     device = default_device(cfg)
@@ -425,7 +427,7 @@ def _run_chunks(cfg: ExtractConfig, group: TeacherGroup, teacher: Encoder, resol
 
 def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
     """Mark this rank's done chunks that hold read-error failures as not done; returns how many."""
-    status = group.status()
+    status = group.reader.status()
     failed = np.flatnonzero(status == FAILED)
     if not len(failed):
         return 0
@@ -434,7 +436,7 @@ def retry_read_failures(group: TeacherGroup, rank: int, world_size: int) -> int:
     chunks = sorted({int(r) // per for r in failed if str(errors[r]).startswith(READ_ERROR)})
     mine = [c for c in chunks if c % world_size == rank]
     for chunk in mine:
-        group.reset_chunk(chunk)
+        group.writer.reset_chunk(chunk)
     return len(mine)
 
 
@@ -453,7 +455,7 @@ def _batches(group: TeacherGroup, chunks: list[int], resolutions: list[int],
 
 def _write(group: TeacherGroup, result: ChunkResult) -> int:
     try:
-        return group.write_chunk(result)
+        return group.writer.write_chunk(result)
     except Exception as err:  # noqa: BLE001 - re-raised with the chunk named
         rows = group.store.chunk_rows(result.chunk)
         raise StoreWriteError(

@@ -18,7 +18,7 @@ bounded by ``RLIMIT_NOFILE``) and each shard's index is parsed once and kept in 
 a read of a shard already seen is one ``os.pread`` per component: no ``stat``, no ``open``, no
 ``seek``. A first read of a shard costs ``open`` + ``fstat`` + ``pread`` (index) + ``pread``.
 Nothing re-stats the file per read: whether a shard is the one its chunk's manifest recorded is
-checked once per chunk and process by ``TeacherGroup.require_chunk``; a process that rewrites a
+checked once per chunk and process by ``TeacherGroup.checks.require_chunk``; a process that rewrites a
 chunk it has read calls :meth:`ShardedArrayReader.forget` (zarr replaces shard files by rename, so
 an open descriptor would keep showing the old, self-consistent file). Descriptors are read with
 ``pread`` only (no file offset), so DataLoader workers forked with inherited ones are safe.

@@ -1,6 +1,6 @@
 """Names, errors and small helpers every part of the feature store shares.
 
-This module is the bottom of ``eupe.store``: ``store.py``, ``teacher_group.py``, ``manifest.py``,
+This module is the bottom of ``eupe.store``: ``store.py``, ``teacher_group/``, ``manifest.py``,
 ``stats.py``, ``verify.py`` and ``extract.py`` import from it and it imports none of them, so the
 package has no import circle. Nothing outside ``eupe.store`` needs the file names defined here.
 """

@@ -81,7 +81,7 @@ def check_resolution(group: Any, resolution: int | None) -> int:
 
 def check_view(group: Any, view: int) -> int:
     """``view`` if it lies in one of the teacher's view blocks, else an error naming its views."""
-    total = group.total_views
+    total = group.blocks.total_views
     if not isinstance(view, (int, np.integer)) or not 0 <= int(view) < total:
         raise StoreLookupError(f"teacher {group.name!r} holds views 0..{total - 1} per image "
                                f"({_blocks_text(group)}), not view {view}")
@@ -115,8 +115,8 @@ def sample(store: Any, key: str | int, teacher: str | None = None, view: int = 0
     row = row_of(store, key)
     view, resolution = check_view(group, view), check_resolution(group, resolution)
     _check_extracted(store, group.name, row)
-    targets = group.targets(row, resolution, view)
-    params = group.view_params(row, view)  # [VIEW_DIM] float64
+    targets = group.reader.targets(row, resolution, view)
+    params = group.blocks.view_params(row, view)  # [VIEW_DIM] float64
     if store._notebook_index is None:  # read (and checked) once per opened store
         store._notebook_index = store.shard_index()
     index = store._notebook_index
@@ -150,10 +150,10 @@ def teacher_summary(store: Any, name: str) -> dict:
     status = store.image_status(name)
     blocks = []
     for block in group.blocks:
-        counts = block.chunk_counts()
+        counts = block.chunks.chunk_counts()
         blocks.append({"views": [block.view_start, block.view_stop - 1], "chunks_done": counts["chunks_done"],
                        "chunks": counts["chunks"], "bytes": counts["bytes_written"]})
-    return {"teacher": name, "views_per_image": group.views_per_image, "complete_views": group.complete_views(),
+    return {"teacher": name, "views_per_image": group.views_per_image, "complete_views": group.blocks.complete_views(),
             "blocks": blocks, "resolutions": {r: list(group.grids[r]) for r in group.resolutions},
             "dim": group.dim, "summary_dim": group.summary_dim, "codec": group.codec.name,
             "bytes": sum(b["bytes"] for b in blocks), "ok": int((status == OK).sum()),

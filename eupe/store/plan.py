@@ -28,7 +28,8 @@ import numpy as np
 from eupe.store.codecs import get_codec, grid_shape
 from eupe.store.layout import StoreError
 from eupe.store.stats import DEFAULT_SAMPLE, RunningMoments
-from eupe.store.teacher_group import ChunkResult, TeacherIdentity, chunk_array_names
+from eupe.store.teacher_group.identity import TeacherIdentity, chunk_array_names
+from eupe.store.teacher_group.writer import ChunkResult
 
 MAX_VALUES_PER_VIEW = 32 * 1024 * 1024  # T*D; larger views would not fit the measurement in memory
 _IMAGES, _VIEWS, _READS = 2, 2, 15  # the temporary store: 2 images x 2 views per shape; timed reads (median)
@@ -143,28 +144,29 @@ def _temporary_store(root: Path):
 def _measure(store, shape: Shape, codec, features: tuple[np.ndarray, np.ndarray],
              rng: np.random.Generator) -> ViewCost:
     """Write one chunk of realistic views, then time reads of single (image, view) pairs."""
-    from eupe.store.teacher_group import TeacherGroup
+    from eupe.store.teacher_group.create import create_teacher
     from eupe.views import VIEW_DIM
 
     h, w = grid_shape(shape.tokens)
     resolution = 16 * max(h, w)  # a label: the store keys targets by resolution
     identity = TeacherIdentity(f"{shape.name}-{codec.name}".replace("/", "_"), "0" * 64, {}, (resolution,),
                                ((h, w),), shape.dim, shape.summary_dim, codec.to_dict())
-    group = TeacherGroup.create(store, identity, codec)
+    group = create_teacher(store, identity, codec)
     summary, patch = features
     result = ChunkResult(0, np.zeros((_IMAGES, _VIEWS, VIEW_DIM)), np.ones(_IMAGES, np.uint8), [""] * _IMAGES,
                          {resolution: summary.reshape(_IMAGES, _VIEWS, -1)},
                          {resolution: patch.reshape(_IMAGES, _VIEWS, shape.tokens, shape.dim)})
-    encode = _cpu_ms(lambda: group.write_chunk(result)) / (_IMAGES * _VIEWS)
-    names = group.target_names(resolution)
+    encode = _cpu_ms(lambda: group.writer.write_chunk(result)) / (_IMAGES * _VIEWS)
+    names = group.reader.target_names(resolution)
     columns = [group.array_names.index(n) for n in names["summary"] + names["patch"]]
-    stored = float(group.manifest_rows()[0, columns, 0].sum()) / (_IMAGES * _VIEWS)
+    stored = float(group.chunks.manifest_rows()[0, columns, 0].sum()) / (_IMAGES * _VIEWS)
     picks = [(int(r), int(k)) for r, k in zip(rng.integers(_IMAGES, size=_READS), rng.integers(_VIEWS, size=_READS))]
-    group.targets(picks[0][0], resolution, picks[0][1])  # open files and shard indexes once, as a warm loader has
-    read = _median_ms([lambda r=r, k=k: group.read_parts(r, resolution, k) for r, k in picks])
-    decoded = _median_ms([lambda r=r, k=k: group.targets(r, resolution, k) for r, k in picks])
+    # open files and shard indexes once, as a warm loader has
+    group.reader.targets(picks[0][0], resolution, picks[0][1])
+    read = _median_ms([lambda r=r, k=k: group.reader.read_parts(r, resolution, k) for r, k in picks])
+    decoded = _median_ms([lambda r=r, k=k: group.reader.targets(r, resolution, k) for r, k in picks])
     moments = {"summary": RunningMoments(shape.summary_dim), "patch": RunningMoments(shape.dim)}
-    stats = _median_ms([lambda r=r, k=k: _update(moments, group.targets(r, resolution, k)) for r, k in picks])
+    stats = _median_ms([lambda r=r, k=k: _update(moments, group.reader.targets(r, resolution, k)) for r, k in picks])
     files = len(chunk_array_names([resolution], codec, shape.dim, shape.summary_dim, {resolution: (h, w)})) + 1
     return ViewCost(stored, encode, read, decoded, stats, files)
 

@@ -31,7 +31,8 @@ import numpy as np
 
 from eupe.store import consolidated, dims
 from eupe.store.layout import OK, StoreError, compressors, failpoint, sha256_of
-from eupe.store.teacher_group import TeacherGroup, resolution_group_name
+from eupe.store.teacher_group.group import TeacherGroup
+from eupe.store.teacher_group.identity import resolution_group_name
 
 NAMES = ("summary_mean", "summary_std", "patch_mean", "patch_std")
 DEFAULT_SAMPLE = 8192  # (image, view) pairs; see the module docstring
@@ -87,7 +88,7 @@ def sample_pairs(group: TeacherGroup, sample: int | None = DEFAULT_SAMPLE, seed:
     """[S, 2] int64 (row, view) pairs sorted by row: a seeded uniform sample without replacement of
     ``sample`` pairs among the usable (OK) images of done chunks, or all of them when ``sample`` is
     None or at least their number."""
-    status = group.status() if status is None else status
+    status = group.reader.status() if status is None else status
     rows = np.flatnonzero(status == OK)
     k = group.block_views
     total = len(rows) * k
@@ -103,9 +104,9 @@ def compute_stats(group: TeacherGroup, resolution: int, progress: Progress | Non
                   workers: int | None = None) -> dict[str, RunningMoments]:
     """Moments of the decoded summary and patch tokens over :func:`sample_pairs` (``sample=None``:
     every usable view of every done chunk), read by ``workers`` threads (default: up to 8)."""
-    rows = group.manifest_rows()
-    covers = sha256_of(rows.tolist())  # == group.done_set_digest() as of now
-    status = group.status(rows[:, 0, 0] > 0)
+    rows = group.chunks.manifest_rows()
+    covers = sha256_of(rows.tolist())  # == group.chunks.done_set_digest() as of now
+    status = group.reader.status(rows[:, 0, 0] > 0)
     pairs = sample_pairs(group, sample, seed, status)
     if not len(pairs):
         raise StoreError(f"{group.group.path}: no usable views in done chunks to compute statistics from; "
@@ -113,7 +114,7 @@ def compute_stats(group: TeacherGroup, resolution: int, progress: Progress | Non
     population = int((status == OK).sum()) * group.block_views
     method = {"full": len(pairs) == population, "views": len(pairs), "population": population,
               "seed": None if len(pairs) == population else seed}
-    group.fast_readers(resolution)  # built once here, not raced by the threads
+    group.reader.fast_readers(resolution)  # built once here, not raced by the threads
     per_chunk = np.split(pairs, np.flatnonzero(np.diff(pairs[:, 0] // group.store.params.images_per_chunk)) + 1)
     # blocks of _BLOCK chunks are the unit of work, merged in order: the same values bit for bit
     # whatever the number of threads or their timing
@@ -148,10 +149,10 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
     rows = group.store.chunk_rows(int(pairs[0, 0]) // group.store.params.images_per_chunk)
     dense = len(pairs) * 2 >= len(rows) * group.block_views
     if dense and group.store.local_root is None:  # object storage: a chunk's objects in whole
-        chunk = group.decode(group.read_parts(slice(rows.start, rows.stop), resolution), resolution)
+        chunk = group.reader.decode(group.reader.read_parts(slice(rows.start, rows.stop), resolution), resolution)
         views = ({kind: chunk[kind][row - rows.start, view] for kind in moments} for row, view in pairs)
     else:
-        views = (group.targets(int(row), resolution, int(view)) for row, view in pairs)
+        views = (group.reader.targets(int(row), resolution, int(view)) for row, view in pairs)
     for targets in views:  # one update per view either way: the same values bit for bit on every path
         for kind in moments:
             moments[kind].update(targets[kind])
@@ -177,7 +178,7 @@ def save_stats(group: TeacherGroup, resolution: int, moments: dict[str, RunningM
                                overwrite=True, dimension_names=(_CHANNEL_DIMS[kind],))
     failpoint("stats-arrays")
     stats.attrs.put({**{kind: {"count": m.count} for kind, m in moments.items()},
-                     "complete": {"covers": covers or moments["patch"].covers or group.done_set_digest(),
+                     "complete": {"covers": covers or moments["patch"].covers or group.chunks.done_set_digest(),
                                   "values_sha256": _digest(values), "method": moments["patch"].method}})
     consolidated.refresh(group.store.group.store)
 
@@ -206,7 +207,7 @@ def load_stats(group: TeacherGroup, resolution: int, covers: str | None = None) 
         return None
     stats = resolution_group["stats"]
     complete = dict(stats.attrs).get("complete")
-    if not complete or complete.get("covers") != (covers or group.done_set_digest()):
+    if not complete or complete.get("covers") != (covers or group.chunks.done_set_digest()):
         return None
     try:
         values = {name: np.asarray(stats[name][:]) for name in NAMES}

@@ -31,7 +31,7 @@ class TeacherProgress:
     """One teacher's done chunks (one manifest read) and, once asked for, its image statuses."""
 
     rows: np.ndarray  # [n_chunks, n_arrays, 3] uint64 manifest (zeros: chunk not done)
-    digest: str  # done-set digest (TeacherGroup.done_set_digest of these rows)
+    digest: str  # done-set digest (TeacherGroup.chunks.done_set_digest of these rows)
     status: np.ndarray | None = None  # [N] uint8; PENDING in chunks not done
     errors: list[str] | None = None  # failure reason of each FAILED row, in row order
     consolidated: bool = False  # a stored record covering these statuses exists

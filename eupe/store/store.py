@@ -67,7 +67,9 @@ from eupe.store.layout import (
     remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.store.status_record import TeacherProgress, read_record, save_record
-from eupe.store.teacher_group import TeacherGroup, TeacherIdentity
+from eupe.store.teacher_group.create import create_teacher
+from eupe.store.teacher_group.group import TeacherGroup
+from eupe.store.teacher_group.identity import TeacherIdentity, check_identity
 from eupe.views import VIEW_FIELDS, ViewPolicy
 
 __all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "TeacherProgress",
@@ -307,8 +309,8 @@ class FeatureStore:
         """The teacher's manifest, read once per opened store (a snapshot: open the store again to
         see later progress)."""
         if name not in self._progress:
-            rows = self.teacher(name).manifest_rows()  # [n_chunks, n_arrays, 3]
-            self._progress[name] = TeacherProgress(rows, sha256_of(rows.tolist()))  # == done_set_digest()
+            rows = self.teacher(name).chunks.manifest_rows()  # [n_chunks, n_arrays, 3]
+            self._progress[name] = TeacherProgress(rows, sha256_of(rows.tolist()))  # == chunks.done_set_digest()
         return self._progress[name]
 
     def image_status(self, name: str, save: bool = False) -> np.ndarray:
@@ -316,7 +318,7 @@ class FeatureStore:
 
         Read from the record consolidated under ``startup/<teacher>`` (statuses and failure reasons,
         two files) when it covers exactly the current done set; otherwise every done chunk's status
-        file is checked and read (``TeacherGroup.status``) and, with ``save``, the record is written
+        file is checked and read (``TeacherGroup.reader.status``) and, with ``save``, the record is written
         for the next start. The record holds the digest of the manifest it was built from (which
         holds each status and error file's digest) and a digest of its values: a stale, partial or
         edited record is never used. Chunks are still checked against their manifest when read.
@@ -325,7 +327,7 @@ class FeatureStore:
         if found.status is None:
             stored = read_record(self.group, name, found.digest, self.num_images)
             found.consolidated = stored is not None
-            found.status, found.errors = stored or (self.teacher(name).status(found.done), None)
+            found.status, found.errors = stored or (self.teacher(name).reader.status(found.done), None)
         if save and not found.consolidated:
             found.consolidated = save_record(self.group.store, name, found.digest, found.status, self._errors(name))
         return found.status
@@ -346,7 +348,8 @@ class FeatureStore:
         """Failure reasons of the FAILED rows of :meth:`image_status`, in row order."""
         found = self.progress(name)
         if found.errors is None:
-            found.errors = [reason for _, reason in self.teacher(name).failures(found.status)]  # every error file
+            failures = self.teacher(name).reader.failures(found.status)  # every error file
+            found.errors = [reason for _, reason in failures]
         return found.errors
 
     # -- teachers ---------------------------------------------------------------------------
@@ -376,9 +379,9 @@ class FeatureStore:
     def open_or_create_teacher(self, identity: TeacherIdentity, codec) -> TeacherGroup:
         """The teacher's group, created atomically when absent, checked against ``identity``."""
         if not self.teacher_ready(identity.name):  # absent, or a remote creation that was killed
-            TeacherGroup.create(self, identity, codec)
+            create_teacher(self, identity, codec)
         group = self.teacher(identity.name)
-        group.check_identity(identity)
+        check_identity(group.attrs, identity)
         return group
 
     def teacher_ready(self, name: str) -> bool:

@@ -10,7 +10,7 @@ leaves the old one as it is:
 2. every teacher and view block is created with the old identity (name, weights hash,
    preprocessing, resolutions, codec); each chunk the old store holds complete is read, checked in
    full against the old manifest (a damaged chunk stops the upgrade, naming it), and written with
-   ``TeacherGroup.write_chunk`` -- its manifest row last, so a run killed at any point (even
+   ``TeacherGroup.writer.write_chunk`` -- its manifest row last, so a run killed at any point (even
    ``kill -9``) is finished by running the same command again, redoing only chunks not recorded;
 3. then every converted chunk is verified: the targets the new store decodes equal the old
    components decoded, bit for bit, for every image and view;
@@ -37,7 +37,9 @@ from eupe.store.layout import (
     publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.store.store import FeatureStore, identity_document
-from eupe.store.teacher_group import ChunkResult, TeacherGroup, TeacherIdentity, resolution_group_name
+from eupe.store.teacher_group.group import TeacherGroup
+from eupe.store.teacher_group.identity import TeacherIdentity, check_identity, resolution_group_name
+from eupe.store.teacher_group.writer import ChunkResult
 
 Progress = Callable[[str], None]
 
@@ -107,17 +109,17 @@ def _upgrade_teacher(old: TeacherGroup, new_store: FeatureStore, progress: Progr
                                grids=tuple(tuple(g) for g in attrs["grids"]), dim=attrs["dim"],
                                summary_dim=attrs["summary_dim"], codec=attrs["codec"])
     new = new_store.open_or_create_teacher(identity, old.codec)
-    new.check_identity(identity)
-    new.add_views(old.total_views, old.codec)
+    check_identity(new.attrs, identity)
+    new.blocks.add_views(old.blocks.total_views, old.codec)
     converted = verified = 0
     for old_block, new_block in zip(old.blocks, new.blocks):
         if (old_block.view_start, old_block.view_stop) != (new_block.view_start, new_block.view_stop):
             raise StoreMismatchError(f"{new_block.group.path} holds views {new_block.view_start}.."
                                      f"{new_block.view_stop - 1}, the old store {old_block.view_start}.."
                                      f"{old_block.view_stop - 1}: choose a new --out")
-        done_old, done_new = old_block.done_flags(), new_block.done_flags()
+        done_old, done_new = old_block.chunks.done_flags(), new_block.chunks.done_flags()
         for chunk in np.flatnonzero(done_old & ~done_new):
-            new_block.write_chunk(legacy_chunk(old_block, int(chunk)))
+            new_block.writer.write_chunk(legacy_chunk(old_block, int(chunk)))
             converted += 1
             progress(f"{old.name}: converted chunk {chunk} of {old_block.group.path}")
         for chunk in np.flatnonzero(done_old):
@@ -159,8 +161,8 @@ def _verify_chunk(old: TeacherGroup, new: TeacherGroup, chunk: int) -> None:
     legacy = legacy_chunk(old, chunk)
     span = old.store.chunk_rows(chunk)
     for resolution in old.resolutions:
-        want = old.decode({"summary": legacy.summary[resolution], "patch": legacy.patch[resolution]}, resolution)
-        have = new.decode(new.read_parts(slice(span.start, span.stop), resolution), resolution)
+        want = old.reader.decode({"summary": legacy.summary[resolution], "patch": legacy.patch[resolution]}, resolution)
+        have = new.reader.decode(new.reader.read_parts(slice(span.start, span.stop), resolution), resolution)
         for kind in ("summary", "patch"):
             if not np.array_equal(want[kind], have[kind]):
                 raise StoreIntegrityError(f"{new.group.path}: chunk {chunk} {kind} targets at {resolution} px differ "
@@ -177,7 +179,7 @@ def _carry_stats(old: TeacherGroup, new: TeacherGroup, resolution: int) -> bool:
     from eupe.store.stats import NAMES, _digest, load_stats
 
     values = load_stats(old, resolution)
-    if values is None or not np.array_equal(old.done_flags(), new.done_flags()):
+    if values is None or not np.array_equal(old.chunks.done_flags(), new.chunks.done_flags()):
         return False
     src = old.group[resolution_group_name(resolution)]["stats"]
     dst = new.group[resolution_group_name(resolution)].require_group("stats")
@@ -187,7 +189,8 @@ def _carry_stats(old: TeacherGroup, new: TeacherGroup, resolution: int) -> bool:
                          compressors=src[name].compressors)
     complete = dict(src.attrs["complete"])
     attrs = {k: v for k, v in dict(src.attrs).items() if k != "complete"}
-    dst.attrs.put({**attrs, "complete": {**complete, "covers": new.done_set_digest(), "values_sha256": _digest(values)}})
+    dst.attrs.put({**attrs, "complete": {**complete, "covers": new.chunks.done_set_digest(),
+                                         "values_sha256": _digest(values)}})
     return True
 
 

@@ -24,7 +24,8 @@ from eupe.store.dims import COORDINATES, coordinate_problems
 from eupe.store.layout import OK, READ_ERROR, StoreError
 from eupe.store.stats import load_stats, stats_method
 from eupe.store.store import FeatureStore
-from eupe.store.teacher_group import TeacherGroup, resolution_group_name
+from eupe.store.teacher_group.group import TeacherGroup
+from eupe.store.teacher_group.identity import resolution_group_name
 from eupe.views import ViewSpec, open_image, render
 
 
@@ -67,11 +68,11 @@ def verify_teacher(store: FeatureStore, name: str, finite: bool = False, progres
         report.corrupt.append({"array": f"teachers/{name}", "chunk": None, "keys": [], "error": str(err)})
         return report
     if progress is not None:
-        progress.reset(total=sum(block.num_chunks for block in blocks))
+        progress.reset(total=sum(block.chunks.num_chunks for block in blocks))
     done = [_verify_block(store, block, report, progress) for block in blocks]
     if not report.corrupt:
         for block, flags in zip(blocks, done):
-            failures = block.failures(block.status(flags))
+            failures = block.reader.failures(block.reader.status(flags))
             report.failed_images += len(failures) if block is group else 0  # an image fails in every block alike
             report.read_errors += [_label(key, block) for key, reason in failures if reason.startswith(READ_ERROR)]
         report.no_usable_images = bool(store.num_images) and report.failed_images == store.num_images
@@ -88,7 +89,7 @@ def nonfinite_targets(store: FeatureStore, block: TeacherGroup, done: np.ndarray
     for chunk in np.flatnonzero(done):
         rows = store.chunk_rows(int(chunk))
         for resolution in block.resolutions:
-            targets = block.decode(block.read_parts(slice(rows.start, rows.stop), resolution), resolution)
+            targets = block.reader.decode(block.reader.read_parts(slice(rows.start, rows.stop), resolution), resolution)
             bad = {kind: ~np.isfinite(t.reshape(len(t), -1)).all(axis=1) for kind, t in targets.items()}  # [C]
             images = np.flatnonzero(bad["summary"] | bad["patch"])
             if len(images):
@@ -100,10 +101,10 @@ def nonfinite_targets(store: FeatureStore, block: TeacherGroup, done: np.ndarray
 
 def _verify_block(store: FeatureStore, block: TeacherGroup, report: TeacherReport, progress=None) -> np.ndarray:
     """Check one block's done chunks in full into ``report``; returns its done flags."""
-    rows = block.manifest_rows()
+    rows = block.chunks.manifest_rows()
     for problem in coordinate_problems(block.group, block.attrs.get(COORDINATES, {})):
         report.corrupt.append({"array": problem.split(":")[0], "chunk": None, "keys": [], "error": problem})
-    for chunk in range(block.num_chunks):
+    for chunk in range(block.chunks.num_chunks):
         if progress is not None:
             progress.update(1)
         if rows[chunk, 0, manifest.SIZE] == 0:
@@ -131,7 +132,7 @@ def stats_state(group: TeacherGroup, resolution: int) -> str:
     if load_stats(group, resolution) is not None:
         return "ok"
     complete = dict(resolution_group["stats"].attrs).get("complete")
-    if complete and complete.get("covers") != group.done_set_digest():
+    if complete and complete.get("covers") != group.chunks.done_set_digest():
         return "stale"
     return "partial or altered"
 
@@ -159,8 +160,8 @@ def teacher_check(group: TeacherGroup, n: int, seed: int = 0, weights: str | Pat
     reader = ShardReader(group.store.shard_index())
     cosines, pairs = [], []
     for row, k, resolution in picks:
-        cached = group.targets(row, resolution, k)
-        view = ViewSpec.from_array(group.view_params(row, k))
+        cached = group.reader.targets(row, resolution, k)
+        view = ViewSpec.from_array(group.blocks.view_params(row, k))
         pixels = render(open_image(reader.read(row), None), view, resolution)[None]
         summary, patch = run_teacher(teacher, pixels, 1, torch.device("cpu"))
         # summary [Ds] and patch [T, D] tokens may differ in width: one cosine per token, pooled
@@ -197,9 +198,9 @@ def _normalized(group: TeacherGroup, pairs: list[tuple[int, np.ndarray, np.ndarr
 
 
 def _pick_views(group: TeacherGroup, n: int, seed: int) -> list[tuple[int, int, int]]:
-    rows = np.flatnonzero(group.status() == OK)
+    rows = np.flatnonzero(group.reader.status() == OK)
     rng = np.random.default_rng(seed)
-    k = group.complete_views() or group.block_views  # views in complete blocks (else the first block's)
+    k = group.blocks.complete_views() or group.block_views  # views in complete blocks (else the first block's)
     chosen = rng.choice(len(rows), size=min(n, len(rows)), replace=False) if len(rows) else []
     return [(int(rows[i]), int(rng.integers(k)), int(rng.choice(group.resolutions))) for i in chosen]
 

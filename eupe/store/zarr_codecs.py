@@ -91,7 +91,7 @@ def unpack(data: Any, layout: Layout) -> dict[str, np.ndarray]:
 
 
 def decode_view(codec: Codec, parts: Mapping[str, np.ndarray], view_shape: tuple[int, ...]) -> np.ndarray:
-    """One view's components -> float32 ``view_shape`` (exactly ``TeacherGroup.decode``'s formula)."""
+    """One view's components -> float32 ``view_shape`` (exactly ``TeacherGroup.reader.decode``'s formula)."""
     if len(view_shape) == 1:
         return codec.decode_vector(parts)
     return codec.decode(parts).reshape(view_shape)  # [T, D] -> [h, w, D]

@@ -2,7 +2,7 @@
 
 The DataLoader can ship the stored codec components (``Batch.stored``) and the step decode and
 normalize them batched (``TargetDecoder``); on CPU that gives exactly the values of
-``TeacherGroup.targets`` + ``normalize`` per sample, for fp16, int8 and compact stores, and a short
+``TeacherGroup.reader.targets`` + ``normalize`` per sample, for fp16, int8 and compact stores, and a short
 training run's losses do not move. On a CUDA device the decode equals the CPU decode.
 """
 
@@ -53,7 +53,7 @@ def _per_sample_reference(path: str) -> dict[str, torch.Tensor]:
     """Today's path: numpy decode of one (row, view) at a time, normalized, then stacked."""
     group = FeatureStore.open(path).teacher(TEACHER)
     stats = teacher_stats(path, TEACHER, say=lambda _: None)[64]
-    items = [normalize({k: torch.from_numpy(v) for k, v in group.targets(row, 64, k).items()}, stats)
+    items = [normalize({k: torch.from_numpy(v) for k, v in group.reader.targets(row, 64, k).items()}, stats)
              for row, k, _, _ in SAMPLES]
     return {kind: torch.stack([i[kind] for i in items]) for kind in ("summary", "patch")}
 

@@ -97,9 +97,9 @@ def _inject_nan(store_path: str, chunk: int) -> None:
     from eupe.store.layout import MANIFEST
 
     group = FeatureStore.open(store_path, mode="a").teacher(TEACHER)
-    name = group.target_names(64)["summary"][0]
+    name = group.reader.target_names(64)["summary"][0]
     rows = group.store.chunk_rows(chunk)
-    parts = group.read_parts(slice(rows.start, rows.stop), 64)["summary"]  # {component: [C, K, ...]}
+    parts = group.reader.read_parts(slice(rows.start, rows.stop), 64)["summary"]  # {component: [C, K, ...]}
     assert all(p.dtype == np.float16 for p in parts.values())  # fp16: NaN is a stored value
     for values in parts.values():
         values[..., 0] = np.nan

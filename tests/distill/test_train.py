@@ -97,7 +97,7 @@ def test_cached_and_online_targets_agree_on_the_same_view(chain):
     from eupe.data.shards import ShardReader
 
     reader = ShardReader(store.shard_index())
-    pixels = torch.stack([render(open_image(reader.read(row)), ViewSpec.from_array(store.teacher("proxy").views(row)[k]), 64)
+    pixels = torch.stack([render(open_image(reader.read(row)), ViewSpec.from_array(store.teacher("proxy").reader.views(row)[k]), 64)
                           for row, k in ((0, 0), (5, 1), (11, 1))])
     online = teacher(pixels, 64)
     for kind in ("summary", "patch"):

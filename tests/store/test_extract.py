@@ -40,7 +40,7 @@ def test_store_layout_is_plain_zarr(tiny_store):
     assert group["r64/patch"].shape == (12, 2, 4, 4, 64) and group["r64/patch"].dtype == np.float32  # decoded
     assert group["r64/summary"].shape == (12, 2, 64)
     store = FeatureStore.open(tiny_store).teacher("dinov3_hplus")
-    np.testing.assert_array_equal(group["r64/patch"][5, 1], store.targets(5, 64, 1)["patch"])
+    np.testing.assert_array_equal(group["r64/patch"][5, 1], store.reader.targets(5, 64, 1)["patch"])
     assert (group["manifest"][:, 0, 0] > 0).all() and (group["status"][:] == OK).all()
 
 
@@ -52,15 +52,15 @@ def test_cached_targets_equal_the_online_teacher_on_the_replayed_view(tiny_store
     for row in (0, 5, 11):
         image = open_image(reader.read(row))
         for k in range(2):
-            view = ViewSpec.from_array(group.views(row)[k])
+            view = ViewSpec.from_array(group.reader.views(row)[k])
             with torch.no_grad():
                 fresh = teacher(render(image, view, 64)[None])
-            cached = group.targets(row, 64, k)
+            cached = group.reader.targets(row, 64, k)
             assert _cosine(cached["patch"], fresh["patch"][0].numpy()).min() >= 0.999
             assert _cosine(cached["summary"], fresh["summary"][0].numpy()) >= 0.999
             np.testing.assert_allclose(cached["patch"], fresh["patch"][0].numpy(), atol=2e-2, rtol=2e-2)
     # the K views of an image are different crops, not copies
-    assert not np.allclose(group.targets(0, 64, 0)["patch"], group.targets(0, 64, 1)["patch"])
+    assert not np.allclose(group.reader.targets(0, 64, 0)["patch"], group.reader.targets(0, 64, 1)["patch"])
 
 
 def test_rerunning_a_complete_extraction_does_no_work(tiny_store, photo_shards, capsys):
@@ -111,7 +111,7 @@ def test_multiple_resolutions_store_each_view_at_each(tmp_path, photo_shards):
     group = FeatureStore.open(out).teacher("dinov3_hplus")
     assert group.resolutions == [32, 64] and group.grids == {32: (2, 2), 64: (4, 4)}
     assert FeatureStore.open(out).num_images == 4
-    small, large = group.targets(1, 32, 0), group.targets(1, 64, 0)
+    small, large = group.reader.targets(1, 32, 0), group.reader.targets(1, 64, 0)
     assert small["patch"].shape == (2, 2, 64) and large["patch"].shape == (4, 4, 64)
 
 
@@ -119,9 +119,9 @@ def test_corrupt_image_is_recorded_and_the_rest_complete(tmp_path, corrupt_shard
     out = str(tmp_path / "c.zarr")
     assert run_extract(*tiny_args(corrupt_shard, out)) == 0
     group = FeatureStore.open(out).teacher("dinov3_hplus")
-    assert group.status().tolist() == [OK, FAILED, OK]
-    assert group.done_flags().all()
-    [(key, reason)] = group.failures()
+    assert group.reader.status().tolist() == [OK, FAILED, OK]
+    assert group.chunks.done_flags().all()
+    [(key, reason)] = group.reader.failures()
     assert key == "broken" and reason
     from eupe.cache_tools.cli import main
 
@@ -176,7 +176,7 @@ def test_verify_passes_then_detects_a_corrupted_chunk(tmp_path, photo_shards):
 def test_verify_reports_incomplete_images(tmp_path, photo_shards):
     out = str(tmp_path / "inc.zarr")
     assert run_extract(*tiny_args(photo_shards, out)) == 0
-    FeatureStore.open(out, mode="a").teacher("dinov3_hplus").reset_chunk(1)
+    FeatureStore.open(out, mode="a").teacher("dinov3_hplus").writer.reset_chunk(1)
     rc, report = cache_json_rc(["verify", "--json", out])
     keys = FeatureStore.open(out).keys
     assert rc == 1 and report["teachers"]["dinov3_hplus"]["incomplete"] == [str(keys[2]), str(keys[3])]
@@ -188,8 +188,8 @@ def test_stats_are_float64_moments_of_the_decoded_targets(tiny_store):
     assert main(["stats", tiny_store]) == 0
     group = FeatureStore.open(tiny_store).teacher("dinov3_hplus")
     stats = load_stats(group, 64)
-    patches = np.concatenate([group.targets(r, 64)["patch"].reshape(-1, 64) for r in range(12)]).astype(np.float64)
-    summaries = np.concatenate([group.targets(r, 64)["summary"] for r in range(12)]).astype(np.float64)
+    patches = np.concatenate([group.reader.targets(r, 64)["patch"].reshape(-1, 64) for r in range(12)]).astype(np.float64)
+    summaries = np.concatenate([group.reader.targets(r, 64)["summary"] for r in range(12)]).astype(np.float64)
     np.testing.assert_allclose(stats["patch_mean"], patches.mean(0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(stats["patch_std"], patches.std(0, ddof=1), rtol=1e-9)
     np.testing.assert_allclose(stats["summary_mean"], summaries.mean(0), rtol=1e-9, atol=1e-12)
@@ -240,11 +240,11 @@ def test_every_codec_round_trips_through_the_store(tmp_path, photo_shards, tiny_
     np.testing.assert_array_equal(lossy.group["views"][:], reference.group["views"][:4])
     bound = get_codec(codec).min_cosine
     for row in range(4):
-        got, want = lossy.targets(row, 64), reference.targets(row, 64)
+        got, want = lossy.reader.targets(row, 64), reference.reader.targets(row, 64)
         assert got["patch"].shape == want["patch"].shape == (2, 4, 4, 64)
         assert _cosine(got["patch"], want["patch"]).mean() >= bound - 1e-4
         assert _cosine(got["summary"], want["summary"]).mean() >= bound - 1e-4
-        one = lossy.targets(row, 64, 1)  # a single view decodes like the slice of all views
+        one = lossy.reader.targets(row, 64, 1)  # a single view decodes like the slice of all views
         np.testing.assert_allclose(one["patch"], got["patch"][1], rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(one["summary"], got["summary"][1], rtol=1e-6, atol=1e-6)
 
@@ -279,8 +279,8 @@ def test_summary_and_patch_widths_may_differ(tmp_path, photo_shards):
     assert (group.summary_dim, group.dim) == (teacher.summary_dim, teacher.dim) and group.summary_dim != group.dim
     image = open_image(ShardReader(FeatureStore.open(out).shard_index()).read(1))
     with torch.no_grad():
-        fresh = teacher(render(image, ViewSpec.from_array(group.views(1)[0]), 56)[None])
-    cached = group.targets(1, 56, 0)
+        fresh = teacher(render(image, ViewSpec.from_array(group.reader.views(1)[0]), 56)[None])
+    cached = group.reader.targets(1, 56, 0)
     assert _cosine(cached["summary"], fresh["summary"][0].numpy()) >= 0.999
     assert _cosine(cached["patch"], fresh["patch"][0].numpy()).min() >= 0.99
 
@@ -295,12 +295,12 @@ def test_default_view_seed_differs_between_a_proxy_store_and_its_teachers_store(
     assert run_extract(*[a if a != "64" else "56" for a in pelang]) == 0
     one, two = FeatureStore.open(first), FeatureStore.open(second)
     assert one.params.seed == derived_seed(["dinov3_hplus"]) != two.params.seed == derived_seed(["pelang_g"])
-    assert not np.allclose(one.teacher("dinov3_hplus").views(0), two.teacher("pelang_g").views(0))
+    assert not np.allclose(one.teacher("dinov3_hplus").reader.views(0), two.teacher("pelang_g").reader.views(0))
     # a later teacher added to an existing store takes that store's seed (no --seed needed)
     added = [a if a != "dinov3_hplus" else "pelang_g" for a in tiny_args(photo_shards, first, "--limit", "4")]
     assert run_extract(*[a if a != "64" else "56" for a in added]) == 0
     store = FeatureStore.open(first)
-    np.testing.assert_array_equal(store.teacher("pelang_g").views(0), store.teacher("dinov3_hplus").views(0))
+    np.testing.assert_array_equal(store.teacher("pelang_g").reader.views(0), store.teacher("dinov3_hplus").reader.views(0))
 
 
 def test_a_rerun_without_chunk_size_or_seed_takes_the_stores(tiny_store, photo_shards, capsys):

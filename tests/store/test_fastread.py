@@ -23,16 +23,16 @@ def test_fast_reads_equal_zarr_reads(tmp_path, photo_shards, codec):
     out = str(tmp_path / "s.zarr")
     assert run_extract(*tiny_args(photo_shards, out, "--codec", codec, "--limit", "5")) == 0
     group = FeatureStore.open(out).teacher("dinov3_hplus")
-    arrays = group.target_arrays(64)
-    assert set(group.fast_readers(64)) == {"summary", "patch"}
+    arrays = group.reader.target_arrays(64)
+    assert set(group.reader.fast_readers(64)) == {"summary", "patch"}
     for row in range(5):
         for view in range(2):
-            decoded = group.decode(group.read_parts(row, 64, view), 64)  # the direct reader's components
+            decoded = group.reader.decode(group.reader.read_parts(row, 64, view), 64)  # the direct reader's components
             for kind, array in arrays.items():
                 expected = array[row, view]  # zarr, decoding through the eupe.features codec
                 assert decoded[kind].dtype == expected.dtype == np.float32
                 np.testing.assert_array_equal(decoded[kind], expected)
-    np.testing.assert_array_equal(group.targets(3, 64, 1)["patch"], group.targets(3, 64)["patch"][1])
+    np.testing.assert_array_equal(group.reader.targets(3, 64, 1)["patch"], group.reader.targets(3, 64)["patch"][1])
 
 
 def _feature_array(path, rows: int, shards: int = 2) -> zarr.Array:

@@ -16,7 +16,7 @@ import zarr
 from eupe.assets import encode_jpeg
 from eupe.store import FeatureStore
 from eupe.store.layout import FAILED, StoreIntegrityError
-from eupe.store.teacher_group import ChunkResult
+from eupe.store.teacher_group.writer import ChunkResult
 from eupe.store.verify import _token_cosine
 
 from store_helpers import cache_json, cli_subprocess, run_extract, teacher_arrays, tiny_args
@@ -118,9 +118,9 @@ def test_read_error_failures_are_reported_and_retried(reference, tmp_path, photo
     shutil.copytree(reference, out)
     group = FeatureStore.open(out, mode="a").teacher("dinov3_hplus")
     rows = group.store.chunk_rows(2)
-    views, status = group.chunk_meta(2)
+    views, status = group.reader.chunk_meta(2)
     zeros = {64: np.zeros((2, 2, 64), np.float32)}
-    group.write_chunk(ChunkResult(2, np.full_like(views, np.nan), np.full(2, FAILED, np.uint8),
+    group.writer.write_chunk(ChunkResult(2, np.full_like(views, np.nan), np.full(2, FAILED, np.uint8),
                                   ["read error: [Errno 5] Input/output error"] * 2, zeros,
                                   {64: np.zeros((2, 2, 16, 64), np.float32)}))
     from eupe.cache_tools.cli import main
@@ -129,7 +129,7 @@ def test_read_error_failures_are_reported_and_retried(reference, tmp_path, photo
     assert main(["verify", str(out)]) == 1
     assert "--retry-failed" in capsys.readouterr().out
     assert run_extract(*tiny_args(photo_shards, str(out))) == 0  # a plain re-run skips done chunks
-    assert (FeatureStore.open(out).teacher("dinov3_hplus").status()[rows.start:rows.stop] == FAILED).all()
+    assert (FeatureStore.open(out).teacher("dinov3_hplus").reader.status()[rows.start:rows.stop] == FAILED).all()
     assert run_extract(*tiny_args(photo_shards, str(out), "--retry-failed")) == 0
     assert "1 chunk(s) with read errors retried" in capsys.readouterr().out
     expected, got = teacher_arrays(reference, "dinov3_hplus"), teacher_arrays(str(out), "dinov3_hplus")
@@ -180,10 +180,10 @@ def test_reading_a_missing_chunk_never_gives_zeros(reference, tmp_path):
     path.unlink()
     group = FeatureStore.open(out).teacher("dinov3_hplus")
     with pytest.raises(StoreIntegrityError, match="missing"):
-        group.targets(8, 64, 0)
+        group.reader.targets(8, 64, 0)
     with pytest.raises(StoreIntegrityError, match="missing"):
-        group.read_parts(slice(0, 12), 64)  # the zarr path (stats, verify) is checked too
-    assert group.targets(0, 64, 0)["patch"].any()  # other chunks still read
+        group.reader.read_parts(slice(0, 12), 64)  # the zarr path (stats, verify) is checked too
+    assert group.reader.targets(0, 64, 0)["patch"].any()  # other chunks still read
 
 
 def test_teacher_check_counts_two_zero_tokens_as_equal():

@@ -72,10 +72,10 @@ def test_open_datatree_selects_views_and_status_by_image_key(store):
     assert "views" in teacher.coords and "status" in teacher.data_vars  # view parameters are a coordinate
     for row, key in enumerate(fs.keys):
         picked = teacher.sel(image=str(key), view=1)
-        np.testing.assert_array_equal(picked["views"].values, group.view_params(row, 1))
+        np.testing.assert_array_equal(picked["views"].values, group.blocks.view_params(row, 1))
         assert int(picked["status"]) == 1 and str(picked["error"].values) == ""
     flip = teacher["views"].sel(view_field="flip").values  # [image, view]
-    np.testing.assert_array_equal(flip, np.stack([group.views(r)[:, VIEW_FIELDS.index("flip")] for r in range(fs.num_images)]))
+    np.testing.assert_array_equal(flip, np.stack([group.reader.views(r)[:, VIEW_FIELDS.index("flip")] for r in range(fs.num_images)]))
     if CODEC_LANDED:  # r64/patch is one float32 array [N, K, h, w, D] decoded by zarr
         patch = tree[f"teachers/{TEACHER}/r64"].to_dataset()["patch"]
         assert patch.dims == ("image", "view", "patch_row", "patch_col", "channel")
@@ -94,7 +94,7 @@ def test_datatree_gives_the_decoded_targets_bit_for_bit(store):
     group = FeatureStore.open(store).teacher(TEACHER)
     for row, key in enumerate(group.store.keys):
         for view in range(2):
-            expected = group.targets(row, 64, view)
+            expected = group.reader.targets(row, 64, view)
             picked = tree[f"teachers/{TEACHER}/r64"].to_dataset().sel(image=str(key), view=view)
             np.testing.assert_array_equal(picked["patch"].values, expected["patch"])
             np.testing.assert_array_equal(picked["summary"].values, expected["summary"])
@@ -107,7 +107,7 @@ def test_open_zarr_on_a_teacher_group_has_its_coordinates(store):
     assert {"image", "view", "view_field", "resolution", "chunk_array"} <= set(ds.coords)
     fs = FeatureStore.open(store)
     assert ds["views"].sel(image=str(fs.keys[4]), view=0, view_field="top").item() == \
-        fs.teacher(TEACHER).view_params(4, 0)[VIEW_FIELDS.index("top")]
+        fs.teacher(TEACHER).blocks.view_params(4, 0)[VIEW_FIELDS.index("top")]
     assert list(ds["chunk_array"].values) == fs.teacher(TEACHER).array_names
 
 
@@ -119,7 +119,7 @@ def test_a_grown_block_is_a_datatree_child_with_its_global_views(consolidated_gr
     block = _tree(path, consolidated=False)[f"teachers/{TEACHER}/blocks/2"].to_dataset()
     assert list(block["block_view"].values) == [2]
     key = str(group.store.keys[5])
-    np.testing.assert_array_equal(block.sel(image=key, block_view=2)["views"].values, group.view_params(5, 2))
+    np.testing.assert_array_equal(block.sel(image=key, block_view=2)["views"].values, group.blocks.view_params(5, 2))
 
 
 @pytest.mark.slow  # extracts (grows the store, adds a teacher)
@@ -151,7 +151,7 @@ def test_a_stale_consolidated_copy_is_ignored(tmp_path, store, photo_shards):
     stale = (out / "zarr.json").read_bytes()
     assert run_extract(*_args(photo_shards, str(out), 3)) == 0
     (out / "zarr.json").write_bytes(stale)  # consolidated metadata without blocks/2
-    assert FeatureStore.open(out).teacher(TEACHER).total_views == 3
+    assert FeatureStore.open(out).teacher(TEACHER).blocks.total_views == 3
     assert cache_json(["info", "--json", str(out)])["teachers"][TEACHER]["views_per_image"] == 3
     assert run_extract(*_args(photo_shards, str(out), 3)) == 0
 
@@ -174,8 +174,8 @@ def test_lookup_by_key_and_errors_that_name_what_exists(store):
         (lambda: fs.sample(key, view=2), ["views 0..1", "not view 2"]),
         (lambda: fs.sample(key, resolution=224), ["resolutions 64", "not 224"]),
         (lambda: fs.sample(key, teacher="nope"), [f"it has: {TEACHER}"]),
-        (lambda: fs.teacher(TEACHER).targets(0, 96), ["resolutions 64, not 96"]),
-        (lambda: fs.teacher(TEACHER).targets(0, 64, 5), ["views 0..1", "view 5"]),
+        (lambda: fs.teacher(TEACHER).reader.targets(0, 96), ["resolutions 64, not 96"]),
+        (lambda: fs.teacher(TEACHER).reader.targets(0, 64, 5), ["views 0..1", "view 5"]),
     ]
     for call, parts in cases:
         with pytest.raises(StoreLookupError) as err:
@@ -191,8 +191,8 @@ def test_sample_gives_the_pixels_the_stored_targets_were_computed_on(store):
     found = fs.sample(key, view=1)
     assert (found.key, found.row, found.view, found.resolution) == (key, 3, 1, 64)
     assert found.pixels.shape == (64, 64, 3) and 0.0 <= found.pixels.min() and found.pixels.max() <= 1.0
-    np.testing.assert_array_equal(found.patch, fs.teacher(TEACHER).targets(3, 64, 1)["patch"])
-    assert found.params["flip"] == fs.teacher(TEACHER).view_params(3, 1)[VIEW_FIELDS.index("flip")]
+    np.testing.assert_array_equal(found.patch, fs.teacher(TEACHER).reader.targets(3, 64, 1)["patch"])
+    assert found.params["flip"] == fs.teacher(TEACHER).blocks.view_params(3, 1)[VIEW_FIELDS.index("flip")]
     teacher = create_teacher(TEACHER, test_scale=True)
     pixels = torch.from_numpy(found.pixels).permute(2, 0, 1)[None]  # [H, W, 3] -> [1, 3, H, W]
     summary, patch = run_teacher(teacher, pixels, 1, torch.device("cpu"))

@@ -70,14 +70,14 @@ def test_round_trip_equals_the_local_store_bit_for_bit(remote, local_ref):
     report = cache_json(["verify", "--json", remote])
     assert report["ok"] and report["teachers"][TEACHER]["corrupt"] == []
     local, there = FeatureStore.open(local_ref).teacher(TEACHER), FeatureStore.open(remote).teacher(TEACHER)
-    assert isinstance(there.fast_readers(64)["patch"], RemoteShardReader)  # range requests
-    assert isinstance(local.fast_readers(64)["patch"], ShardedArrayReader)  # pread
+    assert isinstance(there.reader.fast_readers(64)["patch"], RemoteShardReader)  # range requests
+    assert isinstance(local.reader.fast_readers(64)["patch"], ShardedArrayReader)  # pread
     for row in (0, 5, 11):
         for view in (0, 1):
-            a, b = local.targets(row, 64, view), there.targets(row, 64, view)
-            batch = there.decode(there.read_parts(row, 64, slice(view, view + 1)), 64)  # the batch path
+            a, b = local.reader.targets(row, 64, view), there.reader.targets(row, 64, view)
+            batch = there.reader.decode(there.reader.read_parts(row, 64, slice(view, view + 1)), 64)  # the batch path
             assert b["patch"].shape == (4, 4, 64) and b["patch"].any()
-            for kind, array in there.target_arrays(64).items():
+            for kind, array in there.reader.target_arrays(64).items():
                 np.testing.assert_array_equal(b[kind], a[kind])
                 np.testing.assert_array_equal(b[kind], batch[kind][0])
                 np.testing.assert_array_equal(b[kind], array[row, view])  # plain zarr over S3 decodes alike
@@ -114,17 +114,17 @@ def test_deleted_or_altered_chunk_objects_fail_verify_and_reads(remote):
                            "checksum differs from the one recorded when it was written (moved, swapped or altered)"}
     group = FeatureStore.open(url).teacher(TEACHER)
     with pytest.raises(StoreIntegrityError, match="missing"):
-        group.targets(8, 64, 0)  # never zeros
+        group.reader.targets(8, 64, 0)  # never zeros
     refused = []
     for row, view in ((2, 0), (2, 1), (3, 0), (3, 1)):  # the altered byte lies in one view's inner chunk
         try:
-            group.targets(row, 64, view)
+            group.reader.targets(row, 64, view)
         except ValueError as err:  # zarr's crc32c codec: "Stored and computed checksum do not match"
             refused.append(str(err))
     assert len(refused) == 1 and "checksum" in refused[0], refused
     with pytest.raises(StoreIntegrityError, match="missing"):
-        group.read_parts(slice(0, 12), 64)  # the whole-chunk path of stats
-    assert group.targets(0, 64, 0)["patch"].any()  # undamaged chunks still read
+        group.reader.read_parts(slice(0, 12), 64)  # the whole-chunk path of stats
+    assert group.reader.targets(0, 64, 0)["patch"].any()  # undamaged chunks still read
 
 
 def _killed(photo_shards: str, url: str, point: str) -> None:
@@ -153,7 +153,7 @@ def test_killed_extractions_resume_to_the_identical_store(s3, photo_shards, loca
         with pytest.raises(StoreIntegrityError, match="no identity fingerprint"):
             FeatureStore.open(url).teacher(TEACHER)
     _killed(photo_shards, url, chunk)
-    done = FeatureStore.open(url).teacher(TEACHER).counts()["chunks_done"]
+    done = FeatureStore.open(url).teacher(TEACHER).chunks.counts()["chunks_done"]
     # chunk-data kills before any completion record; chunk-done after the first one (a second writer
     # thread may have recorded its chunk just before), never after all 6
     assert (done == 0) if chunk == "chunk-data" else (1 <= done < 6)
@@ -209,13 +209,13 @@ class _Targets(torch.utils.data.Dataset):
 
     def __init__(self, url: str) -> None:
         self.group = FeatureStore.open(url).teacher(TEACHER)
-        self.group.targets(0, 64, 0)  # the parent's client is in use before the fork
+        self.group.reader.targets(0, 64, 0)  # the parent's client is in use before the fork
 
     def __len__(self) -> int:
         return 4
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return self.group.targets(i * 3, 64, i % 2)["patch"]
+        return self.group.reader.targets(i * 3, 64, i % 2)["patch"]
 
 
 def test_dataloader_workers_forked_from_an_open_remote_store_read_it(remote):
@@ -250,7 +250,7 @@ def test_two_ranks_grow_a_remote_store_like_a_local_one(s3, photo_shards, tmp_pa
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     _same_arrays(local, url)
     group = FeatureStore.open(url).teacher(TEACHER)
-    assert group.complete_views() == 3 and group.blocks[1].group.path == f"teachers/{TEACHER}/blocks/2"
+    assert group.blocks.complete_views() == 3 and group.blocks[1].group.path == f"teachers/{TEACHER}/blocks/2"
     assert cache_json(["verify", "--json", url])["ok"]
 
 

@@ -83,7 +83,7 @@ def test_a_finished_extraction_stores_the_record_and_info_only_reads(store_path)
 
 def _reference(path) -> np.ndarray:
     """Statuses read the slow way: every done chunk's status file checked against its manifest."""
-    return FeatureStore.open(path).teacher(TEACHER).status()
+    return FeatureStore.open(path).teacher(TEACHER).reader.status()
 
 
 def test_a_saved_record_is_read_in_one_file_by_a_fresh_open(store_path):
@@ -105,7 +105,7 @@ def test_a_saved_record_is_read_in_one_file_by_a_fresh_open(store_path):
     np.testing.assert_array_equal(slow, reference)
     chunks = store.num_chunks
     assert fast_opens <= chunks + 6, fast_opens  # the manifest's files (one per chunk) and the record's few
-    expected = store.teacher(TEACHER).failures(reference)
+    expected = store.teacher(TEACHER).reader.failures(reference)
     assert [key for key, _ in expected] == ["broken"]
     assert store.failures(TEACHER) == cold.failures(TEACHER) == expected
     assert info["failed_inputs"] == [{"key": "broken", "reason": expected[0][1]}]
@@ -114,7 +114,7 @@ def test_a_saved_record_is_read_in_one_file_by_a_fresh_open(store_path):
 
 
 def test_a_record_of_another_done_set_is_not_used(store_path, data):
-    FeatureStore.open(store_path, mode="a").teacher(TEACHER).reset_chunk(1)  # chunk 1 is no longer done
+    FeatureStore.open(store_path, mode="a").teacher(TEACHER).writer.reset_chunk(1)  # chunk 1 is no longer done
     store = FeatureStore.open(store_path)
     status = store.image_status(TEACHER)
     assert not store.progress(TEACHER).consolidated
@@ -138,7 +138,7 @@ def test_an_edited_or_damaged_record_is_not_used(store_path):
     store.image_status(TEACHER, save=True)  # rewritten; an edited failure reason is not used either
     zarr.open_group(str(store_path), mode="r+")[f"startup/{TEACHER}/error"][0] = "edited"
     edited_reason = FeatureStore.open(store_path)
-    assert edited_reason.failures(TEACHER) == edited_reason.teacher(TEACHER).failures(reference)
+    assert edited_reason.failures(TEACHER) == edited_reason.teacher(TEACHER).reader.failures(reference)
     assert not edited_reason.progress(TEACHER).consolidated
     store = FeatureStore.open(store_path)
     store.image_status(TEACHER, save=True)  # rewritten, then a flipped byte in its status file

@@ -24,7 +24,7 @@ def store(tmp_path_factory, photo_shards) -> str:
 
 def _numpy_stats(group, pairs) -> dict[str, np.ndarray]:
     """Reference: float64 numpy moments over exactly these (row, view) pairs, read one by one."""
-    views = [group.targets(int(r), 64, int(k)) for r, k in pairs]
+    views = [group.reader.targets(int(r), 64, int(k)) for r, k in pairs]
     patch = np.concatenate([v["patch"].reshape(-1, group.dim) for v in views]).astype(np.float64)
     summary = np.stack([v["summary"] for v in views]).astype(np.float64)
     return {"patch_mean": patch.mean(0), "patch_std": patch.std(0, ddof=1),
@@ -96,7 +96,7 @@ def test_a_sample_larger_than_the_store_is_a_full_pass(store):
 
 def test_sample_is_uniform_over_pairs(store):
     group = FeatureStore.open(store).teacher(TEACHER)
-    status = group.status()
+    status = group.reader.status()
     counts = np.zeros((12, 2))
     for seed in range(2400):
         for row, view in sample_pairs(group, 5, seed, status):
@@ -115,15 +115,15 @@ def test_failed_images_and_unfinished_chunks_are_never_sampled(tmp_path, corrupt
     group = FeatureStore.open(half).teacher(TEACHER)
     rows = {int(r) for r, _ in sample_pairs(group, 10, seed=1)}
     assert rows and all((r // 2) % 2 == 1 for r in rows)  # only chunks rank 1 wrote
-    assert (group.status()[sorted(rows)] == OK).all()
+    assert (group.reader.status()[sorted(rows)] == OK).all()
 
 
 def test_an_empty_store_is_refused_with_one_line(tmp_path, photo_shards, capsys):
     out = str(tmp_path / "none.zarr")
     assert run_extract(*tiny_args(photo_shards, out, "--rank", "1", "--world-size", "2")) == 0
     group = FeatureStore.open(out, mode="a").teacher(TEACHER)
-    for chunk in range(group.num_chunks):
-        group.reset_chunk(chunk)
+    for chunk in range(group.chunks.num_chunks):
+        group.writer.reset_chunk(chunk)
     with pytest.raises(StoreError, match="no usable views"):
         compute_stats(group, 64)
     capsys.readouterr()  # the extraction's own output (its progress line, in a non-terminal)

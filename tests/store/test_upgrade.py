@@ -51,10 +51,10 @@ def _legacy_targets(store: Path) -> dict[str, np.ndarray]:
 
 def _check_upgraded(new: str, want: dict[str, np.ndarray]) -> None:
     group = FeatureStore.open(new).teacher(TEACHER)
-    assert group.total_views == group.complete_views() == 3
+    assert group.blocks.total_views == group.blocks.complete_views() == 3
     for row in range(6):
         for view in range(3):
-            got = group.targets(row, 32, view)
+            got = group.reader.targets(row, 32, view)
             for kind in ("summary", "patch"):
                 assert np.array_equal(got[kind], want[kind][row, view]), (row, view, kind)
     plain = zarr.open_array(f"{new}/teachers/{TEACHER}/blocks/2/r32/patch", mode="r")[:, 0]  # view 2, plain zarr

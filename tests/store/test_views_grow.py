@@ -38,12 +38,12 @@ def test_a_grown_store_holds_the_views_and_targets_of_a_store_made_with_k2(store
     grown = FeatureStore.open(stores["grown"]).teacher(TEACHER)
     fresh = FeatureStore.open(stores["fresh"]).teacher(TEACHER)
     assert [(b.view_start, b.view_stop) for b in grown.blocks] == [(0, 2), (2, 4)]
-    assert grown.total_views == grown.complete_views() == 4 == fresh.complete_views()
+    assert grown.blocks.total_views == grown.blocks.complete_views() == 4 == fresh.blocks.complete_views()
     assert grown.blocks[1].group.path == f"teachers/{TEACHER}/blocks/2"
     for row in range(grown.store.num_images):
         for view in range(4):
-            np.testing.assert_array_equal(grown.view_params(row, view), fresh.view_params(row, view))
-            a, b = grown.targets(row, 64, view), fresh.targets(row, 64, view)
+            np.testing.assert_array_equal(grown.blocks.view_params(row, view), fresh.blocks.view_params(row, view))
+            a, b = grown.reader.targets(row, 64, view), fresh.reader.targets(row, 64, view)
             # the teacher ran on batches of other sizes: equal to float32 matmul rounding
             np.testing.assert_allclose(a["patch"], b["patch"], rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(a["summary"], b["summary"], rtol=1e-4, atol=1e-4)
@@ -66,7 +66,7 @@ def test_fewer_views_than_the_store_holds_is_refused(stores, photo_shards, capsy
     plain = _args(photo_shards, stores["grown"], 2)
     i = plain.index("--views")
     assert run_extract(*(plain[:i] + plain[i + 2:])) == 0  # no --views: the store's K, never a growth
-    assert FeatureStore.open(stores["grown"]).teacher(TEACHER).total_views == 4
+    assert FeatureStore.open(stores["grown"]).teacher(TEACHER).blocks.total_views == 4
 
 
 def test_a_damaged_block_chunk_is_refused_like_any_chunk(stores, tmp_path):
@@ -76,9 +76,9 @@ def test_a_damaged_block_chunk_is_refused_like_any_chunk(stores, tmp_path):
     shutil.copytree(stores["grown"], copy)
     (copy / "teachers" / TEACHER / "blocks" / "2" / "r64" / "patch" / "c" / "1" / "0" / "0" / "0" / "0").unlink()
     group = FeatureStore.open(str(copy)).teacher(TEACHER)
-    group.targets(2, 64, 1)  # block 0 and block 2's other chunks still read
+    group.reader.targets(2, 64, 1)  # block 0 and block 2's other chunks still read
     with pytest.raises(StoreIntegrityError, match="blocks/2/r64/patch chunk 1"):
-        group.targets(2, 64, 3)
+        group.reader.targets(2, 64, 3)
 
 
 def test_growth_killed_mid_block_resumes_to_the_uninterrupted_result(stores, photo_shards, tmp_path):
@@ -87,7 +87,7 @@ def test_growth_killed_mid_block_resumes_to_the_uninterrupted_result(stores, pho
     proc = cli_subprocess(["extract", *_args(photo_shards, out, 4)], env={FAILPOINT_ENV: "chunk-done"})
     assert proc.wait(timeout=600) == -signal.SIGKILL
     group = FeatureStore.open(out).teacher(TEACHER)
-    assert group.total_views == 4 and group.complete_views() == 2  # the block exists, not complete
+    assert group.blocks.total_views == 4 and group.blocks.complete_views() == 2  # the block exists, not complete
     assert run_extract(*_args(photo_shards, out, 4)) == 0
     resumed, uninterrupted = teacher_arrays(out, TEACHER), teacher_arrays(stores["grown"], TEACHER)
     assert resumed.keys() == uninterrupted.keys()

@@ -3,7 +3,7 @@ failed writes.
 
 The reference for "the same bytes as before" is a store written the way extraction wrote before
 encoding moved next to the teacher: ``run_teacher`` -> float32 [C, K, ...] chunk arrays ->
-``TeacherGroup.write_chunk`` encoding them with numpy.
+``TeacherGroup.writer.write_chunk`` encoding them with numpy.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from eupe.store import manifest
 from eupe.store.codecs import get_codec, token_cosine
 from eupe.store.extract import ChunkImages, ExtractConfig, load_teachers, open_or_create_store, teacher_identity
 from eupe.store.layout import OK
-from eupe.store.teacher_group import ChunkResult, TeacherGroup
+from eupe.store.teacher_group.group import TeacherGroup
+from eupe.store.teacher_group.writer import ChunkResult
 
 from store_helpers import run_extract, teacher_arrays, tiny_args
 
@@ -39,7 +40,7 @@ def _empty_group(data: str, out: str, codec: str) -> tuple[TeacherGroup, object]
 def numpy_path_store(data: str, out: str, codec: str) -> None:
     """Every chunk written through float32 chunk arrays and numpy ``Codec.encode`` (the former path)."""
     group, teacher = _empty_group(data, out, codec)
-    images, k = ChunkImages(group, list(range(group.num_chunks)), [64]), 2  # chunks of 2 images: one piece each
+    images, k = ChunkImages(group, list(range(group.chunks.num_chunks)), [64]), 2  # chunks of 2 images: one piece each
     for j in range(len(images)):
         batch = images[j]
         c, ok = len(batch.status), batch.status == OK
@@ -48,7 +49,7 @@ def numpy_path_store(data: str, out: str, codec: str) -> None:
         if ok.any():
             s, p = run_teacher(teacher, batch.pixels[64], 32, torch.device("cpu"))
             summary[ok], patch[ok] = s.reshape(-1, k, group.summary_dim), p.reshape(-1, k, 16, group.dim)
-        group.write_chunk(ChunkResult(batch.chunk, batch.views, batch.status, batch.errors, {64: summary}, {64: patch}))
+        group.writer.write_chunk(ChunkResult(batch.chunk, batch.views, batch.status, batch.errors, {64: summary}, {64: patch}))
 
 
 def chunk_files(out: str) -> dict[str, bytes]:
@@ -189,6 +190,6 @@ def test_a_chunk_rendered_in_pieces_equals_one_rendered_whole(tmp_path, photo_sh
     assert run_extract(*tiny_args(photo_shards, whole, *base, "--batch-size", "64")) == 0
     a, b = FeatureStore.open(pieces).teacher(TEACHER), FeatureStore.open(whole).teacher(TEACHER)
     np.testing.assert_array_equal(a.array("views")[:], b.array("views")[:])
-    np.testing.assert_array_equal(a.status(), b.status())
+    np.testing.assert_array_equal(a.reader.status(), b.reader.status())
     for row in range(a.store.num_images):
-        np.testing.assert_allclose(a.targets(row, 64)["patch"], b.targets(row, 64)["patch"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(a.reader.targets(row, 64)["patch"], b.reader.targets(row, 64)["patch"], rtol=1e-4, atol=1e-4)

@@ -54,7 +54,7 @@ def test_plain_zarr_decodes_every_codec_bit_for_bit_as_the_feature_store(tmp_pat
     for name, path in stores.items():
         group = FeatureStore.open(path).teacher(TEACHER)
         for kind in ("summary", "patch"):
-            want = np.stack([group.targets(i, 64, v)[kind] for i in range(4) for v in range(2)])
+            want = np.stack([group.reader.targets(i, 64, v)[kind] for i in range(4) for v in range(2)])
             got = plain[f"{path}|{kind}"]
             assert got.dtype == np.float32 and got.shape == want.shape, (name, kind)
             assert want.any() and np.array_equal(got, want), (name, kind)  # bit for bit
@@ -103,12 +103,12 @@ def test_a_tampered_chunk_is_caught_by_plain_zarr_and_the_project_a_swapped_one_
         patch[2, 0]
     group = FeatureStore.open(store).teacher(TEACHER)
     with pytest.raises(StoreIntegrityError, match=r"checksum mismatch in chunk \(2, 0\)"):  # the direct reader
-        group.targets(2, 64, 0)
+        group.reader.targets(2, 64, 0)
     # what plain zarr cannot check: a self-consistent file in the wrong place (the store's manifest)
     shutil.copyfile(_shard(store, 3), _shard(store, 2))
     np.testing.assert_array_equal(patch[4], patch[6])  # zarr reads image 6's targets as image 4's
     with pytest.raises(StoreIntegrityError, match="chunk 2"):
-        FeatureStore.open(store).teacher(TEACHER).targets(4, 64, 0)
+        FeatureStore.open(store).teacher(TEACHER).reader.targets(4, 64, 0)
 
 
 def _set_version(store: str, version: int) -> None:
