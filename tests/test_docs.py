@@ -7,6 +7,7 @@
 - every ``make X`` in code names a target of the Makefile;
 - every relative link and ``#anchor`` resolves;
 - every Python snippet imports from the module that defines a name, never from a package;
+- the codec table of docs/cache.md lists the codec registry's names, in its order;
 - and the checkers themselves catch a bad flag, a bad subcommand, a bad target and a bad link.
 """
 
@@ -286,3 +287,23 @@ def test_snippet_import_checker_catches_package_imports():
     code = "from eupe.store import FeatureStore\nfrom eupe.store.store import FeatureStore\n"
     assert package_imports(code) == ["eupe.store"]
     assert package_imports("import zarr\nfrom eupe.models.teachers import create_teacher\n") == []
+
+
+def codec_table_names(text: str) -> list[str]:
+    """The codec names, in row order, of the table under ``## Codecs`` (first column, backticked)."""
+    section = text.split("\n## Codecs\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([\w-]+)` \|", section, re.M)
+
+
+def test_the_codec_table_is_the_registry():
+    """docs/cache.md's codec table lists exactly the registry's names, in its order."""
+    from eupe.store.codecs.registry import codec_names
+
+    assert codec_table_names((ROOT / "docs" / "cache.md").read_text()) == codec_names()
+
+
+def test_codec_table_checker_sees_a_missing_row():
+    text = (ROOT / "docs" / "cache.md").read_text().replace("| `int6` |", "| int6 |")
+    from eupe.store.codecs.registry import codec_names
+
+    assert codec_table_names(text) != codec_names()
