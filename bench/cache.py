@@ -43,12 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
 from eupe.assets import bundled_photos, imagenet_photos, write_photo_shards  # noqa: E402
-from eupe.data import ShardReader  # noqa: E402
-from eupe.models import create_teacher  # noqa: E402
-from eupe.store.codecs import CODECS, fidelity, get_codec, stored_nbytes, token_cosine  # noqa: E402
+from eupe.data.shards import ShardReader  # noqa: E402
+from eupe.models.features import run_teacher  # noqa: E402
+from eupe.models.teachers import create_teacher  # noqa: E402
+from eupe.store.codecs.metrics import fidelity, token_cosine  # noqa: E402
+from eupe.store.codecs.registry import CODECS, get_codec  # noqa: E402
+from eupe.store.codecs.storage import stored_nbytes  # noqa: E402
 from eupe.store.layout import TARGET_ZSTD_LEVEL  # noqa: E402
-from eupe.models import run_teacher  # noqa: E402
-from eupe.views import ViewPolicy, ViewSpec, open_image, render, render_views, sample_views  # noqa: E402
+from eupe.views.policy import ViewPolicy, sample_views  # noqa: E402
+from eupe.views.renderer import render, render_views  # noqa: E402
+from eupe.views.source import open_image  # noqa: E402
+from eupe.views.spec import ViewSpec  # noqa: E402
 
 if TYPE_CHECKING:
     from eupe.store.extract import ExtractConfig

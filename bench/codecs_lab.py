@@ -4,7 +4,7 @@ Run::
 
     /tmp/venvtest/bin/python bench/codecs_lab.py [--views-per-image 5] [--backend auto]
 
-For each codec in :data:`eupe.store.codecs.CODECS` it prints
+For each codec in :data:`eupe.store.codecs.registry.CODECS` it prints
 
 * ``B/value``   stored bytes per feature value (zarr v3 arrays, zstd level 3 + crc32c,
   every component incl. side arrays, one zarr chunk = the views of one image),
@@ -118,6 +118,7 @@ def _imgfocus_onnx_path() -> str:
 
 def _features_imgfocus(x: np.ndarray) -> np.ndarray:
     import torch
+
     from eupe.models.imgfocus import build_dinov2s_imgfocus, imgfocus_onnx_path
 
     model = build_dinov2s_imgfocus(imgfocus_onnx_path(), img_size=x.shape[-1]).eval()
@@ -205,7 +206,8 @@ def _time_ms(fn, repeats: int) -> float:
 def measure(codec, tokens: np.ndarray, views_per_image: int) -> dict[str, float]:
     """tokens [V, 1+T, D]; patch tokens [K, T, D] and summary vectors [K, 1, D] are encoded as
     separate arrays, one zarr chunk = the K views of one image (as the store does)."""
-    from eupe.store.codecs import stored_nbytes, token_cosine
+    from eupe.store.codecs.metrics import token_cosine
+    from eupe.store.codecs.storage import stored_nbytes
 
     kinds = {"patch": tokens[:, 1:], "summary": tokens[:, :1]}
     nbytes = dict.fromkeys(kinds, 0)
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from eupe.store.codecs import CODECS, get_codec
+    from eupe.store.codecs.registry import CODECS, get_codec
 
     tokens, backend, n_images = teacher_features(args.views_per_image, args.backend, args.cache,
                                                 args.img_size)

@@ -59,12 +59,16 @@ from machine import describe  # noqa: E402
 
 from eupe.assets import bundled_photos, encode_jpeg, write_photo_shards  # noqa: E402
 from eupe.data.shards import index_shards  # noqa: E402
-from eupe.store import FeatureStore  # noqa: E402
-from eupe.store.codecs import get_codec, grid_shape  # noqa: E402
+from eupe.store.codecs.haar import grid_shape  # noqa: E402
+from eupe.store.codecs.registry import get_codec  # noqa: E402
+from eupe.store.store import FeatureStore  # noqa: E402
 from eupe.store.store import StoreParams  # noqa: E402
 from eupe.store.teacher_group.identity import TeacherIdentity  # noqa: E402
 from eupe.store.teacher_group.writer import ChunkResult  # noqa: E402
-from eupe.views import VIEW_DIM, ViewPolicy, open_image, render, sample_views  # noqa: E402
+from eupe.views.policy import ViewPolicy, sample_views  # noqa: E402
+from eupe.views.renderer import render  # noqa: E402
+from eupe.views.source import open_image  # noqa: E402
+from eupe.views.spec import VIEW_DIM  # noqa: E402
 
 IMAGES, VIEWS, PER_CHUNK, RESOLUTION, BATCH = 8, 6, 4, 224, 16
 

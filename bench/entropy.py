@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cache import teacher_features  # noqa: E402
 from machine import describe  # noqa: E402
 
-from eupe.store.codecs import get_codec  # noqa: E402
+from eupe.store.codecs.registry import get_codec  # noqa: E402
 
 
 def _zigzag(codes: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from machine import describe  # noqa: E402
 from eupe.deploy.executorch_export import export_pte, run_pte  # noqa: E402
 from eupe.deploy.latency import eager_latency_ms, pte_latency_ms, set_threads, xnnpack_threads  # noqa: E402
 from eupe.deploy.parity import check_pixels, parity  # noqa: E402
-from eupe.models import create_student  # noqa: E402
+from eupe.models.students import create_student  # noqa: E402
 
 COLUMNS = ("model", "res", "program", "export_s", "MB", "sum_maxdiff", "patch_maxdiff", "sum_cos", "patch_cos",
            "patch_cos_min", "eager_ms", "pte_ms", "speedup")

@@ -32,8 +32,9 @@ from machine import describe  # noqa: E402
 
 from eupe.assets import bundled_photos, encode_jpeg, imagenet_photos  # noqa: E402
 from eupe.data.shards import write_shards  # noqa: E402
-from eupe.models import Encoder, create_teacher, teacher_batch, teacher_spec  # noqa: E402
 from eupe.models.build import head_kwargs, random_backbone  # noqa: E402
+from eupe.models.features import Encoder, teacher_batch  # noqa: E402
+from eupe.models.teachers import create_teacher, teacher_spec  # noqa: E402
 from eupe.store.extract import ExtractConfig, default_device, extract_teacher, open_or_create_store  # noqa: E402
 
 

@@ -4,7 +4,7 @@ Kills a real extraction (SIGKILL through $EUPE_FAILPOINT) at store creation, tea
 mid-chunk, right after a chunk's completion record and while statistics are saved; damages a
 finished store (deletes, swaps and truncates chunk files, edits attributes); and makes the user
 mistakes a newcomer makes (--out on a folder of their own files, changed or missing shards, two
-processes with one rank). Each case checks what the README promises: nothing of the user's is
+processes with one rank). Each case checks what docs/cache.md promises: nothing of the user's is
 deleted, a re-run finishes the job, and damage is refused by `verify` and by every reader --
 a missing chunk never decodes as zeros.
 
@@ -106,7 +106,8 @@ def chunk_file(store: Path, array: str, chunk: int) -> Path:
 
 def read_refused(store: Path, read: Callable) -> str:
     """'refused: ...' when reading raises StoreError, else 'READ' (and what came back)."""
-    from eupe.store import FeatureStore, StoreError
+    from eupe.store.layout import StoreError
+    from eupe.store.store import FeatureStore
 
     try:
         value = read(FeatureStore.open(store).teacher(TEACHER))
@@ -148,7 +149,8 @@ def kill_stats(env: Env) -> tuple[str, bool]:
     out = env.copy_reference("kill-stats")
     rc = killed_at("stats-arrays", ["stats", str(out)])
     verify_rc, text = cli(["verify", str(out)])
-    from eupe.store import FeatureStore, load_stats
+    from eupe.store.stats import load_stats
+    from eupe.store.store import FeatureStore
 
     partial_used = load_stats(FeatureStore.open(out).teacher(TEACHER), 64) is not None
     again, _ = cli(["stats", str(out)])
@@ -288,7 +290,7 @@ def ranks_disagree_on_world_size(env: Env) -> tuple[str, bool]:
 
 def kill_view_block_creation(env: Env) -> tuple[str, bool]:
     """Growing a store's views (--views 3 on a 2-view store), killed while the view block is built."""
-    from eupe.store import FeatureStore
+    from eupe.store.store import FeatureStore
 
     out = env.fresh("kill-block-staged")
     first, _ = cli(extract_args(env.shards, out))

@@ -56,7 +56,8 @@ def synthetic_vs_real() -> None:
     """Stored bytes/value of the plan's synthetic features vs real DINOv2-S features at one shape."""
     from cache import teacher_features
 
-    from eupe.store.codecs import CODECS, stored_nbytes
+    from eupe.store.codecs.registry import CODECS
+    from eupe.store.codecs.storage import stored_nbytes
     from eupe.store.plan import Shape, realistic_views
 
     raw, _ = teacher_features("dinov2s_imgfocus", 2, 16)  # [V, 1+T, D], summary first
@@ -102,8 +103,8 @@ def _normalized_effect(full: dict, sampled: dict, patch: np.ndarray) -> tuple[fl
 
 
 def stats_part(views: int) -> None:
-    from eupe.store import FeatureStore
     from eupe.store.stats import DEFAULT_SAMPLE, compute_stats, sample_pairs
+    from eupe.store.store import FeatureStore
 
     print("\n## eupe-cache stats: a sample of views vs a full pass, real store\n")
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,10 +26,11 @@ from eupe.distill.config import DataConfig, OptimConfig, TrainConfig  # noqa: E4
 from eupe.distill.heads import DistillModel  # noqa: E402
 from eupe.distill.loop import train  # noqa: E402
 from eupe.distill.stats import teacher_stats  # noqa: E402
-from eupe.models import create_student, create_teacher  # noqa: E402
 from eupe.models.config import StudentConfig, TeacherConfig  # noqa: E402
+from eupe.models.students import create_student  # noqa: E402
+from eupe.models.teachers import create_teacher  # noqa: E402
 from eupe.store.extract import ExtractConfig, extract_teacher, open_or_create_store  # noqa: E402
-from eupe.views import decode_image  # noqa: E402
+from eupe.views.source import decode_image  # noqa: E402
 
 TEACHERS = ("dinov2s_imgfocus", "effnet_lite0")
 

@@ -51,11 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
 from eupe.assets import bundled_photos  # noqa: E402
-from eupe.views import ViewPolicy, ViewSpec, decode_image, open_image, render, sample_views  # noqa: E402
 from eupe.views import kernels  # noqa: E402
 from eupe.views import photometric as P  # noqa: E402
 from eupe.views import renderer as R  # noqa: E402
+from eupe.views.policy import ViewPolicy, sample_views  # noqa: E402
+from eupe.views.renderer import render  # noqa: E402
 from eupe.views.renderer import _crop_resize, _to_float, dct_scale  # noqa: E402
+from eupe.views.source import decode_image, open_image  # noqa: E402
+from eupe.views.spec import ViewSpec  # noqa: E402
 
 Sample = tuple[bytes, ViewSpec]
 

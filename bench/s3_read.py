@@ -38,7 +38,7 @@ from s3_server import local_s3  # noqa: E402
 
 from eupe.assets import bundled_photos, imagenet_photos, write_photo_shards  # noqa: E402
 from eupe.cache_tools.cli import main as cache_main  # noqa: E402
-from eupe.store import FeatureStore  # noqa: E402
+from eupe.store.store import FeatureStore  # noqa: E402
 
 TEACHER = "dinov3_hplus"
 

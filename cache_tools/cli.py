@@ -7,8 +7,8 @@ from typing import Sequence
 
 import click
 
-from eupe.cli_support import run
 from eupe.cache_tools import commands
+from eupe.cli_support import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +21,7 @@ def cli() -> None:
 
 
 def _teacher_rows() -> list[dict]:
-    from eupe.models import list_teachers, teacher_spec, teacher_weights_path
+    from eupe.models.teachers import list_teachers, teacher_spec, teacher_weights_path
 
     rows = []
     for name in list_teachers():

@@ -7,7 +7,7 @@ import json
 import click
 
 from eupe.cli_support import quiet_option
-from eupe.store.codecs import MEASURED, codec_names, get_codec  # numpy only: no torch or zarr
+from eupe.store.codecs.registry import MEASURED, codec_names, get_codec  # numpy only: no torch or zarr
 
 # Heavy libraries (torch, zarr, timm) are imported inside the commands: `--help` stays instant.
 
@@ -32,7 +32,7 @@ def _codec_help() -> str:
             labelled = True
         else:
             items.append(name)
-    return f"{', '.join(items[:-1])} or {items[-1]}; see README."
+    return f"{', '.join(items[:-1])} or {items[-1]}; see docs/cache.md."
 
 
 def _threshold(name: str) -> str:
@@ -100,7 +100,7 @@ def extract(teachers, data, out, views, resolutions, codec, weights, batch_size,
     `accelerate launch`) split the chunks between them.
     """
     from eupe.progress import progress
-    from eupe.store import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
+    from eupe.store.extract import ExtractConfig, extract_teacher, load_teachers, open_or_create_store
 
     rank, world_size = _rank_world(rank, world_size)
     cfg = ExtractConfig(teachers=list(teachers), data=data, out=out, views=views, resolutions=resolutions,
@@ -154,7 +154,7 @@ def _block_info(block, rows=None) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
 def info(store_path: str, as_json: bool) -> int:
     """Show a store's identity, per-teacher counts, completeness, failed inputs and size."""
-    from eupe.store import FeatureStore
+    from eupe.store.store import FeatureStore
 
     data = store_info(FeatureStore.open(store_path))
     if as_json:
@@ -205,7 +205,8 @@ def verify(store_path, teacher_check: int, weights, seed, finite: bool, as_json,
     incomplete, or below the codec's cosine threshold.
     """
     from eupe.progress import progress
-    from eupe.store import FeatureStore, verify_images, verify_teacher
+    from eupe.store.store import FeatureStore
+    from eupe.store.verify import verify_images, verify_teacher
 
     store = FeatureStore.open(store_path)
     result = {"images": verify_images(store), "teachers": {}}
@@ -224,13 +225,13 @@ def verify(store_path, teacher_check: int, weights, seed, finite: bool, as_json,
 
 
 def _teacher_check(store, name, n, seed, weights, test_scale, bar) -> dict:
-    from eupe.store import teacher_check
+    from eupe.store.verify import teacher_check
 
     return teacher_check(store.teacher(name), n, seed, weights, test_scale, progress=bar)
 
 
 def _verify_text(result: dict) -> str:
-    from eupe.store import describe_method
+    from eupe.store.stats import describe_method
 
     lines = [f"corrupt chunk {p['array']}[{p['chunk']}]: {p['error']}" for p in result["images"]]
     for name, r in result["teachers"].items():
@@ -282,17 +283,17 @@ def stats(ctx: click.Context, store_path: str, teachers: tuple[str, ...], sample
 
     The trainer normalizes targets with these frozen statistics (EUPE teacher normalization).
     By default they are estimated from a seeded sample of 8192 views (seconds at paper scale; the
-    error against a full pass is in the README); --full reads every view. The store records how
+    error against a full pass is in docs/cache.md); --full reads every view. The store records how
     they were computed and which chunks they cover; after the store grows they are recomputed.
     """
     if full and ctx.get_parameter_source("sample") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--full reads every view; give either --full or --sample N, not both")
     import numpy as np
 
-    from eupe.progress import progress
-    from eupe.store import FeatureStore, compute_stats, describe_method, save_stats
-
     from eupe.paths import require_writable
+    from eupe.progress import progress
+    from eupe.store.stats import compute_stats, describe_method, save_stats
+    from eupe.store.store import FeatureStore
 
     store = FeatureStore.open(store_path, mode="a")
     require_writable(store_path, "the store", "`eupe-cache stats` saves the statistics inside the store: run it "
@@ -367,8 +368,8 @@ def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_pe
     teachers: store size, read bandwidth per GPU (targets + JPEG), CPU ms per sample (image path
     + targets) and the CPU cores per GPU that makes at --samples-per-s.
     """
-    from eupe.store import Run, Shape, estimate, measure_costs
     from eupe.store.layout import DEFAULT_IMAGES_PER_CHUNK
+    from eupe.store.plan import Run, Shape, estimate, measure_costs
 
     chosen = [_teacher_shape(name) for name in teachers]
     chosen += [Shape(f"{t}x{d}" + (f"x{s}" if s != d else ""), t, d, s) for t, d, s in shapes]
@@ -388,8 +389,8 @@ def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_pe
 
 
 def _teacher_shape(name: str):
-    from eupe.models import teacher_spec
-    from eupe.store import Shape
+    from eupe.models.teachers import teacher_spec
+    from eupe.store.plan import Shape
 
     spec = teacher_spec(name)
     return Shape(name, (spec.resolution // spec.patch_size) ** 2, spec.patch_dim, spec.summary_dim)

@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 from eupe import config
-from eupe.models import ProxyConfig, list_students, list_teachers
 from eupe.models.config import StudentConfig, TeacherConfig
+from eupe.models.proxy import ProxyConfig
+from eupe.models.students import list_students
+from eupe.models.teachers import list_teachers
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

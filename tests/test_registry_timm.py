@@ -14,9 +14,10 @@ import pytest
 import timm
 import torch
 
-from eupe.models import list_students, list_teachers, student_spec, teacher_spec
 from eupe.models.build import head_kwargs, model_patch_size
 from eupe.models.proxy import ProxyConfig
+from eupe.models.students import list_students, student_spec
+from eupe.models.teachers import list_teachers, teacher_spec
 from eupe.registry import Registry, UnknownNameError
 
 SPECS = {**{n: teacher_spec(n) for n in list_teachers()}, **{n: student_spec(n) for n in list_students()}}
@@ -64,10 +65,10 @@ def test_spec_shape_equals_the_full_size_timm_model(name):
 
 
 def test_listing_specs_imports_neither_torch_nor_timm():
-    code = ("import sys; import eupe.models as m; "
-            "rows = [m.teacher_spec(n).describe() for n in m.list_teachers()]; "
-            "paths = [m.teacher_weights_path(n) for n in m.list_teachers()]; "
-            "[m.student_spec(n).describe() for n in m.list_students()]; "
+    code = ("import sys; from eupe.models import students as s, teachers as t; "
+            "rows = [t.teacher_spec(n).describe() for n in t.list_teachers()]; "
+            "paths = [t.teacher_weights_path(n) for n in t.list_teachers()]; "
+            "[s.student_spec(n).describe() for n in s.list_students()]; "
             "print(sorted({'torch', 'timm'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

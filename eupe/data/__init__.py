@@ -1,27 +1,7 @@
-"""Dataset access for teacher-feature extraction: indexed random access to webdataset shards."""
+"""Dataset access for teacher-feature extraction.
 
-from eupe.data.shards import (
-    IMAGE_EXTENSIONS,
-    DatasetError,
-    ShardFailure,
-    ShardIndex,
-    ShardReader,
-    expand_shards,
-    index_shards,
-    read_member,
-    shard_fingerprint,
-    write_shards,
-)
+- :mod:`eupe.data.shards`: indexed random access to webdataset tar shards (``ShardIndex``,
+  ``ShardReader``, ``index_shards``, ``write_shards``, ``shard_fingerprint``, ``DatasetError``).
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "DatasetError",
-    "ShardFailure",
-    "ShardIndex",
-    "ShardReader",
-    "expand_shards",
-    "index_shards",
-    "read_member",
-    "shard_fingerprint",
-    "write_shards",
-]
+Like every package of eupe, this one imports nothing: import a name from the module that defines it.
+"""

@@ -14,10 +14,6 @@
 - :mod:`eupe.deploy.folder`: what ``--out`` may hold (``--force``).
 - :mod:`eupe.deploy.source`: the student to export (a trained student file or released weights).
 
-Importing this package is cheap: torch, ExecuTorch and onnxruntime load only with the
-submodules that need them.
+Like every package of eupe, this one imports nothing: import a name from the module that defines it
+(torch, ExecuTorch and onnxruntime load only with the submodules that need them).
 """
-
-from eupe.deploy.exporters import Exporter, get_exporter, list_exporters, register_exporter
-
-__all__ = ["Exporter", "get_exporter", "list_exporters", "register_exporter"]

@@ -50,7 +50,9 @@ def photo_pixels(resolution: int, count: int, offset: int = 0) -> torch.Tensor:
     import torch
 
     from eupe.assets import bundled_photos
-    from eupe.views import ViewSpec, decode_image, render
+    from eupe.views.renderer import render
+    from eupe.views.source import decode_image
+    from eupe.views.spec import ViewSpec
 
     images = []
     for photo in bundled_photos()[offset:offset + count]:

@@ -40,8 +40,8 @@ CONFIG_FILENAME = "config.json"
 # average of the stride-32 map through the head's LayerNorm (timm ConvNeXt: global_pool="avg").
 POOLING: dict[str, dict[str, Any]] = {"cls": {"global_pool": "token"}, "avg_pool_norm": {"global_pool": "avg"}}
 
-# The preprocessing of the project's own evaluation (eupe.views.ViewSpec.full + render): the whole
-# image resized to R x R, antialiased bilinear, no crop; then the model's mean/std.
+# The preprocessing of the project's own evaluation (eupe.views.spec.ViewSpec.full + eupe.views.renderer.render):
+# the whole image resized to R x R, antialiased bilinear, no crop; then the model's mean/std.
 PREPROCESSING = {"crop_pct": 1.0, "crop_mode": "squash", "interpolation": "bilinear"}
 
 # pretrained_cfg keys that describe another release (paper, origin, notes): never copied

@@ -8,6 +8,8 @@
 * ``eupe.eval.zeroshot``: the PE-Core text tower (open_clip), cached text classifiers, logits.
 * ``eupe.eval.pca``: ``pca_rgb`` and ``write_pca_png``.
 * ``eupe.eval.tasks``: the task registry (one module per task) the suite runs.
+* ``eupe.eval.dense``: the dense probes' data layouts, heads, features and metrics (segmentation,
+  depth, correspondence).
 * ``eupe.eval.suite``: ``resolve_model`` (names, NAME=random, files, run dirs) and ``run_suite``.
 * ``eupe.eval.report``: ``results.{json,csv,md}`` and ``RUN/evaluations.jsonl``; ``eupe.eval.paper``:
   the paper's published rows; ``eupe.eval.runs``: what a run directory offers (heads, stats).

@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from eupe.data import ShardReader, expand_shards, index_shards
+from eupe.data.shards import ShardReader, expand_shards, index_shards
 from eupe.eval.protocol import FASHION_MNIST
-from eupe.views import decode_image
+from eupe.views.source import decode_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -17,9 +17,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from eupe.models.features import Encoder
 from eupe.eval.protocol import CROP_RATIO, DEFAULT_KS, TEMPERATURE, TRANSFORMS
-from eupe.views import ViewSpec, render
+from eupe.models.features import Encoder
+from eupe.views.renderer import render
+from eupe.views.spec import ViewSpec
 
 
 def eval_resolution(model: Encoder, resolution: int | None = None) -> int:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eupe.models import create_student, create_teacher, list_students, list_teachers
 from eupe.models.checkpoint import STUDENT_FILENAME, load_student
 from eupe.models.features import Encoder
+from eupe.models.students import create_student, list_students
+from eupe.models.teachers import create_teacher, list_teachers
 from eupe.models.weights import MissingWeightsError
 from eupe.registry import UnknownNameError
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from eupe.eval.knn import eval_resolution, render_full
 from eupe.models.features import Encoder
-from eupe.views import decode_image
+from eupe.views.source import decode_image
 
 CAPTION_HEIGHT = 18
 MIN_FOREGROUND = 3

@@ -24,23 +24,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from eupe.data.shards import ShardReader, expand_shards, index_shards
-from eupe.models import Encoder, create_teacher, teacher_batch
+from eupe.models.features import Encoder, teacher_batch
+from eupe.models.teachers import create_teacher
 from eupe.paths import require_writable
 from eupe.store.claims import claim_rank
-from eupe.store.codecs import Codec, get_codec
-from eupe.store.layout import (
-    DEFAULT_IMAGES_PER_CHUNK, FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR, StoreError, StoreWriteError,
-    is_url,
-)
+from eupe.store.codecs.base import Codec
+from eupe.store.codecs.registry import get_codec
+from eupe.store.layout import (DEFAULT_IMAGES_PER_CHUNK, FAILED, MAX_RESOLUTION, MAX_VIEWS_PER_IMAGE, OK, READ_ERROR,
+                               StoreError, StoreWriteError, is_url)
 from eupe.store.store import FeatureStore, StoreMismatchError, StoreParams
 from eupe.store.teacher_group.group import TeacherGroup
 from eupe.store.teacher_group.identity import TeacherIdentity
 from eupe.store.teacher_group.writer import ChunkResult
-from eupe.views import (
-    DEFAULT_MAX_PIXELS, VIEW_DIM, ImageDecodeError, SourceImage, ViewPolicy, open_image, render_views, sample_views,
-    views_to_array, warm_up_kernels,
-)
-
+from eupe.views.kernels import warm_up_kernels
+from eupe.views.policy import ViewPolicy, sample_views
+from eupe.views.renderer import render_views
+from eupe.views.source import DEFAULT_MAX_PIXELS, ImageDecodeError, SourceImage, open_image
+from eupe.views.spec import VIEW_DIM, views_to_array
 
 REMOTE_WAIT_ENV = "EUPE_REMOTE_WAIT_S"  # how long ranks > 0 wait for rank 0 to create a remote store
 REMOTE_WAIT_S = 600.0

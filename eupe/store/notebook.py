@@ -109,7 +109,9 @@ def sample(store: Any, key: str | int, teacher: str | None = None, view: int = 0
            resolution: int | None = None) -> Sample:
     """View ``view`` of image ``key``: its pixels, parameters and decoded targets (checked reads)."""
     from eupe.data.shards import ShardReader
-    from eupe.views import VIEW_FIELDS, ViewSpec, open_image, render
+    from eupe.views.renderer import render
+    from eupe.views.source import open_image
+    from eupe.views.spec import VIEW_FIELDS, ViewSpec
 
     group = teacher_of(store, teacher)
     row = row_of(store, key)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eupe.store.codecs import get_codec, grid_shape
+from eupe.store.codecs.haar import grid_shape
+from eupe.store.codecs.registry import get_codec
 from eupe.store.layout import StoreError
 from eupe.store.stats import DEFAULT_SAMPLE, RunningMoments
 from eupe.store.teacher_group.identity import TeacherIdentity, chunk_array_names
@@ -131,7 +132,7 @@ def _temporary_store(root: Path):
     """A real feature store over a one-shard dataset of ``_IMAGES`` small JPEGs."""
     from eupe.data.shards import index_shards, write_shards
     from eupe.store.store import FeatureStore, StoreParams
-    from eupe.views import ViewPolicy
+    from eupe.views.policy import ViewPolicy
 
     rng = np.random.default_rng(0)
     samples = [(f"img{i}", _jpeg(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)), "jpg", None)
@@ -145,7 +146,7 @@ def _measure(store, shape: Shape, codec, features: tuple[np.ndarray, np.ndarray]
              rng: np.random.Generator) -> ViewCost:
     """Write one chunk of realistic views, then time reads of single (image, view) pairs."""
     from eupe.store.teacher_group.create import create_teacher
-    from eupe.views import VIEW_DIM
+    from eupe.views.spec import VIEW_DIM
 
     h, w = grid_shape(shape.tokens)
     resolution = 16 * max(h, w)  # a label: the store keys targets by resolution
@@ -180,7 +181,9 @@ def _update(moments: dict, targets: dict) -> None:
 def _render_ms(resolution: int, seed: int) -> tuple[float, str]:
     """CPU ms to decode a JPEG and render one augmented view at ``resolution`` (a real photo if installed)."""
     from eupe.assets import bundled_photos, encode_jpeg
-    from eupe.views import ViewPolicy, open_image, render, sample_views
+    from eupe.views.policy import ViewPolicy, sample_views
+    from eupe.views.renderer import render
+    from eupe.views.source import open_image
 
     photos = [p for p in bundled_photos() if p.key == "skimage_coffee"]  # 600x400, like an ImageNet photo
     if photos:

@@ -1,4 +1,4 @@
-"""Per-teacher normalization statistics over a feature store (DESIGN §2, §3.3).
+"""Per-teacher normalization statistics over a feature store (docs/design.md, "Targets").
 
 Float64 per-coordinate mean and standard deviation of the summary and patch tokens, merged
 with Chan's parallel update (numerically stable, constant memory). By default they are
@@ -8,7 +8,7 @@ view. Work is split in blocks of chunks between ``workers`` threads (numpy's arr
 release the GIL; the speed-up could not be measured on the loaded 2-core development machine) and
 the blocks' moments are merged in chunk order, so the values do not depend on the number of threads
 nor on their timing. Why 8192 views: one paper-sized batch; the estimate's error shrinks as 1/sqrt(views)
-(README "eupe-cache stats" gives the error measured against a full pass by ``bench/plan.py``),
+(docs/cache.md, "Statistics", gives the error measured against a full pass by ``bench/plan.py``),
 and at the paper's shapes it reads in seconds per teacher instead of the ~31 h of a full pass.
 
 The result is stored in the teacher's resolution group as plain arrays:

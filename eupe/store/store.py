@@ -61,16 +61,16 @@ import zarr
 
 from eupe.data.shards import DatasetError, ShardIndex, shard_fingerprint
 from eupe.store import consolidated, dims, manifest
-from eupe.store.layout import (
-    DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT, STORE_VERSION, TEACHERS,
-    StoreIntegrityError, StoreMismatchError, UPGRADABLE_VERSIONS, changed_keys, compressors, differences, failpoint, is_url, publish_dir,
-    remove_stale_staging, sha256_of, staging_name,
-)
+from eupe.store.layout import (DEFAULT_IMAGES_PER_CHUNK, FAILED, IMAGE_ROWS_PER_CHUNK, OK, PENDING, STORE_FORMAT,
+                               STORE_VERSION, TEACHERS, UPGRADABLE_VERSIONS, StoreIntegrityError, StoreMismatchError,
+                               changed_keys, compressors, differences, failpoint, is_url, publish_dir,
+                               remove_stale_staging, sha256_of, staging_name)
 from eupe.store.status_record import TeacherProgress, read_record, save_record
 from eupe.store.teacher_group.create import create_teacher
 from eupe.store.teacher_group.group import TeacherGroup
 from eupe.store.teacher_group.identity import TeacherIdentity, check_identity
-from eupe.views import VIEW_FIELDS, ViewPolicy
+from eupe.views.policy import ViewPolicy
+from eupe.views.spec import VIEW_FIELDS
 
 __all__ = ["FAILED", "OK", "PENDING", "FeatureStore", "StoreMismatchError", "StoreParams", "TeacherProgress",
            "compressors"]
@@ -460,7 +460,7 @@ def identity_document(attrs: dict, images: zarr.Group) -> dict:
 def remote_options(path: str | Path) -> dict | None:
     """fsspec options of every remote store: no cached directory listings, since other ranks and
     processes add groups and objects while this one runs (a stale listing would hide a teacher
-    group that exists). Credentials and endpoints come from the environment (README)."""
+    group that exists). Credentials and endpoints come from the environment (docs/object-storage.md)."""
     return {"use_listings_cache": False} if is_url(path) else None
 
 

@@ -17,16 +17,19 @@ import numpy as np
 import torch
 
 from eupe.data.shards import ShardReader
-from eupe.models import create_teacher, run_teacher
+from eupe.models.features import run_teacher
+from eupe.models.teachers import create_teacher
 from eupe.store import manifest
-from eupe.store.codecs import fidelity
+from eupe.store.codecs.metrics import fidelity
 from eupe.store.dims import COORDINATES, coordinate_problems
 from eupe.store.layout import OK, READ_ERROR, StoreError
 from eupe.store.stats import load_stats, stats_method
 from eupe.store.store import FeatureStore
 from eupe.store.teacher_group.group import TeacherGroup
 from eupe.store.teacher_group.identity import resolution_group_name
-from eupe.views import ViewSpec, open_image, render
+from eupe.views.renderer import render
+from eupe.views.source import open_image
+from eupe.views.spec import ViewSpec
 
 
 @dataclass

@@ -9,7 +9,7 @@ A target array of a store (format 3) holds float32 features, ``[N, K, D]`` summa
 point of this package) is an array -> bytes codec: one view's codec components (e.g. ``compact``'s
 ``chscale``, ``scale``, ``codes``, ``codes_hi``; :mod:`eupe.store.codecs` documents every formula)
 are stored *together* in one inner chunk, so a sample stays one read, and decoding is
-:meth:`eupe.store.codecs.Codec.decode` -- the same call, the same bits, as ``FeatureStore``.
+:meth:`eupe.store.codecs.base.Codec.decode` -- the same call, the same bits, as ``FeatureStore``.
 
 Packed inner chunk (before zstd): the components in the order of the configuration's
 ``components`` list, each its little-endian C-order bytes, back to back, no header; the list
@@ -36,7 +36,8 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import parse_named_configuration
 
-from eupe.store.codecs import Codec
+from eupe.store.codecs.base import Codec
+from eupe.store.codecs.registry import codec_from_dict
 
 if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec
@@ -114,7 +115,7 @@ class FeatureCodec(ArrayBytesCodec):
     is_fixed_size = False
 
     def __init__(self, *, codec: Codec | Mapping[str, Any], view_shape: Any) -> None:
-        object.__setattr__(self, "codec", codec if isinstance(codec, Codec) else Codec.from_dict(codec))
+        object.__setattr__(self, "codec", codec if isinstance(codec, Codec) else codec_from_dict(codec))
         object.__setattr__(self, "view_shape", tuple(int(s) for s in view_shape))
         object.__setattr__(self, "_layout", view_layout(self.codec, self.view_shape))
 

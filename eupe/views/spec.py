@@ -24,7 +24,7 @@ VIEW_FORMAT_VERSION: int = 1
 """Bumped whenever the meaning or layout of a view row changes."""
 
 RENDERER_VERSION: int = 2
-"""Bumped whenever the pixels :func:`eupe.views.render` (module eupe.views.renderer) produces for a view change.
+"""Bumped whenever the pixels :func:`eupe.views.renderer.render` produces for a view change.
 
 1: full decode, float32 crop + torch antialiased bilinear resize.  2: JPEG decoded at a reduced
 DCT scale when the crop allows, PIL uint8 antialiased bilinear crop-resize.  The version is part

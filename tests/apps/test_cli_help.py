@@ -43,7 +43,7 @@ def test_console_script_runs_as_installed():
 
 def test_cache_cli_codec_lists_are_the_registry(capsys):
     from eupe.cache_tools import commands
-    from eupe.store.codecs import codec_names
+    from eupe.store.codecs.registry import codec_names
 
     names = codec_names()
     codec_help = next(p for p in commands.extract.params if p.name == "codec").help

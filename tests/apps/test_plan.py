@@ -11,7 +11,7 @@ import torch
 
 from eupe.cache_tools import commands
 from eupe.cache_tools.cli import main
-from eupe.store.codecs import grid_shape
+from eupe.store.codecs.haar import grid_shape
 from eupe.store.plan import Costs, Run, Shape, ViewCost, estimate, measure_costs, realistic_views
 
 

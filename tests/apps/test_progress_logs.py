@@ -101,8 +101,8 @@ def test_store_commands_write_periodic_lines_and_no_carriage_return(work, photo_
 
 @pytest.mark.slow
 def test_eval_and_export_write_periodic_lines(work, tmp_path):
-    from eupe.models import create_student
     from eupe.models.checkpoint import save_student
+    from eupe.models.students import create_student
 
     run = tmp_path / "student"
     run.mkdir()

@@ -18,8 +18,7 @@ import webdataset as wds
 from PIL import Image
 
 from eupe.cache_tools.cli import main as cache_main
-from eupe.data import index_shards
-from eupe.data.shards import DatasetError, shard_fingerprint
+from eupe.data.shards import DatasetError, index_shards, shard_fingerprint
 
 
 def _jpeg(seed: int) -> bytes:

@@ -14,16 +14,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from eupe.data import (
-    IMAGE_EXTENSIONS,
-    ShardFailure,
-    ShardIndex,
-    ShardReader,
-    expand_shards,
-    index_shards,
-    read_member,
-    write_shards,
-)
+from eupe.data.shards import (IMAGE_EXTENSIONS, ShardFailure, ShardIndex, ShardReader, expand_shards, index_shards,
+                              read_member, write_shards)
 
 
 def _encode(seed: int, ext: str, size: int = 24) -> bytes:

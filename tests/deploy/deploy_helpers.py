@@ -8,8 +8,11 @@ from pathlib import Path
 
 import torch
 
-from eupe.models import Encoder, create_student
-from eupe.views import ViewSpec, decode_image, render
+from eupe.models.features import Encoder
+from eupe.models.students import create_student
+from eupe.views.renderer import render
+from eupe.views.source import decode_image
+from eupe.views.spec import ViewSpec
 
 TINY_KWARGS = {
     "vit_t": {"embed_dim": 64, "depth": 2, "num_heads": 2},

@@ -9,7 +9,7 @@ from deploy_helpers import TINY_KWARGS, tiny_student
 from safetensors.torch import load_file
 
 from eupe.deploy.timm_export import export_safetensors, load_timm, timm_name_of
-from eupe.models import Encoder
+from eupe.models.features import Encoder
 
 
 @pytest.mark.parametrize("name", ["vit_t", "convnext_t"])

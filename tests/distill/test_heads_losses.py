@@ -11,7 +11,7 @@ from torch import nn
 
 from eupe.distill.heads import AdapterHead, DistillModel
 from eupe.distill.losses import cosine_loss, distill_loss, match_grids
-from eupe.models import create_student
+from eupe.models.students import create_student
 
 TEACHERS = {"dino": 48, "siglip": 80}
 

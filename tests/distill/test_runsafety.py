@@ -92,9 +92,10 @@ def _inject_nan(store_path: str, chunk: int) -> None:
 
     The codec refuses to encode NaN, so the NaN goes into the stored components (fp16 values) and the
     shard is written back as the store writes it."""
-    from eupe.store import FeatureStore, manifest
+    from eupe.store import manifest
     from eupe.store.fastread import write_shard
     from eupe.store.layout import MANIFEST
+    from eupe.store.store import FeatureStore
 
     group = FeatureStore.open(store_path, mode="a").teacher(TEACHER)
     name = group.reader.target_names(64)["summary"][0]
@@ -133,7 +134,8 @@ def test_nan_targets_stop_training_stats_and_are_found_by_verify(base, tmp_path,
     assert cache_main(["verify", store, "--finite"]) == 1
     out = capsys.readouterr().out
     assert "non-finite summary targets r64 in chunk 1 (images " in out and "chunk 0" not in out
-    from eupe.store import FeatureStore, verify_teacher
+    from eupe.store.store import FeatureStore
+    from eupe.store.verify import verify_teacher
 
     report = verify_teacher(FeatureStore.open(store), TEACHER, finite=True)
     assert [(p["chunk"], p["kinds"], len(p["keys"])) for p in report.nonfinite] == [(1, ["summary"], 4)]

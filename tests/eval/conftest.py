@@ -38,7 +38,7 @@ def two_crop_folder(labelled_photos, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def effnet():
     from eupe.eval.models import load_model
-    from eupe.models import MissingWeightsError
+    from eupe.models.weights import MissingWeightsError
 
     try:
         return load_model("effnet_lite0")

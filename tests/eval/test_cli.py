@@ -7,8 +7,8 @@ import json
 from PIL import Image
 
 from eupe.evaluation.cli import main
-from eupe.models import create_student
 from eupe.models.checkpoint import save_student
+from eupe.models.students import create_student
 
 
 def test_knn_on_a_folder_prints_top1_per_k(two_crop_folder, capsys):

@@ -9,16 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from eupe.data import write_shards
-from eupe.eval.datasets import (
-    DatasetError,
-    MissingDatasetError,
-    fashion_mnist,
-    fashion_mnist_dir,
-    image_folder,
-    load_split,
-    stratified_split,
-)
+from eupe.data.shards import write_shards
+from eupe.eval.datasets import (DatasetError, MissingDatasetError, fashion_mnist, fashion_mnist_dir, image_folder,
+                                load_split, stratified_split)
 
 
 def _png(path: Path, value: int, size: tuple[int, int] = (12, 10)) -> None:

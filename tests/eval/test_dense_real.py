@@ -22,9 +22,9 @@ CORR = CorrConfig(resolution=336, warp_pairs=4)
 def dino_pair():
     """(real DINOv2-S, the same architecture randomly initialised)."""
     from eupe.eval.models import load_model
-    from eupe.models import MissingWeightsError
     from eupe.models.build import random_backbone
     from eupe.models.features import Encoder
+    from eupe.models.weights import MissingWeightsError
 
     try:
         real = load_model("dinov2s_imgfocus")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eupe.eval.tasks.catalog import get_task
 from eupe.eval.tasks.base import EvalContext, EvalModel
-
+from eupe.eval.tasks.catalog import get_task
 
 
 def test_centre_crop_keeps_the_middle_224_of_256():
@@ -25,7 +24,7 @@ def test_centre_crop_keeps_the_middle_224_of_256():
 
 @pytest.mark.slow
 def test_pretrained_teacher_beats_random_init_on_fashion_mnist(fashion, effnet):
-    from eupe.models import create_student
+    from eupe.models.students import create_student
 
     ctx = EvalContext(quick=True, options={"knn": {"limit": 200}})
     task = get_task("knn")

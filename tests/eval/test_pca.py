@@ -64,7 +64,7 @@ def test_write_pca_png_lays_out_input_and_one_panel_per_model(photos, effnet, tm
 
 
 def test_write_pca_png_rejects_non_images(effnet, tmp_path):
-    from eupe.views import ImageDecodeError
+    from eupe.views.source import ImageDecodeError
 
     with pytest.raises(ImageDecodeError):
         write_pca_png({"e": effnet}, b"not an image", tmp_path / "x.png")

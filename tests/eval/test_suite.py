@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from eupe.evaluation.cli import main
-from eupe.models import create_student
 from eupe.models.checkpoint import save_student
+from eupe.models.students import create_student
 
 pytest.importorskip("open_clip")
 

@@ -10,8 +10,8 @@ import torch
 pytest.importorskip("open_clip")
 
 from eupe.eval.tasks.base import EvalContext, EvalModel  # noqa: E402
-from eupe.eval.zeroshot import (TextTowerError, encode_classes, load_text_tower, templates, text_classifier,  # noqa: E402
-                                topk_accuracy, zero_shot_logits)
+from eupe.eval.zeroshot import (TextTowerError, encode_classes, load_text_tower, templates,  # noqa: E402
+                                text_classifier, topk_accuracy, zero_shot_logits)
 
 TINY = {"embed_dim": 32, "custom_text": True,
         "vision_cfg": {"image_size": 64, "timm_model_name": "vit_pe_core_tiny_patch16_384",
@@ -97,7 +97,7 @@ def test_text_weights_file_round_trip(tower, tmp_path):
 
 def test_zeroshot_task_without_text_weights_or_clip_space(tiny_config):
     from eupe.eval.tasks.catalog import get_task
-    from eupe.models import create_student
+    from eupe.models.students import create_student
 
     encoder = create_student("vit_t", test_scale=True)
     task = get_task("zeroshot")
@@ -110,7 +110,7 @@ def test_zeroshot_task_without_text_weights_or_clip_space(tiny_config):
 @pytest.mark.slow
 def test_zeroshot_task_on_fashion_mnist_with_the_tiny_tower(tiny_config, tmp_path, fashion):
     from eupe.eval.tasks.catalog import get_task
-    from eupe.models import create_student
+    from eupe.models.students import create_student
 
     encoder = create_student("vit_t", test_scale=True)
     proj = torch.randn(encoder.dim, 32, generator=torch.Generator().manual_seed(0))

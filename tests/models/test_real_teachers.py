@@ -7,12 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from eupe.models import (
-    MissingWeightsError, ProxyConfig, count_parameters, create_teacher, save_proxy, teacher_weights_path,
-)
 from eupe.models.build import random_backbone
-from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME
-from eupe.models.weights import file_sha256
+from eupe.models.proxy import PROXY_ARCH, PROXY_FILENAME, ProxyConfig, count_parameters, save_proxy
+from eupe.models.teachers import create_teacher, teacher_weights_path
+from eupe.models.weights import MissingWeightsError, file_sha256
 
 
 def _pixels(path, side: int) -> torch.Tensor:
@@ -92,8 +90,8 @@ def test_proxy_refuses_a_file_that_is_not_a_proxy(tmp_path):
 def test_student_file_round_trip_and_timm_loads_it_by_name(tmp_path):
     import timm
 
-    from eupe.models import create_student
     from eupe.models.checkpoint import load_student, read_student_metadata, save_student
+    from eupe.models.students import create_student
 
     torch.manual_seed(0)
     student = create_student("vit_t", test_scale=True)

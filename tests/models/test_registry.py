@@ -6,10 +6,10 @@ import pytest
 import timm
 import torch
 
-from eupe.models import (
-    MissingWeightsError, UnknownNameError, create_student, create_teacher, list_students,
-    list_teachers, student_spec,
-)
+from eupe.models.students import create_student, list_students, student_spec
+from eupe.models.teachers import create_teacher, list_teachers
+from eupe.models.weights import MissingWeightsError
+from eupe.registry import UnknownNameError
 
 PAPER_TEACHERS = ["dinov3_hplus", "pecore_g", "pelang_g", "siglip2_g", "pe_spatial_g"]
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from eupe.models import create_student, create_teacher, teacher_spec
+from eupe.models.students import create_student
+from eupe.models.teachers import create_teacher, teacher_spec
 
 
 def _pixels(side: int, seed: int = 0) -> torch.Tensor:

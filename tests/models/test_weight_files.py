@@ -9,9 +9,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from eupe.models import create_student, create_teacher
 from eupe.models.checkpoint import ARCH_KWARGS, load_student, read_student_metadata, save_student
 from eupe.models.proxy import ProxyConfig, load_proxy, save_proxy
+from eupe.models.students import create_student
+from eupe.models.teachers import create_teacher
 from eupe.models.weights import WeightsFileError
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def corrupt_shard(tmp_path_factory, photos) -> str:
     """One shard whose second image is a truncated JPEG."""
     from eupe.assets import encode_jpeg
-    from eupe.data import write_shards
+    from eupe.data.shards import write_shards
 
     out = tmp_path_factory.mktemp("corrupt")
     good = [encode_jpeg(p.path, 128) for p in photos[:3]]

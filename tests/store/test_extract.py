@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from store_helpers import cache_json, cache_json_rc, cli_subprocess, run_extract, teacher_arrays, tiny_args
 
-from eupe.data import ShardReader
-from eupe.models import create_teacher
+from eupe.data.shards import ShardReader
+from eupe.models.teachers import create_teacher
 from eupe.store.stats import load_stats
 from eupe.store.store import FAILED, OK, FeatureStore
-from eupe.views import ViewSpec, open_image, render
-
-from store_helpers import cache_json, cache_json_rc, cli_subprocess, run_extract, teacher_arrays, tiny_args
+from eupe.views.renderer import render
+from eupe.views.source import open_image
+from eupe.views.spec import ViewSpec
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_corrupt_image_is_recorded_and_the_rest_complete(tmp_path, corrupt_shard
 
 
 def test_unreadable_shard_is_recorded_and_others_proceed(tmp_path, photo_shards, capsys):
-    from eupe.data import expand_shards
+    from eupe.data.shards import expand_shards
 
     shards = expand_shards(photo_shards)
     broken = tmp_path / "broken.tar"
@@ -232,7 +233,7 @@ def test_two_processes_equal_one(tmp_path, photo_shards):
 @pytest.mark.parametrize("codec", ["int8", "int6", "int4", "compact", "tiny"])
 def test_every_codec_round_trips_through_the_store(tmp_path, photo_shards, tiny_store, codec):
     """Targets read back from a store of each codec agree with the fp16 store within the codec's bound."""
-    from eupe.store.codecs import get_codec
+    from eupe.store.codecs.registry import get_codec
 
     out = str(tmp_path / f"{codec}.zarr")
     assert run_extract(*tiny_args(photo_shards, out, "--limit", "4", "--codec", codec)) == 0

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from store_helpers import run_extract, tiny_args
 
-from eupe.store.codecs import get_codec
+from eupe.store.codecs.registry import get_codec
 from eupe.store.fastread import ShardedArrayReader, Unsupported
 from eupe.store.layout import StoreIntegrityError
 from eupe.store.store import FeatureStore, compressors
 from eupe.store.zarr_codecs import FeatureCodec
-
-from store_helpers import run_extract, tiny_args
 
 
 @pytest.mark.parametrize("codec", ["fp16", "int8", "compact"])

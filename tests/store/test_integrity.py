@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from store_helpers import cache_json, cli_subprocess, run_extract, teacher_arrays, tiny_args
 
 from eupe.assets import encode_jpeg
-from eupe.store import FeatureStore
 from eupe.store.layout import FAILED, StoreIntegrityError
+from eupe.store.store import FeatureStore
 from eupe.store.teacher_group.writer import ChunkResult
 from eupe.store.verify import _token_cosine
-
-from store_helpers import cache_json, cli_subprocess, run_extract, teacher_arrays, tiny_args
 
 
 def _error(capsys) -> str:
@@ -195,7 +194,7 @@ def test_teacher_check_counts_two_zero_tokens_as_equal():
 
 def test_stats_record_the_chunks_they_cover(tmp_path, photo_shards):
     from eupe.cache_tools.cli import main
-    from eupe.store import load_stats
+    from eupe.store.stats import load_stats
 
     out = str(tmp_path / "grow.zarr")
     assert run_extract(*tiny_args(photo_shards, out, "--rank", "0", "--world-size", "2")) == 0

@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 import zarr
-
-from eupe.models import create_teacher, run_teacher
-from eupe.store import FeatureStore, StoreError, StoreLookupError
-from eupe.store.consolidated import is_consolidated
-from eupe.store.dims import target_dims
-from eupe.views import VIEW_FIELDS
+from store_helpers import cache_json, cache_json_rc, run_extract, tiny_args
 
 from eupe.cache_tools.cli import main as cache_main
-from store_helpers import cache_json, cache_json_rc, run_extract, tiny_args
+from eupe.models.features import run_teacher
+from eupe.models.teachers import create_teacher
+from eupe.store.consolidated import is_consolidated
+from eupe.store.dims import target_dims
+from eupe.store.layout import StoreError, StoreLookupError
+from eupe.store.store import FeatureStore
+from eupe.views.spec import VIEW_FIELDS
 
 xr = pytest.importorskip("xarray")
 TEACHER, OTHER = "dinov3_hplus", "pecore_g"

@@ -12,19 +12,21 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 pytest.importorskip("moto.server", reason="pip install -e '.[test]' (moto[server]) for the S3 tests")
 pytest.importorskip("s3fs", reason="pip install -e '.[test]' (s3fs) for the S3 tests")
 
-from eupe.store import FeatureStore, load_stats  # noqa: E402
+from s3_server import local_s3  # noqa: E402
+from store_helpers import (cache_json, cache_json_rc, cli_subprocess, run_extract, teacher_arrays,  # noqa: E402
+                           tiny_args)
+
 from eupe.store.fastread import RemoteShardReader, ShardedArrayReader  # noqa: E402
 from eupe.store.layout import FAILPOINT_ENV, StoreIntegrityError, StoreMismatchError  # noqa: E402
 from eupe.store.manifest import chunk_key  # noqa: E402
-
-from s3_server import local_s3  # noqa: E402
-from store_helpers import cache_json, cache_json_rc, cli_subprocess, run_extract, teacher_arrays, tiny_args  # noqa: E402
+from eupe.store.stats import load_stats  # noqa: E402
+from eupe.store.store import FeatureStore  # noqa: E402
 
 TEACHER = "dinov3_hplus"
 BUCKET = "eupe-test"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from store_helpers import run_extract, tiny_args
 
 from eupe.cache_tools.cli import main
-from eupe.store import FeatureStore, load_stats
 from eupe.store.layout import OK, StoreError
-from eupe.store.stats import compute_stats, describe_method, sample_pairs, save_stats, stats_method
-
-from store_helpers import run_extract, tiny_args
+from eupe.store.stats import compute_stats, describe_method, load_stats, sample_pairs, save_stats, stats_method
+from eupe.store.store import FeatureStore
 
 TEACHER = "dinov3_hplus"
 

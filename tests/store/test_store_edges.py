@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from store_helpers import cache_json, cache_json_rc, run_extract, teacher_arrays, tiny_args
 
 from eupe.cache_tools.cli import main as cache_main
-from eupe.store import FeatureStore
-
-from store_helpers import cache_json, cache_json_rc, run_extract, teacher_arrays, tiny_args
+from eupe.store.store import FeatureStore
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,7 @@ def test_a_backup_copy_of_a_teacher_group_is_not_a_teacher(grown: Path, tmp_path
 
 def _broken_shard(directory: Path, photos, count: int, good: int = 0) -> str:
     from eupe.assets import encode_jpeg
-    from eupe.data import write_shards
+    from eupe.data.shards import write_shards
 
     samples = []
     for i, photo in enumerate(photos[:count]):

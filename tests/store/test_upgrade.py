@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
-from eupe.store import FeatureStore, load_stats
-from eupe.store.codecs import Codec
-from eupe.store.layout import FAILPOINT_ENV
-
 from store_helpers import cache_json, cache_main
+
+from eupe.store.codecs.registry import codec_from_dict
+from eupe.store.layout import FAILPOINT_ENV
+from eupe.store.stats import load_stats
+from eupe.store.store import FeatureStore
 
 LEGACY = Path(__file__).parent / "data" / "format2.zarr"
 TEACHER = "dinov3_hplus"
@@ -39,7 +39,7 @@ def _legacy_targets(store: Path) -> dict[str, np.ndarray]:
     """Every (image, view) of the old store, decoded from its component arrays with plain zarr + Codec."""
     root = zarr.open_group(str(store), mode="r")
     teacher = root[f"teachers/{TEACHER}"]
-    codec = Codec.from_dict(teacher.attrs["codec"])
+    codec = codec_from_dict(teacher.attrs["codec"])
     out = {}
     for prefix in ("", "blocks/2/"):
         r32 = teacher[f"{prefix}r32"]

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from store_helpers import run_extract, teacher_arrays, tiny_args
 
-from eupe.models import run_teacher
+from eupe.models.features import run_teacher
 from eupe.store import manifest
-from eupe.store.codecs import get_codec, token_cosine
+from eupe.store.codecs.metrics import token_cosine
+from eupe.store.codecs.registry import get_codec
 from eupe.store.extract import ChunkImages, ExtractConfig, load_teachers, open_or_create_store, teacher_identity
 from eupe.store.layout import OK
 from eupe.store.teacher_group.group import TeacherGroup
 from eupe.store.teacher_group.writer import ChunkResult
-
-from store_helpers import run_extract, teacher_arrays, tiny_args
 
 TEACHER = "dinov3_hplus"
 
@@ -87,7 +87,7 @@ def test_failed_images_leave_zero_components_identical_to_the_numpy_path(tmp_pat
 
 def _features(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Real-looking tokens: the test-scale teacher's outputs on random pixels, summary [6, D], patch [6, 16, D]."""
-    from eupe.models import create_teacher
+    from eupe.models.teachers import create_teacher
 
     torch.manual_seed(0)
     s, p = run_teacher(create_teacher(TEACHER, None, True), torch.rand(6, 3, 64, 64), 6, torch.device("cpu"))
@@ -182,7 +182,7 @@ def test_a_failed_write_is_raised_at_once_even_behind_a_slow_one():
 def test_a_chunk_rendered_in_pieces_equals_one_rendered_whole(tmp_path, photo_shards):
     """DataLoader items are pieces of about one teacher batch (here 1 image), never a whole chunk of
     pixels; the chunk assembled from them holds the same views, statuses and targets."""
-    from eupe.store import FeatureStore
+    from eupe.store.store import FeatureStore
 
     pieces, whole = str(tmp_path / "pieces.zarr"), str(tmp_path / "whole.zarr")
     base = ["--images-per-chunk", "6"]

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
-from eupe.store import FeatureStore, StoreIntegrityError
-from eupe.store.codecs import CODECS
-
 from store_helpers import cache_main, run_extract, tiny_args
+
+from eupe.store.codecs.registry import CODECS
+from eupe.store.layout import StoreIntegrityError
+from eupe.store.store import FeatureStore
 
 TEACHER = "dinov3_hplus"
 PLAIN_READ = r"""

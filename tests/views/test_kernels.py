@@ -16,18 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from eupe.views import ViewPolicy, ViewSpec, decode_image, render, sample_views
 from eupe.views import kernels
-from eupe.views.photometric import (
-    adjust_hue_,
-    brightness_,
-    gaussian_blur,
-    gaussian_kernel1d,
-    grayscale,
-    photometric,
-    saturation_,
-    solarize,
-)
+from eupe.views.photometric import (adjust_hue_, brightness_, gaussian_blur, gaussian_kernel1d, grayscale, photometric,
+                                    saturation_, solarize)
+from eupe.views.policy import ViewPolicy, sample_views
+from eupe.views.renderer import render
+from eupe.views.source import decode_image
+from eupe.views.spec import ViewSpec
 
 skimage = pytest.importorskip("skimage")
 DATA = Path(skimage.__file__).parent / "data"

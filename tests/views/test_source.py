@@ -19,30 +19,12 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-from eupe.views import (
-    DEFAULT_MAX_PIXELS,
-    RENDERER_VERSION,
-    ImageDecodeError,
-    SourceImage,
-    ViewPolicy,
-    ViewSpec,
-    decode_image,
-    open_image,
-    render,
-    render_views,
-    sample_views,
-)
-from eupe.views.photometric import (
-    adjust_hue,
-    adjust_hue_,
-    brightness_,
-    contrast_,
-    gaussian_blur,
-    grayscale,
-    saturation_,
-    solarize,
-)
-from eupe.views.renderer import dct_scale
+from eupe.views.photometric import (adjust_hue, adjust_hue_, brightness_, contrast_, gaussian_blur, grayscale,
+                                    saturation_, solarize)
+from eupe.views.policy import ViewPolicy, sample_views
+from eupe.views.renderer import dct_scale, render, render_views
+from eupe.views.source import DEFAULT_MAX_PIXELS, ImageDecodeError, SourceImage, decode_image, open_image
+from eupe.views.spec import RENDERER_VERSION, ViewSpec
 
 skimage = pytest.importorskip("skimage")
 DATA = Path(skimage.__file__).parent / "data"

@@ -20,22 +20,11 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-from eupe.views import (
-    IDENTITY_ORDER,
-    VIEW_DIM,
-    VIEW_FIELDS,
-    VIEW_FORMAT_VERSION,
-    ImageDecodeError,
-    ViewPolicy,
-    ViewSpec,
-    decode_image,
-    render,
-    render_views,
-    sample_views,
-    view_rng,
-    views_from_array,
-    views_to_array,
-)
+from eupe.views.policy import ViewPolicy, sample_views, view_rng
+from eupe.views.renderer import render, render_views
+from eupe.views.source import ImageDecodeError, decode_image
+from eupe.views.spec import (IDENTITY_ORDER, VIEW_DIM, VIEW_FIELDS, VIEW_FORMAT_VERSION, ViewSpec, views_from_array,
+                             views_to_array)
 
 skimage = pytest.importorskip("skimage")
 DATA = Path(skimage.__file__).parent / "data"

@@ -44,7 +44,7 @@ class AgreementTask(EvalTask):
     def _measure(self, model: EvalModel, ctx: EvalContext, cfg: AgreementConfig) -> list[Figure]:
         from eupe.distill.agreement import load_distill_model, teacher_agreement
         from eupe.eval.runs import head_stats, run_teachers
-        from eupe.models import create_teacher
+        from eupe.models.teachers import create_teacher
 
         distill = load_distill_model(model.run_dir)
         images = _images(ctx, cfg.limit)
@@ -67,7 +67,7 @@ def _images(ctx: EvalContext, limit: int) -> list:
     from pathlib import Path
 
     from eupe.assets import imagenet_photos
-    from eupe.views import decode_image
+    from eupe.views.source import decode_image
 
     if ctx.data == OFFLINE:
         return [(p.key, decode_image(p.read_bytes())) for p in imagenet_photos()[-6:]]

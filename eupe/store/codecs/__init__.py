@@ -28,7 +28,7 @@ Modules (each family's docstring holds its formulas)
     :data:`~eupe.store.codecs.ops.TORCH` (torch imported on first use) and the ``Array`` alias.
 ``base``
     :class:`Codec`, the base class: numpy/torch/vector entry points, input checks, strict
-    ``to_dict``/``from_dict``; ``FORMAT_VERSION``, ``FP16_MAX``, ``ComponentSpec``.
+    ``to_dict`` (read back by ``registry.codec_from_dict``); ``FORMAT_VERSION``, ``FP16_MAX``, ``ComponentSpec``.
 ``fp16``
     ``fp16``: :class:`Float16Codec`, ``x = values`` in float16.
 ``tokenint``
@@ -39,30 +39,13 @@ Modules (each family's docstring holds its formulas)
     :func:`haar_forward`, :func:`haar_inverse`) and ``MEAN_WEIGHT``.
 ``registry``
     :data:`CODECS`, the one registry, and its documented order; :func:`get_codec`,
-    :func:`codec_names`; ``MEASURED``, the figures ``eupe-cache extract --help`` quotes.
+    :func:`codec_names`, :func:`codec_from_dict`; ``MEASURED``, the figures ``eupe-cache extract --help`` quotes.
 ``storage``
     :func:`zarr_compressors` (the zarr 3 chain after the ``eupe.features`` codec of
     :mod:`eupe.store.zarr_codecs`) and :func:`stored_nbytes`.
 ``metrics``
     :func:`token_cosine`, :func:`smooth_l1` and :func:`fidelity` (raw and normalised space).
 
-Every name below is importable from ``eupe.store.codecs`` itself, as before this was a package.
+Like every package of eupe, this one imports nothing: import a name from the module that defines it
+(``from eupe.store.codecs.registry import get_codec``).
 """
-
-from __future__ import annotations
-
-from eupe.store.codecs.base import FORMAT_VERSION, FP16_MAX, Codec, ComponentSpec
-from eupe.store.codecs.fp16 import Float16Codec
-from eupe.store.codecs.haar import MEAN_WEIGHT, HaarCodec, grid_shape, haar_forward, haar_inverse, haar_matrix
-from eupe.store.codecs.metrics import fidelity, smooth_l1, token_cosine
-from eupe.store.codecs.ops import NUMPY, TORCH, Array
-from eupe.store.codecs.registry import CODECS, MEASURED, codec_names, get_codec
-from eupe.store.codecs.storage import stored_nbytes, zarr_compressors
-from eupe.store.codecs.tokenint import TokenIntCodec
-
-__all__ = [
-    "CODECS", "FORMAT_VERSION", "FP16_MAX", "MEAN_WEIGHT", "MEASURED", "NUMPY", "TORCH", "Array", "Codec",
-    "ComponentSpec", "Float16Codec", "HaarCodec", "TokenIntCodec", "codec_names", "fidelity", "get_codec",
-    "grid_shape", "haar_forward", "haar_inverse", "haar_matrix", "smooth_l1", "stored_nbytes", "token_cosine",
-    "zarr_compressors",
-]

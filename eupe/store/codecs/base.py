@@ -4,7 +4,7 @@ A codec maps float32 token vectors ``x[..., T, D]`` to a dict of named numpy arr
 *components*, :meth:`Codec.components`) and back; the base class supplies the numpy and torch
 entry points (:meth:`Codec.encode` / :meth:`Codec.decode` / ``*_torch``), the one-vector-per-view
 variants (``*_vector``), the input checks, and the strict (de)serialisation of the stored
-metadata (:meth:`Codec.to_dict` / :meth:`Codec.from_dict`, format :data:`FORMAT_VERSION`).
+metadata (:meth:`Codec.to_dict` / :func:`eupe.store.codecs.registry.codec_from_dict`, format :data:`FORMAT_VERSION`).
 The families live in :mod:`.fp16`, :mod:`.tokenint` and :mod:`.haar`; :mod:`.registry` names them.
 """
 
@@ -118,19 +118,6 @@ class Codec:
         return {"name": self.name, "family": self.family, "version": FORMAT_VERSION,
                 **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}}
 
-    @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> "Codec":
-        """Inverse of :meth:`to_dict`; strict: unknown name, family, version or keys raise ValueError."""
-        from eupe.store.codecs.registry import CODECS  # the registry imports the families, which import this
-
-        d = dict(d)
-        name = d.get("name")
-        if not isinstance(name, str) or name not in CODECS:
-            raise ValueError(f"unknown codec name {name!r}; valid names: {', '.join(CODECS.names())}")
-        cls = type(CODECS.get(name))
-        params = _checked_params(name, cls, d)
-        return cls(name=name, **{k: d[k] for k in params})
-
     # -- helpers for subclasses ----------------------------------------------------------------
     def _check_input(self, x: Array, ops: Any) -> Array:
         x = ops.cast(ops.asarray(x), "float32")
@@ -151,7 +138,7 @@ class Codec:
                            f"(got {sorted(parts)})") from None
 
 
-def _checked_params(name: str, cls: type[Codec], d: Mapping[str, Any]) -> set[str]:
+def checked_params(name: str, cls: type[Codec], d: Mapping[str, Any]) -> set[str]:
     """``cls``'s parameter names, once ``d`` holds exactly its keys, its family and this format version."""
     params = {f.name for f in dataclasses.fields(cls)} - {"name"}
     expected = {"name", "family", "version"} | params

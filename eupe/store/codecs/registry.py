@@ -6,14 +6,16 @@ is the registration order below, from the largest store to the smallest: ``fp16`
 integers from widest to narrowest, ``int8``, ``int6``, ``int4``; the Haar codecs from finest to
 coarsest step, ``compact``, ``tiny``.  Every store records its codec as
 :meth:`~eupe.store.codecs.base.Codec.to_dict` and reads it back through this registry
-(:meth:`~eupe.store.codecs.base.Codec.from_dict`): a registered name and its parameters never
+(:func:`codec_from_dict`): a registered name and its parameters never
 change.  A new codec is one more instance registered here (docs/contributing.md).
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from eupe.registry import Registry
-from eupe.store.codecs.base import Codec
+from eupe.store.codecs.base import Codec, checked_params
 from eupe.store.codecs.fp16 import FP16
 from eupe.store.codecs.haar import HaarCodec
 from eupe.store.codecs.tokenint import TokenIntCodec
@@ -37,3 +39,14 @@ def get_codec(name: str) -> Codec:
 def codec_names() -> list[str]:
     """Every registered codec name, in registration order (this module's docstring)."""
     return CODECS.names()
+
+
+def codec_from_dict(d: Mapping[str, Any]) -> Codec:
+    """Inverse of :meth:`Codec.to_dict`; strict: unknown name, family, version or keys raise ValueError."""
+    d = dict(d)
+    name = d.get("name")
+    if not isinstance(name, str) or name not in CODECS:
+        raise ValueError(f"unknown codec name {name!r}; valid names: {', '.join(CODECS.names())}")
+    cls = type(CODECS.get(name))
+    params = checked_params(name, cls, d)
+    return cls(name=name, **{k: d[k] for k in params})

@@ -18,7 +18,7 @@ from typing import Callable, Protocol, overload
 import numpy as np
 import zarr
 
-from eupe.store.codecs import Codec
+from eupe.store.codecs.base import Codec
 from eupe.store.layout import StoreIntegrityError, StoreLookupError
 from eupe.store.teacher_group.chunks import ChunkProgress
 from eupe.store.teacher_group.create import create_block

@@ -13,19 +13,19 @@ import numpy as np
 import zarr
 
 from eupe.store import consolidated, dims, manifest
-from eupe.store.codecs import Codec
+from eupe.store.codecs.base import Codec
 from eupe.store.layout import (MANIFEST, TARGET_ZSTD_LEVEL, compressors, failpoint, publish_dir, remove_stale_staging,
                                sha256_of, staging_name)
 from eupe.store.teacher_group.handle import GroupHandle
 from eupe.store.teacher_group.identity import (BLOCKS, CLAIMS, IDENTITY_KEYS, TeacherIdentity, chunk_array_names,
                                                identity_document, resolution_group_name)
 from eupe.store.zarr_codecs import FeatureCodec
-from eupe.views import VIEW_DIM, VIEW_FIELDS
+from eupe.views.spec import VIEW_DIM, VIEW_FIELDS
 
 DECODING_NOTE = ("summary [N, K, D] and patch [N, K, h, w, D] are float32 features: zarr decodes them through "
                  "the 'eupe.features' codec, which the eupe package registers with zarr (pip install eupe); "
                  "plain zarr checks crc32c checksums but not the store's manifest (read through "
-                 "eupe.store.FeatureStore for that)")
+                 "eupe.store.store.FeatureStore for that)")
 
 
 def create_teacher(store: Any, identity: TeacherIdentity, codec: Codec) -> GroupHandle:

@@ -14,7 +14,7 @@ from typing import Any
 
 import zarr
 
-from eupe.store.codecs import Codec
+from eupe.store.codecs.registry import codec_from_dict
 from eupe.store.layout import MANIFEST, StoreIntegrityError
 from eupe.store.teacher_group.blocks import ViewBlocks
 from eupe.store.teacher_group.checks import ChunkChecks
@@ -34,7 +34,7 @@ class TeacherGroup:
         self.attrs = _identity_attrs(group, parent)
         self.view_start = int(self.attrs.get("view_start", 0))
         self.view_stop = int(self.attrs.get("view_stop", store.params.views_per_image))
-        self.codec = Codec.from_dict(self.attrs["codec"])
+        self.codec = codec_from_dict(self.attrs["codec"])
         self.resolutions = [int(r) for r in self.attrs["resolutions"]]
         self.grids = {r: tuple(g) for r, g in zip(self.resolutions, self.attrs["grids"])}
         self.dim = int(self.attrs["dim"])

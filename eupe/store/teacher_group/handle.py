@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import zarr
 
-from eupe.store.codecs import Codec
+from eupe.store.codecs.base import Codec
 
 
 class GroupHandle(Protocol):

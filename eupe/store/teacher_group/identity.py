@@ -14,9 +14,8 @@ from typing import Callable
 import zarr
 
 from eupe.store import dims
-from eupe.store.codecs import Codec
-from eupe.store.layout import (MANIFEST, StoreIntegrityError, StoreMismatchError, changed_keys, differences,
-                               sha256_of)
+from eupe.store.codecs.base import Codec
+from eupe.store.layout import MANIFEST, StoreIntegrityError, StoreMismatchError, changed_keys, differences, sha256_of
 
 CLAIMS = "claims"  # a zarr group holding rank-<r>.json claims of running extractions
 BLOCKS = "blocks"  # view blocks added when a store grows: blocks/<first view>/
