@@ -108,7 +108,8 @@ def write_store(tmp: Path, shards: list[str], codec: str, tokens: int, dim: int,
     params = StoreParams(VIEWS, 0, ViewPolicy(), PER_CHUNK)
     store = FeatureStore.create(tmp / f"{codec}-{tokens}.zarr", index_shards(shards), params, limit=None)
     c = get_codec(codec)
-    identity = TeacherIdentity("bench", "0" * 64, {}, (RESOLUTION,), (grid_shape(tokens),), dim, dim, c.to_dict())
+    identity = TeacherIdentity(name="bench", fingerprint="0" * 64, preprocessing={}, resolutions=(RESOLUTION,),
+                               grids=(grid_shape(tokens),), dim=dim, summary_dim=dim, codec=c.to_dict())
     group = store.open_or_create_teacher(identity, c)
     for chunk in range(store.num_chunks):
         n = len(store.chunk_rows(chunk))

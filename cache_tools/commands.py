@@ -374,8 +374,9 @@ def plan(teachers, shapes, codecs, images, views, samples_per_s, gpus, images_pe
     chosen = [_teacher_shape(name) for name in teachers]
     chosen += [Shape(f"{t}x{d}" + (f"x{s}" if s != d else ""), t, d, s) for t, d, s in shapes]
     chosen = chosen or [Shape("1024x1536", 1024, 1536, 1536)]  # PE-G at 448 px, the paper's widest teacher
-    run = Run(images, views, samples_per_s, gpus, images_per_chunk or DEFAULT_IMAGES_PER_CHUNK,
-              image_bytes, stats_views)
+    run = Run(images=images, views=views, samples_per_s=samples_per_s, gpus=gpus,
+              images_per_chunk=images_per_chunk or DEFAULT_IMAGES_PER_CHUNK, image_bytes=image_bytes,
+              stats_views=stats_views)
     costs = measure_costs(chosen, [c.strip() for c in codecs.split(",") if c.strip()], student_resolution)
     rows = estimate(run, costs)
     if as_json:

@@ -131,8 +131,9 @@ def _record_knn(model_spec: str, result: dict, seed: int) -> None:
     data = result["data"]
     label = f"offline: Fashion-MNIST ({result['train_images']} train / {result['test_images']} test)" \
         if data == FASHION_MNIST else portable_path(str(Path(data).resolve())) if Path(data).exists() else data
-    figures = [Figure("knn", f"top1@{k}", round(100 * acc, 2), model_spec, result["fingerprint"], label,
-                      data == FASHION_MNIST, settings={**settings, "k": k, "seed": seed})
+    figures = [Figure(task="knn", metric=f"top1@{k}", value=round(100 * acc, 2), model=model_spec,
+                      fingerprint=result["fingerprint"], data=label, offline=data == FASHION_MNIST,
+                      settings={**settings, "k": k, "seed": seed})
                for k, acc in result["top1"].items()]
     append_evaluations(model_spec, figures, invocation())
 

@@ -93,7 +93,7 @@ class ShardFailure:
     reason: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ShardIndex:
     """Columnar index: one row per image, in shard order then member order."""
 
@@ -115,8 +115,9 @@ class ShardIndex:
         if limit is None or limit >= len(self):
             return self
         keys = None if self.keys is None else self.keys[:limit]
-        return ShardIndex(self.shards, keys, self.shard[:limit], self.offset[:limit],
-                          self.size[:limit], self.ext[:limit], self.label[:limit], self.failures, self.skipped)
+        return ShardIndex(shards=self.shards, keys=keys, shard=self.shard[:limit], offset=self.offset[:limit],
+                          size=self.size[:limit], ext=self.ext[:limit], label=self.label[:limit],
+                          failures=self.failures, skipped=self.skipped)
 
     def keys_sha256(self) -> str:
         """SHA-256 of the keys joined by newlines: the identity of the dataset."""

@@ -45,7 +45,7 @@ def _rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Plan:
     """Which samples each rank sees at each step (holds one epoch's permutation at a time)."""
 

@@ -439,8 +439,10 @@ def _plan(cfg: TrainConfig, store: FeatureStore, cpu: bool, say: Callable[[str],
     weights = tuple(m.weight / sum(p.weight for p in mixture) for m in mixture)
     recorded = views_record(Path(cfg.out), VIEWS_RECORD)
     views = usable_views(store, cfg.teacher_names(), recorded, say if state.is_main_process else lambda _t: None)
-    return Plan(rows, views, cfg.seed, cfg.global_batch, cfg.micro_batch,
-                state.num_processes, tuple(cfg.student_resolutions), tuple(cfg.teacher_resolutions), parts, weights)
+    return Plan(rows=rows, views_per_image=views, seed=cfg.seed, global_batch=cfg.global_batch,
+                micro_batch=cfg.micro_batch, world_size=state.num_processes,
+                student_resolutions=tuple(cfg.student_resolutions), teacher_resolutions=tuple(cfg.teacher_resolutions),
+                parts=parts, weights=weights)
 
 
 def _resume(accelerator: Accelerator, checkpoints: Checkpoints, say) -> int:

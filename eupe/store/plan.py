@@ -67,7 +67,7 @@ class ViewCost:
     files_per_chunk: int  # files one chunk of images holds for this teacher (arrays + manifest)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Costs:
     """Everything :func:`estimate` needs, measured by :func:`measure_costs`."""
 
@@ -125,7 +125,8 @@ def measure_costs(shapes: list[Shape], codecs: list[str], student_resolution: in
             per_view[shape.name] = {c.name: _measure(store, shape, c, features, np.random.default_rng(seed))
                                     for c in codec_objects}
         render_ms, source = _render_ms(student_resolution, seed)
-    return Costs(shapes, codecs, per_view, render_ms, source, time.perf_counter() - start)
+    return Costs(shapes=shapes, codecs=codecs, per_view=per_view, render_ms=render_ms, render_source=source,
+                 seconds=time.perf_counter() - start)
 
 
 def _temporary_store(root: Path):
@@ -150,8 +151,9 @@ def _measure(store, shape: Shape, codec, features: tuple[np.ndarray, np.ndarray]
 
     h, w = grid_shape(shape.tokens)
     resolution = 16 * max(h, w)  # a label: the store keys targets by resolution
-    identity = TeacherIdentity(f"{shape.name}-{codec.name}".replace("/", "_"), "0" * 64, {}, (resolution,),
-                               ((h, w),), shape.dim, shape.summary_dim, codec.to_dict())
+    identity = TeacherIdentity(name=f"{shape.name}-{codec.name}".replace("/", "_"), fingerprint="0" * 64,
+                               preprocessing={}, resolutions=(resolution,), grids=((h, w),), dim=shape.dim,
+                               summary_dim=shape.summary_dim, codec=codec.to_dict())
     group = create_teacher(store, identity, codec)
     summary, patch = features
     result = ChunkResult(0, np.zeros((_IMAGES, _VIEWS, VIEW_DIM)), np.ones(_IMAGES, np.uint8), [""] * _IMAGES,
@@ -235,7 +237,7 @@ class _one_thread:
         torch.set_num_threads(self.threads)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Run:
     """The run being planned."""
 

@@ -60,8 +60,10 @@ def test_plan_values_are_consistent_with_the_measured_costs(capsys):
 
 def test_estimate_is_the_arithmetic_of_the_costs():
     shapes = [Shape("a", 4, 2, 2), Shape("b", 9, 3, 1)]
-    costs = Costs(shapes, ["x"], {"a": {"x": ViewCost(100.0, 5.0, 1.0, 2.0, 2.5, 7)},
-                                  "b": {"x": ViewCost(50.0, 4.0, 0.5, 1.5, 2.0, 6)}}, render_ms=3.0, render_source="test")
+    costs = Costs(shapes=shapes, codecs=["x"],
+                  per_view={"a": {"x": ViewCost(100.0, 5.0, 1.0, 2.0, 2.5, 7)},
+                            "b": {"x": ViewCost(50.0, 4.0, 0.5, 1.5, 2.0, 6)}},
+                  render_ms=3.0, render_source="test")
     [row] = estimate(Run(images=10, views=2, samples_per_s=1000, gpus=4, images_per_chunk=3, image_bytes=1000,
                          stats_views=10), costs)
     assert row["teachers"]["a"]["files"] == 4 * 7 and row["teachers"]["b"]["files"] == 4 * 6  # ceil(10 / 3) chunks

@@ -10,7 +10,8 @@ from eupe.distill.data import Plan
 
 def _plan(seed: int = 0, world: int = 1, micro: int = 4, parts=None, weights=(0.75, 0.25)) -> Plan:
     parts = parts or (np.arange(0, 4), np.arange(4, 12))
-    return Plan(np.arange(12), 2, seed, 8, micro, world, (64,), (), tuple(parts), tuple(weights))
+    return Plan(rows=np.arange(12), views_per_image=2, seed=seed, global_batch=8, micro_batch=micro, world_size=world,
+                student_resolutions=(64,), teacher_resolutions=(), parts=tuple(parts), weights=tuple(weights))
 
 
 def _rows(plan: Plan, step: int, world: int = 1) -> list[int]:

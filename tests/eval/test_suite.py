@@ -118,11 +118,16 @@ def test_na_cells_join_the_measured_column_and_reasons_are_listed():
     from eupe.eval.report import results_csv, results_markdown
     from eupe.eval.tasks.base import Figure
 
-    figs = [Figure("knn", "top1@20", 70.5, "a", "fa", "offline: X", True),
-            Figure("knn", "top1@10", 71.0, "a", "fa", "offline: X", True),
-            Figure("zeroshot", "top1", None, "a", "fa", "offline: Y", True, reason="no CLIP head"),
-            Figure("knn", "top1@20", None, "b", "fb", "offline: Z", True, reason="no data"),
-            Figure("zeroshot", "top1", 55.0, "b", "fb", "offline: W", True)]
+    figs = [Figure(task="knn", metric="top1@20", value=70.5, model="a", fingerprint="fa", data="offline: X",
+                   offline=True),
+            Figure(task="knn", metric="top1@10", value=71.0, model="a", fingerprint="fa", data="offline: X",
+                   offline=True),
+            Figure(task="zeroshot", metric="top1", value=None, model="a", fingerprint="fa", data="offline: Y",
+                   offline=True, reason="no CLIP head"),
+            Figure(task="knn", metric="top1@20", value=None, model="b", fingerprint="fb", data="offline: Z",
+                   offline=True, reason="no data"),
+            Figure(task="zeroshot", metric="top1", value=55.0, model="b", fingerprint="fb", data="offline: W",
+                   offline=True)]
     md = results_markdown(figs)
     assert "| model | kNN top-1 (top1@20) [offline: X] | zero-shot top-1 (top1) [offline: W] |" in md
     assert "| a | 70.5 | n/a |" in md and "| b | n/a | 55 |" in md

@@ -131,9 +131,10 @@ def ade20k_data(root: str | Path, config, seed: int):
         return _centre(_short_side(label[None], side, "nearest")[0], side, side).to(torch.uint8)
 
     labels = torch.stack([train_label(p) for p in train])  # uint8 [N, s, s]
-    return SegData(Lazy(train, train_image), labels,
-                   Lazy(val, lambda p: _short_side(read_rgb(p[0]), side, "bilinear").clamp(0, 1)),
-                   Lazy(val, lambda p: reduce_zero_label(read_png(p[1]))), 150, "ADE20K val", False)
+    return SegData(train_images=Lazy(train, train_image), train_labels=labels,
+                   val_images=Lazy(val, lambda p: _short_side(read_rgb(p[0]), side, "bilinear").clamp(0, 1)),
+                   val_labels=Lazy(val, lambda p: reduce_zero_label(read_png(p[1]))), num_classes=150,
+                   name="ADE20K val", offline=False)
 
 
 # -- NYUv2 ----------------------------------------------------------------------------------------

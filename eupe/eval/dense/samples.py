@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SegData:
     """A segmentation probe's split: fixed training views with labels, full-size validation images."""
 

@@ -32,9 +32,9 @@ class AgreementTask(EvalTask):
 
         cfg = self.config(ctx)
         if model.run_dir is None or not has_heads(model.run_dir):
-            return [Figure(self.name, "summary_cos", None, model.name, model.fingerprint, self._data(ctx),
-                           ctx.data == OFFLINE, settings=asdict(cfg),
-                           reason="not a distilled run directory: no adapter heads to compare")]
+            return [Figure(task=self.name, metric="summary_cos", value=None, model=model.name,
+                           fingerprint=model.fingerprint, data=self._data(ctx), offline=ctx.data == OFFLINE,
+                           settings=asdict(cfg), reason="not a distilled run directory: no adapter heads to compare")]
         return self._measure(model, ctx, cfg)
 
     @staticmethod
@@ -57,8 +57,9 @@ class AgreementTask(EvalTask):
             result = teacher_agreement(distill, teacher, encoder, head_stats(model.run_dir, teacher), images,
                                        views, cfg.seed, resolution)
             settings = {**asdict(cfg), "views": result["views"], "teacher": teacher, "resolution": resolution}
-            out += [Figure(self.name, f"{kind}_cos[{teacher}]", round(result[f"{kind}_cos"], 4), model.name,
-                           model.fingerprint, self._data(ctx), ctx.data == OFFLINE, settings=settings)
+            out += [Figure(task=self.name, metric=f"{kind}_cos[{teacher}]", value=round(result[f"{kind}_cos"], 4),
+                           model=model.name, fingerprint=model.fingerprint, data=self._data(ctx),
+                           offline=ctx.data == OFFLINE, settings=settings)
                     for kind in ("summary", "patch")]
         return out
 

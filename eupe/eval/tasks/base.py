@@ -32,7 +32,7 @@ class NotAvailableError(ValueError):
     """A single task run where no figure could be computed (the reason says what is missing)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Figure:
     """One number of the results table and everything that produced it."""
 

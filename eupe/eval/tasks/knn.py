@@ -46,8 +46,9 @@ class KnnTask(EvalTask):
         try:
             train, test, data, offline = labelled_split(ctx, limit)
         except MissingDatasetError as err:  # offline fixture not installed: the cell says so
-            return [Figure(self.name, self.headline, None, model.name, model.fingerprint, "offline: Fashion-MNIST",
-                           True, settings=asdict(cfg), reason=str(err))]
+            return [Figure(task=self.name, metric=self.headline, value=None, model=model.name,
+                           fingerprint=model.fingerprint, data="offline: Fashion-MNIST", offline=True,
+                           settings=asdict(cfg), reason=str(err))]
         train_feats = features(model, train, ctx, "knn train", resolution, cfg.transform)
         test_feats = features(model, test, ctx, "knn test", resolution, cfg.transform)
         top1 = knn_top1_for_ks(train_feats, torch.as_tensor(train.labels), test_feats, torch.as_tensor(test.labels),
@@ -55,8 +56,9 @@ class KnnTask(EvalTask):
         settings = {**asdict(cfg), "ks": list(cfg.ks), "resolution": resolution, "train_images": len(train),
                     "test_images": len(test), "classes": len(train.classes), "seed": ctx.seed,
                     "feature": "summary token after the final norm, L2-normalized"}
-        return [Figure(self.name, f"top1@{k}", round(100 * acc, 2), model.name, model.fingerprint, data, offline,
-                       settings=settings) for k, acc in top1.items()]
+        return [Figure(task=self.name, metric=f"top1@{k}", value=round(100 * acc, 2), model=model.name,
+                       fingerprint=model.fingerprint, data=data, offline=offline, settings=settings)
+                for k, acc in top1.items()]
 
 
 register_task(KnnTask())

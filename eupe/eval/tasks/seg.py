@@ -59,7 +59,8 @@ def offline_data(config: SegConfig, seed: int) -> SegData:
     mosaic = fixtures.MosaicConfig(canvas=config.resolution)
     train_x, train_y = fixtures.fashion_mosaics("train", config.train or 200, seed, mosaic)
     val_x, val_y = fixtures.fashion_mosaics("test", config.val or 100, seed + 1, mosaic)
-    return SegData(list(train_x), train_y, list(val_x), list(val_y), 11, fixtures.MOSAIC_FIXTURE, True, slice(1, None))
+    return SegData(train_images=list(train_x), train_labels=train_y, val_images=list(val_x), val_labels=list(val_y),
+                   num_classes=11, name=fixtures.MOSAIC_FIXTURE, offline=True, garments=slice(1, None))
 
 
 def _head_logits(encoder, head, window: torch.Tensor, device: torch.device) -> torch.Tensor:

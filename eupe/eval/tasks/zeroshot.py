@@ -50,8 +50,8 @@ class ZeroShotTask(EvalTask):
         return self._measure(model, ctx, cfg)
 
     def _missing(self, model: EvalModel, data: str, ctx: EvalContext, reason: str) -> Figure:
-        return Figure(self.name, "top1", None, model.name, model.fingerprint, data, ctx.data == OFFLINE,
-                      settings=asdict(self.config(ctx)), reason=reason)
+        return Figure(task=self.name, metric="top1", value=None, model=model.name, fingerprint=model.fingerprint,
+                      data=data, offline=ctx.data == OFFLINE, settings=asdict(self.config(ctx)), reason=reason)
 
     def _measure(self, model: EvalModel, ctx: EvalContext, cfg: ZeroShotConfig) -> list[Figure]:
         from eupe.eval.knn import eval_resolution
@@ -80,8 +80,9 @@ class ZeroShotTask(EvalTask):
         settings = {**asdict(cfg), "text_weights": _basename(cfg.text_weights), "transform": transform,
                     "resolution": resolution, "test_images": len(test), "classes": len(test.classes),
                     "text_fingerprint": tower.fingerprint, "classifier_cached": hit}
-        return [Figure(self.name, f"top{k}", round(100 * topk_accuracy(logits, labels, k), 2),
-                       model.name, model.fingerprint, data, offline, settings=settings) for k in (1, 5)]
+        return [Figure(task=self.name, metric=f"top{k}", value=round(100 * topk_accuracy(logits, labels, k), 2),
+                       model=model.name, fingerprint=model.fingerprint, data=data, offline=offline, settings=settings)
+                for k in (1, 5)]
 
 
 def _basename(path: str | None) -> str | None:

@@ -26,7 +26,7 @@ def resolution_group_name(resolution: int) -> str:
     return f"r{resolution}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TeacherIdentity:
     """What a teacher group was built with; a later run must match it to add to the group."""
 
