@@ -45,6 +45,15 @@ def test_store_layout_is_plain_zarr(tiny_store):
     assert (group["manifest"][:, 0, 0] > 0).all() and (group["status"][:] == OK).all()
 
 
+def test_a_numpy_integer_row_reads_like_an_int(tiny_store):
+    """Rows from numpy (``np.flatnonzero``, a plan's permutation) index the store like Python ints."""
+    group = FeatureStore.open(tiny_store).teacher("dinov3_hplus")
+    for view in (1, slice(None)):
+        want, got = group.reader.targets(5, 64, view), group.reader.targets(np.int64(5), 64, view)
+        for kind in ("summary", "patch"):
+            np.testing.assert_array_equal(got[kind], want[kind])
+
+
 def test_cached_targets_equal_the_online_teacher_on_the_replayed_view(tiny_store):
     store = FeatureStore.open(tiny_store)
     group = store.teacher("dinov3_hplus")

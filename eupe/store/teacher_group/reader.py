@@ -153,8 +153,8 @@ class GroupReader:
 
     def _chunks_of(self, rows: int | slice) -> range:
         per = self._group.store.params.images_per_chunk
-        if isinstance(rows, int):
-            return range(rows // per, rows // per + 1)
+        if isinstance(rows, (int, np.integer)):
+            return range(int(rows) // per, int(rows) // per + 1)
         start, stop, _ = rows.indices(self._group.store.num_images)
         return range(start // per, -(-stop // per))
 
