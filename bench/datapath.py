@@ -61,8 +61,7 @@ from eupe.assets import bundled_photos, encode_jpeg, write_photo_shards  # noqa:
 from eupe.data.shards import index_shards  # noqa: E402
 from eupe.store.codecs.haar import grid_shape  # noqa: E402
 from eupe.store.codecs.registry import get_codec  # noqa: E402
-from eupe.store.store import FeatureStore  # noqa: E402
-from eupe.store.store import StoreParams  # noqa: E402
+from eupe.store.store import FeatureStore, StoreParams  # noqa: E402
 from eupe.store.teacher_group.identity import TeacherIdentity  # noqa: E402
 from eupe.store.teacher_group.writer import ChunkResult  # noqa: E402
 from eupe.views.policy import ViewPolicy, sample_views  # noqa: E402

@@ -55,8 +55,7 @@ from eupe.views import kernels  # noqa: E402
 from eupe.views import photometric as P  # noqa: E402
 from eupe.views import renderer as R  # noqa: E402
 from eupe.views.policy import ViewPolicy, sample_views  # noqa: E402
-from eupe.views.renderer import render  # noqa: E402
-from eupe.views.renderer import _crop_resize, _to_float, dct_scale  # noqa: E402
+from eupe.views.renderer import _crop_resize, _to_float, dct_scale, render  # noqa: E402
 from eupe.views.source import decode_image, open_image  # noqa: E402
 from eupe.views.spec import ViewSpec  # noqa: E402
 
