@@ -149,7 +149,7 @@ def _accumulate(group: TeacherGroup, resolution: int, pairs: np.ndarray, moments
     rows = group.store.chunk_rows(int(pairs[0, 0]) // group.store.params.images_per_chunk)
     dense = len(pairs) * 2 >= len(rows) * group.block_views
     if dense and group.store.local_root is None:  # object storage: a chunk's objects in whole
-        chunk = group.reader.decode(group.reader.read_parts(slice(rows.start, rows.stop), resolution), resolution)
+        chunk = group.reader.targets(slice(rows.start, rows.stop), resolution)
         views = ({kind: chunk[kind][row - rows.start, view] for kind in moments} for row, view in pairs)
     else:
         views = (group.reader.targets(int(row), resolution, int(view)) for row, view in pairs)

@@ -37,6 +37,7 @@ from eupe.store.layout import (
     publish_dir, remove_stale_staging, sha256_of, staging_name,
 )
 from eupe.store.store import FeatureStore, identity_document
+from eupe.store.teacher_group.chunks import chunk_region
 from eupe.store.teacher_group.group import TeacherGroup
 from eupe.store.teacher_group.identity import TeacherIdentity, check_identity, resolution_group_name
 from eupe.store.teacher_group.writer import ChunkResult
@@ -146,8 +147,7 @@ def legacy_chunk(group: TeacherGroup, chunk: int) -> ChunkResult:
             raise StoreIntegrityError(f"{group.group.path}/{name} chunk {chunk}: {problem}; the old store is "
                                       "damaged there (`eupe-cache verify` lists every such chunk): restore it or "
                                       "re-extract")
-    span = group.store.chunk_rows(chunk)
-    region = slice(span.start, span.stop)
+    region = chunk_region(group.store, chunk)
     parts = {kind: {r: {c: np.asarray(group.array(n)[region]) for c, n in _legacy_names(group, r, kind).items()}
                     for r in group.resolutions} for kind in ("summary", "patch")}
     return ChunkResult(chunk=chunk, views=np.asarray(group.array("views")[region]),
@@ -159,16 +159,16 @@ def legacy_chunk(group: TeacherGroup, chunk: int) -> ChunkResult:
 def _verify_chunk(old: TeacherGroup, new: TeacherGroup, chunk: int) -> None:
     """The new store's decoded targets of a chunk equal the old components decoded, bit for bit."""
     legacy = legacy_chunk(old, chunk)
-    span = old.store.chunk_rows(chunk)
+    region = chunk_region(old.store, chunk)
     for resolution in old.resolutions:
         want = old.reader.decode({"summary": legacy.summary[resolution], "patch": legacy.patch[resolution]}, resolution)
-        have = new.reader.decode(new.reader.read_parts(slice(span.start, span.stop), resolution), resolution)
+        have = new.reader.targets(region, resolution)
         for kind in ("summary", "patch"):
             if not np.array_equal(want[kind], have[kind]):
                 raise StoreIntegrityError(f"{new.group.path}: chunk {chunk} {kind} targets at {resolution} px differ "
                                           "from the old store's after conversion; delete the new store and re-run")
-    for name, a, b in (("views", legacy.views, new.array("views")[span.start:span.stop]),
-                       ("status", legacy.status, new.array("status")[span.start:span.stop])):
+    for name, a, b in (("views", legacy.views, new.array("views")[region]),
+                       ("status", legacy.status, new.array("status")[region])):
         if not np.array_equal(a, np.asarray(b), equal_nan=name == "views"):
             raise StoreIntegrityError(f"{new.group.path}: chunk {chunk} {name} differ from the old store's")
 

@@ -92,7 +92,7 @@ def nonfinite_targets(store: FeatureStore, block: TeacherGroup, done: np.ndarray
     for chunk in np.flatnonzero(done):
         rows = store.chunk_rows(int(chunk))
         for resolution in block.resolutions:
-            targets = block.reader.decode(block.reader.read_parts(slice(rows.start, rows.stop), resolution), resolution)
+            targets = block.reader.targets(slice(rows.start, rows.stop), resolution)
             bad = {kind: ~np.isfinite(t.reshape(len(t), -1)).all(axis=1) for kind, t in targets.items()}  # [C]
             images = np.flatnonzero(bad["summary"] | bad["patch"])
             if len(images):

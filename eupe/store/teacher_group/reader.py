@@ -79,10 +79,11 @@ class GroupReader:
 
     # -- targets ------------------------------------------------------------------------------
 
-    def targets(self, row: int, resolution: int, view: int | slice = slice(None)) -> dict[str, np.ndarray]:
+    def targets(self, rows: int | slice, resolution: int, view: int | slice = slice(None)) -> dict[str, np.ndarray]:
         """Decoded targets of one image: {"summary": [K, D], "patch": [K, h, w, D]} of this group's own
-        views, or of one global view (an int, see :meth:`read_parts`)."""
-        return self.decode(self.read_parts(row, resolution, view), resolution)
+        views, or of one global view (an int, see :meth:`read_parts`); a slice of rows (e.g. a chunk's
+        :func:`~.chunks.chunk_region`) adds the leading image axis."""
+        return self.decode(self.read_parts(rows, resolution, view), resolution)
 
     def target_names(self, resolution: int) -> dict[str, list[str]]:
         prefix = f"{resolution_group_name(resolution)}/"
